@@ -1,0 +1,117 @@
+import CCurl
+import Foundation
+import Synchronization
+
+/// One request in flight: its easy handle, what has arrived, and whom to tell.
+///
+/// Confined to the loop thread once submitted, except `cancelled`, which any thread may set.
+final class Transfer: @unchecked Sendable {
+    enum Mode {
+        case collect(CheckedContinuation<HTTPResponse, any Error>)
+        case stream(head: CheckedContinuation<(Int, HTTPHeaders), any Error>?, channel: BodyChannel)
+        case done
+    }
+
+    let request: HTTPRequest
+    let userAgent: String
+    var mode: Mode = .done
+    var easy: UnsafeMutableRawPointer?
+    var headerList: UnsafeMutablePointer<curl_slist>?
+    let errorBuffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
+
+    var status = 0
+    var headers = HTTPHeaders()
+    var headComplete = false
+    var body = Data()
+    /// Set while curl holds the transfer paused because the stream's reader is behind.
+    var paused = false
+
+    let cancelled = Atomic<Bool>(false)
+
+    init(request: HTTPRequest, userAgent: String) {
+        self.request = request
+        self.userAgent = userAgent
+        errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+    }
+
+    deinit {
+        errorBuffer.deallocate()
+    }
+
+    /// Asks the loop to abort the transfer; safe from any thread, any number of times.
+    func cancel(via loop: CurlMultiLoop) {
+        if cancelled.exchange(true, ordering: .acquiringAndReleasing) == false {
+            loop.submit(.cancel(self))
+        }
+    }
+
+    // MARK: Loop-thread only
+
+    /// A header line as curl hands it over, CRLF included.
+    func receiveHeaderLine(_ line: String) {
+        let trimmed = line.trimmingCharacters(in: .newlines)
+        if trimmed.hasPrefix("HTTP/") {
+            // A new response head (after a 1xx or a redirect): start over.
+            let parts = trimmed.split(separator: " ", maxSplits: 2)
+            status = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
+            headers = HTTPHeaders()
+            headComplete = false
+        } else if trimmed.isEmpty {
+            if status >= 200 {
+                headComplete = true
+                deliverHead()
+            }
+        } else if let colon = trimmed.firstIndex(of: ":") {
+            let name = String(trimmed[..<colon])
+            let value = trimmed[trimmed.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            headers.add(name, value)
+        }
+    }
+
+    /// Body bytes; returns false when the transfer must pause because the reader is behind.
+    func receiveBody(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        switch mode {
+        case .collect:
+            body.append(contentsOf: bytes)
+            return true
+        case .stream(_, let channel):
+            deliverHead()
+            return channel.offer(Data(bytes))
+        case .done:
+            return true
+        }
+    }
+
+    /// Resumes a streaming caller once the head is known.
+    private func deliverHead() {
+        guard case .stream(let head?, let channel) = mode else { return }
+        mode = .stream(head: nil, channel: channel)
+        head.resume(returning: (status, headers))
+    }
+
+    /// Ends the transfer: resumes whoever waits, exactly once.
+    func finish(_ result: Result<Bool, any Error>) {
+        let current = mode
+        mode = .done
+        switch current {
+        case .collect(let continuation):
+            switch result {
+            case .success(let reused):
+                continuation.resume(returning: HTTPResponse(status: status, headers: headers, body: body, reusedConnection: reused))
+            case .failure(let error):
+                continuation.resume(throwing: error)
+            }
+        case .stream(let head, let channel):
+            switch result {
+            case .success:
+                head?.resume(returning: (status, headers))
+                channel.finish(nil)
+            case .failure(let error):
+                head?.resume(throwing: error)
+                channel.finish(error)
+            }
+        case .done:
+            break
+        }
+    }
+}

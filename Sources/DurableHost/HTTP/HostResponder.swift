@@ -1,0 +1,204 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import SessionModel
+
+/// The host's HTTP API (README, "Host API"): a small dispatcher, so that every path answers
+/// exactly 404 or 405 as it should, and each request costs one switch, not a router walk.
+public struct HostResponder: HTTPResponder {
+    public typealias Context = BasicRequestContext
+
+    let host: HostState
+
+    /// The routes, with the label they carry in metrics.
+    enum Route: String, CaseIterable {
+        case health = "/health"
+        case metrics = "/metrics"
+        case record = "/sessions/{id}"
+        case history = "/sessions/{id}/history"
+        case update = "/sessions/{id}/update"
+        case clear = "/sessions/{id}/clear"
+        case unknown = "unknown"
+
+        var method: HTTPRequest.Method {
+            switch self {
+            case .update: .post
+            case .clear: .delete
+            default: .get
+            }
+        }
+    }
+
+    public func respond(to request: Request, context: Context) async throws -> Response {
+        let start = ContinuousClock.now
+        let (route, rawID) = Self.route(request.uri.path)
+        let response: Response
+        do throws(APIError) {
+            response = try await dispatch(route, rawID: rawID, request: request, context: context)
+        } catch {
+            response = Self.failure(error)
+        }
+        host.metrics.record(route: route.rawValue, method: request.method.rawValue, status: response.status.code, since: start)
+        return response
+    }
+
+    private func dispatch(_ route: Route, rawID: Substring?, request: Request, context: Context) async throws(APIError) -> Response {
+        guard route != .unknown else {
+            throw APIError(.notFound, "no route \(request.method.rawValue) \(request.uri.path.prefix(200))")
+        }
+        guard request.method == route.method || (request.method == .head && route.method == .get) else {
+            var response = Self.failure(
+                APIError(.methodNotAllowed, "\(route.rawValue) takes \(route.method.rawValue), not \(request.method.rawValue)"))
+            response.headers[.allow] = route.method.rawValue
+            return response
+        }
+        if route != .health { try host.authorize(request.headers[.authorization]) }
+
+        switch route {
+        case .health:
+            return Self.json(await host.health())
+        case .metrics:
+            var response = Response(status: .ok, body: .init(byteBuffer: ByteBuffer(bytes: host.metrics.exposition())))
+            response.headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+            return response
+        case .record, .history, .update, .clear:
+            let id = try Self.sessionID(rawID, limits: host.limits)
+            return try await sessionRoute(route, id: id, request: request)
+        case .unknown:
+            throw APIError(.notFound, "no such route")
+        }
+    }
+
+    private func sessionRoute(_ route: Route, id: String, request: Request) async throws(APIError) -> Response {
+        switch route {
+        case .history:
+            let state = try await host.directory.withObject(id) { object throws(APIError) in try await object.read() }
+            return Self.json(HostAPI.History(data: state.record.messages, metadata: state.record.metadata))
+        case .record:
+            let state = try await host.directory.withObject(id) { object throws(APIError) in try await object.read() }
+            guard state.exists else { throw APIError(.sessionNotFound, "no session '\(id)'") }
+            return Self.json(HostAPI.Record(data: state.record))
+        case .update:
+            let body = try await readJSONBody(request)
+            let operation = try SessionOperation.decodeUpdate(from: body)
+            let key = try Self.idempotencyKey(request.headers, body: operation.canonicalJSON)
+            let reply = try await host.directory.withObject(id) { object throws(APIError) in
+                try await object.write(operation, idempotency: key)
+            }
+            return Self.reply(reply)
+        case .clear:
+            let key = try Self.idempotencyKey(request.headers, body: SessionOperation.clear.canonicalJSON)
+            let reply = try await host.directory.withObject(id) { object throws(APIError) in
+                try await object.write(.clear, idempotency: key)
+            }
+            return Self.reply(reply)
+        default:
+            throw APIError(.notFound, "no such route")
+        }
+    }
+
+    /// Reads a JSON body within the size limit, refusing other media types.
+    private func readJSONBody(_ request: Request) async throws(APIError) -> Data {
+        let limit = host.limits.maxBodyBytes
+        guard let type = request.headers[.contentType], Self.isJSON(type) else {
+            throw APIError(.unsupportedMediaType, "Content-Type must be application/json")
+        }
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit {
+            throw APIError(.payloadTooLarge, "request body is \(length) bytes; the limit is \(limit)")
+        }
+        do {
+            let buffer = try await request.body.collect(upTo: limit)
+            return Data(buffer.readableBytesView)
+        } catch is NIOTooManyBytesError {
+            throw APIError(.payloadTooLarge, "request body exceeds \(limit) bytes")
+        } catch {
+            throw APIError(.invalidRequest, "request body could not be read")
+        }
+    }
+
+    // MARK: Pure helpers
+
+    /// Splits a path into its route and, for session routes, the raw id segment.
+    static func route(_ path: String) -> (Route, Substring?) {
+        let segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        guard path.hasPrefix("/") else { return (.unknown, nil) }
+        switch segments.count {
+        case 1:
+            switch segments.first! {
+            case "health": return (.health, nil)
+            case "metrics": return (.metrics, nil)
+            default: return (.unknown, nil)
+            }
+        case 2 where segments.first == "sessions":
+            return (.record, segments.last!)
+        case 3 where segments.first == "sessions":
+            let id = segments[segments.startIndex + 1]
+            switch segments.last! {
+            case "history": return (.history, id)
+            case "update": return (.update, id)
+            case "clear": return (.clear, id)
+            default: return (.unknown, nil)
+            }
+        default:
+            return (.unknown, nil)
+        }
+    }
+
+    static func sessionID(_ raw: Substring?, limits: SessionLimits) throws(APIError) -> String {
+        let raw = String(raw ?? "")
+        guard let decoded = raw.removingPercentEncoding else {
+            throw APIError(.invalidSessionID, "session id is not valid percent-encoding")
+        }
+        return try SessionID.validate(decoded, limits: limits)
+    }
+
+    static func idempotencyKey(_ headers: HTTPFields, body: Data) throws(APIError) -> IdempotencyKey? {
+        guard let key = headers[HTTPField.Name(HostAPI.idempotencyKeyHeader)!] else { return nil }
+        guard !key.isEmpty, key.utf8.count <= HostAPI.maxIdempotencyKeyLength,
+            key.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F })
+        else {
+            throw APIError(.invalidIdempotencyKey, "Idempotency-Key must be 1 to \(HostAPI.maxIdempotencyKeyLength) visible ASCII characters")
+        }
+        return IdempotencyKey(key: key, requestHash: fnv1a(body))
+    }
+
+    static func isJSON(_ contentType: String) -> Bool {
+        let type = contentType.split(separator: ";", maxSplits: 1).first?.trimmingCharacters(in: .whitespaces).lowercased()
+        return type == "application/json"
+    }
+
+    static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+        let body = (try? JSONCoding.encoder.encode(value)) ?? Data()
+        return json(bytes: body, status: status)
+    }
+
+    static func json(bytes: Data, status: HTTPResponse.Status = .ok) -> Response {
+        var response = Response(status: status, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+        response.headers[.contentType] = "application/json"
+        return response
+    }
+
+    static func reply(_ reply: WriteReply) -> Response {
+        var response = json(bytes: reply.body, status: HTTPResponse.Status(code: reply.status))
+        if reply.replayed { response.headers[HTTPField.Name("Idempotent-Replayed")!] = "true" }
+        return response
+    }
+
+    static func failure(_ error: APIError) -> Response {
+        var response = json(HostAPI.Failure(error), status: HTTPResponse.Status(code: error.code.httpStatus))
+        if error.code == .unauthorized { response.headers[.wwwAuthenticate] = "Bearer" }
+        return response
+    }
+}
+
+/// 64-bit FNV-1a: tells a retried request from a different one under the same key.
+func fnv1a(_ data: Data) -> Int64 {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in data {
+        hash ^= UInt64(byte)
+        hash &*= 0x100_0000_01b3
+    }
+    return Int64(bitPattern: hash)
+}

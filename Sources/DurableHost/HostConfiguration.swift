@@ -1,0 +1,63 @@
+import SessionModel
+import Settings
+
+/// Everything a durable host is configured with (README, "durable-host").
+public struct HostConfiguration: Sendable {
+    public var listen: ListenAddress
+    public var node: String
+    public var dataDirectory: String
+    /// The ring's members, this host among them; empty for a single host.
+    public var peers: [NamedAddress]
+    /// Bearer token every route but `/health` requires; nil for none (loopback only).
+    public var token: String?
+    public var limits: SessionLimits
+    public var synchronous: SQLiteSessionStore.Synchronous
+    /// Most session objects kept in memory.
+    public var maxLiveObjects: Int
+    /// An object unused this long is evicted from memory.
+    public var idleTimeout: Duration
+    /// How long an idempotency key is remembered.
+    public var idempotencyRetention: Duration
+    /// Most mutations committed in one transaction.
+    public var maxBatch: Int
+
+    public init(
+        listen: ListenAddress = ListenAddress(host: "127.0.0.1", port: 7400),
+        node: String = "host-1",
+        dataDirectory: String = "./data",
+        peers: [NamedAddress] = [],
+        token: String? = nil,
+        limits: SessionLimits = .default,
+        synchronous: SQLiteSessionStore.Synchronous = .full,
+        maxLiveObjects: Int = 10_000,
+        idleTimeout: Duration = .seconds(120),
+        idempotencyRetention: Duration = .seconds(24 * 3600),
+        maxBatch: Int = 2_000
+    ) {
+        self.listen = listen
+        self.node = node
+        self.dataDirectory = dataDirectory
+        self.peers = peers
+        self.token = token
+        self.limits = limits
+        self.synchronous = synchronous
+        self.maxLiveObjects = maxLiveObjects
+        self.idleTimeout = idleTimeout
+        self.idempotencyRetention = idempotencyRetention
+        self.maxBatch = maxBatch
+    }
+
+    /// Refuses configurations that must not run: listening beyond loopback with no token.
+    public func validate() throws(SettingsError) {
+        if token == nil && !listen.isLoopback {
+            throw SettingsError(
+                "refusing to listen on \(listen) without a token: set DURABLE_HOST_TOKEN or token_file, or listen on 127.0.0.1")
+        }
+        if node.isEmpty {
+            throw SettingsError("node name must not be empty (--node)")
+        }
+        if !peers.isEmpty && !peers.contains(where: { $0.name == node }) {
+            throw SettingsError("--peers does not list this host's own node name '\(node)'")
+        }
+    }
+}

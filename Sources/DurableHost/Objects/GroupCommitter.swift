@@ -1,0 +1,195 @@
+import Foundation
+import Logging
+import Metrics
+import SessionModel
+import ServiceLifecycle
+import Synchronization
+
+/// Commits many sessions' writes in one transaction.
+///
+/// Session objects `enqueue` mutations in the order they apply them; the committer's loop
+/// takes everything queued, commits it as one batch, and resolves each mutation's ticket.
+/// While a batch is being committed the next one gathers, so under load a batch holds
+/// everything that arrived during one fsync: throughput scales with concurrency instead of
+/// being one fsync per request, and no write is acknowledged before it is durable.
+///
+/// When a batch fails, every mutation queued by the same live objects after it is failed
+/// too (they were computed on top of the failed ones), and those objects are discarded and
+/// reloaded from storage on their next use.
+public final class GroupCommitter: Service, Sendable {
+    struct Entry {
+        let mutation: SessionMutation
+        let ticket: CommitTicket
+    }
+
+    private struct State {
+        var queue: [Entry] = []
+        var wake: CheckedContinuation<Void, Never>?
+        var closed = false
+        /// Incarnations whose earlier mutations failed, with when: their later ones fail too.
+        var poisoned: [UInt64: Double] = [:]
+    }
+
+    private let state = Mutex(State())
+    private let committedBatches = Atomic<Int>(0)
+    private let store: any SessionStore
+    private let maxBatch: Int
+    private let logger: Logger
+    private let stats: StorageStatus
+    private let commitTimer = Metrics.Timer(label: "host_storage_commit_seconds", preferredDisplayUnit: .seconds)
+    private let batchSize = Recorder(label: "host_storage_batch_size")
+    private let failures = Metrics.Counter(label: "host_storage_commit_failures_total")
+
+    init(store: any SessionStore, maxBatch: Int, stats: StorageStatus, logger: Logger) {
+        self.store = store
+        self.maxBatch = maxBatch
+        self.stats = stats
+        self.logger = logger
+    }
+
+    /// Queues a mutation; its ticket resolves when it is durable. Synchronous, so a caller's
+    /// mutations are queued in exactly the order it calls this.
+    func enqueue(_ mutation: SessionMutation) -> CommitTicket {
+        let ticket = CommitTicket()
+        let outcome: (wake: CheckedContinuation<Void, Never>?, refusal: APIError?) = state.withLock { state in
+            if state.closed {
+                return (nil, APIError(.shuttingDown, "the host is shutting down; retry on another attempt"))
+            }
+            if state.poisoned[mutation.incarnation] != nil {
+                return (nil, APIError(.storageUnavailable, "an earlier write of this session failed; retry"))
+            }
+            state.queue.append(Entry(mutation: mutation, ticket: ticket))
+            defer { state.wake = nil }
+            return (state.wake, nil)
+        }
+        if let refusal = outcome.refusal { ticket.resolve(.failure(refusal)) }
+        outcome.wake?.resume()
+        return ticket
+    }
+
+    public func run() async throws {
+        await withGracefulShutdownHandler {
+            await commitUntilClosed()
+        } onGracefulShutdown: {
+            self.close()
+        }
+        try await store.close()
+        logger.info("storage closed")
+    }
+
+    /// Whether the committer has stopped taking mutations (the host is shutting down).
+    var isClosed: Bool { state.withLock { $0.closed } }
+
+    /// Transactions committed so far.
+    var batchesCommitted: Int { committedBatches.load(ordering: .relaxed) }
+
+    /// Stops taking mutations; what is queued is still committed.
+    func close() {
+        let wake = state.withLock { state in
+            state.closed = true
+            defer { state.wake = nil }
+            return state.wake
+        }
+        wake?.resume()
+    }
+
+    private func commitUntilClosed() async {
+        while let batch = await nextBatch() {
+            let start = ContinuousClock.now
+            do {
+                try await store.commit(batch.map(\.mutation))
+                commitTimer.record(since: start)
+                batchSize.record(batch.count)
+                stats.recordSuccess(sessionsDelta: batch.reduce(0) { $0 + $1.mutation.sessionsDelta })
+                committedBatches.add(1, ordering: .relaxed)
+                for entry in batch { entry.ticket.resolve(.success(())) }
+            } catch {
+                failures.increment()
+                stats.recordFailure("\(error)")
+                logger.error("storage commit failed", metadata: ["batch": "\(batch.count)", "error": "\(error)"])
+                fail(batch, error: APIError(.storageUnavailable, "storage could not commit the write; retry"))
+            }
+        }
+    }
+
+    /// Waits for work; nil once closed with nothing left.
+    private func nextBatch() async -> [Entry]? {
+        while true {
+            enum Next { case batch([Entry]), finished, wait }
+            let next: Next = state.withLock { state in
+                if !state.queue.isEmpty {
+                    let count = min(state.queue.count, maxBatch)
+                    let batch = Array(state.queue.prefix(count))
+                    state.queue.removeFirst(count)
+                    return .batch(batch)
+                }
+                return state.closed ? .finished : .wait
+            }
+            switch next {
+            case .batch(let batch): return batch
+            case .finished: return nil
+            case .wait:
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let ready = state.withLock { state -> Bool in
+                        if !state.queue.isEmpty || state.closed { return true }
+                        state.wake = continuation
+                        return false
+                    }
+                    if ready { continuation.resume() }
+                }
+            }
+        }
+    }
+
+    /// Fails a batch, and every queued mutation of the same incarnations with it.
+    private func fail(_ batch: [Entry], error: APIError) {
+        let incarnations = Set(batch.map(\.mutation.incarnation))
+        let now = Date().timeIntervalSince1970
+        let dependents: [Entry] = state.withLock { state in
+            for incarnation in incarnations { state.poisoned[incarnation] = now }
+            state.poisoned = state.poisoned.filter { now - $0.value < 300 }
+            let (failed, kept) = state.queue.reduce(into: ([Entry](), [Entry]())) { result, entry in
+                if incarnations.contains(entry.mutation.incarnation) { result.0.append(entry) } else { result.1.append(entry) }
+            }
+            state.queue = kept
+            return failed
+        }
+        for entry in batch + dependents { entry.ticket.resolve(.failure(error)) }
+    }
+}
+
+/// What `/health` reports of storage: how many sessions, and ok or the last failure.
+public final class StorageStatus: Sendable {
+    private struct State {
+        var lastError: String?
+        var lastErrorAt: Double?
+        var sessions: Int
+    }
+
+    private let state: Mutex<State>
+
+    /// Starts from the number of sessions the store holds.
+    public init(sessions: Int) {
+        state = Mutex(State(sessions: sessions))
+    }
+
+    func recordSuccess(sessionsDelta: Int) {
+        state.withLock { state in
+            state.sessions += sessionsDelta
+            state.lastError = nil
+        }
+    }
+
+    /// Sessions stored, kept exact by every commit.
+    public var sessions: Int { state.withLock { $0.sessions } }
+
+    func recordFailure(_ message: String) {
+        state.withLock { state in
+            state.lastError = message
+            state.lastErrorAt = Date().timeIntervalSince1970
+        }
+    }
+
+    /// nil when the last commit succeeded.
+    public var lastError: String? { state.withLock { $0.lastError } }
+}

@@ -1,0 +1,251 @@
+import Foundation
+import SessionModel
+
+/// What every live object shares: where to commit, where to load from, the limits.
+struct ObjectContext: Sendable {
+    let committer: GroupCommitter
+    let store: any SessionStore
+    let limits: SessionLimits
+    /// How long an idempotency key is remembered.
+    let idempotencyRetention: Double
+    /// Most idempotency keys remembered per live session.
+    let maxKeysPerSession: Int
+    let now: @Sendable () -> Double
+}
+
+/// An idempotency key and the hash of the request that carries it.
+public struct IdempotencyKey: Sendable, Hashable {
+    public var key: String
+    public var requestHash: Int64
+
+    public init(key: String, requestHash: Int64) {
+        self.key = key
+        self.requestHash = requestHash
+    }
+}
+
+/// The answer to a write, kept so an idempotent retry gets exactly the same bytes.
+public struct WriteReply: Sendable {
+    public var status: Int
+    public var body: Data
+    /// True when this is the remembered answer to an earlier request with the same key.
+    public var replayed: Bool
+}
+
+/// One session's serial executor: the Durable Object of the seed.
+///
+/// Operations on one id run one at a time on this actor and see each other's effects in the
+/// order they arrive here (linearizable); different ids are different actors and run in
+/// parallel. A write applies the operation to the in-memory state, queues the mutation with
+/// the group committer, and answers only once it is durable. A read answers only once every
+/// write it has seen is durable: the output gate of Durable Objects.
+actor SessionObject {
+    let id: String
+    let incarnation: UInt64
+    private let context: ObjectContext
+    private let onPoisoned: @Sendable (SessionObject) -> Void
+
+    private struct Loaded {
+        var state: SessionState
+        var nextSeq: Int64
+        var keys: [String: KeyEntry]
+        var keyOrder: [String]
+    }
+
+    private enum KeyEntry {
+        case pending(requestHash: Int64, ticket: CommitTicket, reply: WriteReply)
+        case done(IdempotencyRecord)
+
+        var requestHash: Int64 {
+            switch self {
+            case .pending(let hash, _, _): hash
+            case .done(let record): record.requestHash
+            }
+        }
+    }
+
+    private var loaded: Loaded?
+    private var loading: Task<StoredSession?, any Error>?
+    /// The last mutation queued: reads wait for it.
+    private var lastTicket: CommitTicket?
+    private var poisoned = false
+
+    init(id: String, incarnation: UInt64, context: ObjectContext, onPoisoned: @escaping @Sendable (SessionObject) -> Void) {
+        self.id = id
+        self.incarnation = incarnation
+        self.context = context
+        self.onPoisoned = onPoisoned
+    }
+
+    // MARK: Operations
+
+    /// The session's state once everything it reflects is durable.
+    func read() async throws(APIError) -> SessionState {
+        try await ensureLoaded()
+        let snapshot = loaded!.state
+        if let ticket = lastTicket, !ticket.isResolved {
+            try await wait(for: ticket)
+        }
+        return snapshot
+    }
+
+    /// Applies a write and answers once it is durable.
+    func write(_ operation: SessionOperation, idempotency: IdempotencyKey?) async throws(APIError) -> WriteReply {
+        try await ensureLoaded()
+
+        if let idempotency, let entry = loaded!.keys[idempotency.key] {
+            guard entry.requestHash == idempotency.requestHash else {
+                throw APIError(.idempotencyKeyReused, "Idempotency-Key '\(idempotency.key)' was already used with a different request")
+            }
+            switch entry {
+            case .done(let record):
+                return WriteReply(status: record.status, body: record.response, replayed: true)
+            case .pending(_, let ticket, var reply):
+                try await wait(for: ticket)
+                reply.replayed = true
+                return reply
+            }
+        }
+
+        // From here to enqueue nothing suspends, so the in-memory state and the commit queue
+        // see this actor's writes in the same order. The state is changed in place (no copy
+        // of the history); `apply` validates before it changes anything.
+        let existed = loaded!.state.exists
+        let createdBefore = loaded!.state.record.createdAt
+        let now = context.now()
+        let change = try loaded!.state.apply(operation, now: now, limits: context.limits)
+        let state = loaded!.state
+
+        if case .cleared = change, !existed {
+            // Nothing to clear: answer once earlier writes are durable, write nothing.
+            if let ticket = lastTicket, !ticket.isResolved { try await wait(for: ticket) }
+            return reply(for: state, cleared: false, now: now, createdAt: 0)
+        }
+
+        let storedChange: SessionMutation.Change
+        switch change {
+        case .appended(let message, _):
+            storedChange = .append(message, seq: loaded!.nextSeq)
+            loaded!.nextSeq += 1
+        case .replacedMessages:
+            storedChange = .replaceMessages(state.record.messages)
+            loaded!.nextSeq = Int64(state.record.messages.count)
+        case .replacedMetadata:
+            storedChange = .touch
+        case .cleared:
+            storedChange = .delete
+            loaded!.nextSeq = 0
+        }
+        let answer = reply(for: state, cleared: change == .cleared ? true : nil, now: now, createdAt: createdBefore)
+        let record = idempotency.map {
+            IdempotencyRecord(key: $0.key, requestHash: $0.requestHash, status: answer.status, response: answer.body, createdAt: now)
+        }
+        let metadataChanged = change == .replacedMetadata || !existed
+        let mutation = SessionMutation(
+            id: id, incarnation: incarnation, change: storedChange,
+            createdAt: state.record.createdAt, lastUpdated: state.record.lastUpdated,
+            messageCount: state.record.messages.count,
+            metadata: metadataChanged ? state.record.metadata.encodedJSON() : nil,
+            idempotency: record,
+            sessionsDelta: change == .cleared ? -1 : (existed ? 0 : 1))
+
+        let ticket = context.committer.enqueue(mutation)
+        lastTicket = ticket
+        if let idempotency {
+            remember(idempotency.key, .pending(requestHash: idempotency.requestHash, ticket: ticket, reply: answer))
+        }
+
+        try await wait(for: ticket)
+        if let record, case .pending(_, let pendingTicket, _)? = loaded?.keys[record.key], pendingTicket === ticket {
+            loaded?.keys[record.key] = .done(record)
+        }
+        return answer
+    }
+
+    // MARK: Internals
+
+    private func reply(for state: SessionState, cleared: Bool?, now: Double, createdAt: Double) -> WriteReply {
+        let result: HostAPI.WriteResult
+        if cleared != nil {
+            result = HostAPI.WriteResult(messageCount: 0, createdAt: createdAt, lastUpdated: now, cleared: cleared)
+        } else {
+            result = HostAPI.WriteResult(
+                messageCount: state.record.messages.count, createdAt: state.record.createdAt,
+                lastUpdated: state.record.lastUpdated)
+        }
+        let body = (try? JSONCoding.encoder.encode(HostAPI.Write(data: result))) ?? Data()
+        return WriteReply(status: 200, body: body, replayed: false)
+    }
+
+    private func remember(_ key: String, _ entry: KeyEntry) {
+        guard loaded != nil else { return }
+        Self.remember(key, entry, in: &loaded!, max: context.maxKeysPerSession)
+    }
+
+    private static func remember(_ key: String, _ entry: KeyEntry, in loaded: inout Loaded, max: Int) {
+        if loaded.keys.updateValue(entry, forKey: key) == nil {
+            loaded.keyOrder.append(key)
+        }
+        if loaded.keyOrder.count > max {
+            let dropped = loaded.keyOrder.removeFirst()
+            loaded.keys[dropped] = nil
+        }
+    }
+
+    private func wait(for ticket: CommitTicket) async throws(APIError) {
+        do {
+            try await ticket.wait()
+        } catch {
+            poison()
+            throw (error as? APIError) ?? APIError(.storageUnavailable, "storage could not commit the write; retry")
+        }
+    }
+
+    /// After a failed commit the in-memory state is ahead of storage: drop it.
+    private func poison() {
+        guard !poisoned else { return }
+        poisoned = true
+        loaded = nil
+        onPoisoned(self)
+    }
+
+    /// Makes `loaded` non-nil, loading from storage once however many callers wait.
+    private func ensureLoaded() async throws(APIError) {
+        guard !poisoned else {
+            throw APIError(.storageUnavailable, "an earlier write of this session failed; retry")
+        }
+        if loaded != nil { return }
+        let task: Task<StoredSession?, any Error>
+        if let loading {
+            task = loading
+        } else {
+            let store = context.store
+            let id = id
+            let since = context.now() - context.idempotencyRetention
+            task = Task { try await store.load(id, idempotencySince: since) }
+            loading = task
+        }
+        let stored: StoredSession?
+        do {
+            stored = try await task.value
+        } catch {
+            loading = nil
+            if context.committer.isClosed {
+                throw APIError(.shuttingDown, "the host is shutting down; retry on another attempt")
+            }
+            throw APIError(.storageUnavailable, "storage could not load the session; retry")
+        }
+        loading = nil
+        guard !poisoned else {
+            throw APIError(.storageUnavailable, "an earlier write of this session failed; retry")
+        }
+        if loaded != nil { return }
+        var fresh = Loaded(
+            state: stored?.record.map(SessionState.init(stored:)) ?? SessionState(absent: id),
+            nextSeq: stored?.nextSeq ?? 0, keys: [:], keyOrder: [])
+        for record in (stored?.idempotency ?? []).reversed() {
+            Self.remember(record.key, .done(record), in: &fresh, max: context.maxKeysPerSession)
+        }
+        loaded = fresh
+    }
+}

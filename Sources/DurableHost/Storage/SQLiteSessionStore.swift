@@ -1,0 +1,199 @@
+import Foundation
+import GRDB
+import SessionModel
+
+/// The embedded default store: one SQLite database in WAL mode under `--data DIR`.
+///
+/// Writes go through GRDB's single writer connection, on GRDB's own dispatch queue (never
+/// Swift's cooperative pool); reads use its pool of reader connections, concurrent with writes.
+/// With `synchronous = FULL` a commit is on disk before `commit` returns.
+public final class SQLiteSessionStore: SessionStore {
+    public enum Synchronous: String, Sendable, CaseIterable {
+        /// fsync on every commit: survives power loss.
+        case full
+        /// fsync at checkpoints only: survives a process crash, not power loss.
+        case normal
+    }
+
+    public let path: String
+    private let pool: DatabasePool
+
+    /// Opens (creating if needed) `DIR/sessions.sqlite`.
+    public init(directory: String, synchronous: Synchronous = .full) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw StoreError("cannot create data directory \(directory): \(error.localizedDescription)")
+        }
+        path = (directory as NSString).appendingPathComponent("sessions.sqlite")
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(10)
+        configuration.maximumReaderCount = 4
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = \(synchronous.rawValue.uppercased())")
+        }
+        do {
+            pool = try DatabasePool(path: path, configuration: configuration)
+            try Self.migrator.migrate(pool)
+        } catch {
+            throw StoreError("cannot open \(path): \(error)")
+        }
+    }
+
+    private static let migrator: DatabaseMigrator = {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE sessions (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        metadata BLOB NOT NULL,
+                        created_at REAL NOT NULL,
+                        last_updated REAL NOT NULL,
+                        message_count INTEGER NOT NULL
+                    ) WITHOUT ROWID;
+                    CREATE TABLE messages (
+                        session_id TEXT NOT NULL,
+                        seq INTEGER NOT NULL,
+                        role TEXT NOT NULL,
+                        content TEXT NOT NULL,
+                        timestamp REAL NOT NULL,
+                        PRIMARY KEY (session_id, seq)
+                    );
+                    CREATE TABLE idempotency (
+                        session_id TEXT NOT NULL,
+                        key TEXT NOT NULL,
+                        request_hash INTEGER NOT NULL,
+                        status INTEGER NOT NULL,
+                        response BLOB NOT NULL,
+                        created_at REAL NOT NULL,
+                        PRIMARY KEY (session_id, key)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX idempotency_by_age ON idempotency (created_at);
+                    """
+            )
+        }
+        return migrator
+    }()
+
+    public func load(_ id: String, idempotencySince: Double) async throws -> StoredSession? {
+        try await pool.read { db in
+            let keys = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT key, request_hash, status, response, created_at FROM idempotency
+                    WHERE session_id = ? AND created_at >= ? ORDER BY created_at DESC LIMIT 1000
+                    """,
+                arguments: [id, idempotencySince]
+            ).map { row in
+                IdempotencyRecord(key: row[0], requestHash: row[1], status: row[2], response: row[3], createdAt: row[4])
+            }
+            guard let session = try Row.fetchOne(
+                db, sql: "SELECT metadata, created_at, last_updated FROM sessions WHERE id = ?", arguments: [id])
+            else {
+                return keys.isEmpty ? nil : StoredSession(record: nil, nextSeq: 0, idempotency: keys)
+            }
+            var messages: [Message] = []
+            var nextSeq: Int64 = 0
+            let rows = try Row.fetchCursor(
+                db, sql: "SELECT seq, role, content, timestamp FROM messages WHERE session_id = ? ORDER BY seq",
+                arguments: [id])
+            while let row = try rows.next() {
+                let role: String = row[1]
+                messages.append(Message(role: Role(rawValue: role) ?? .user, content: row[2], timestamp: row[3]))
+                nextSeq = (row[0] as Int64) + 1
+            }
+            let metadataData: Data = session[0]
+            let metadata = (try? JSONCoding.decoder.decode(JSONObject.self, from: metadataData)) ?? [:]
+            let record = SessionRecord(id: id, messages: messages, metadata: metadata, createdAt: session[1], lastUpdated: session[2])
+            return StoredSession(record: record, nextSeq: nextSeq, idempotency: keys)
+        }
+    }
+
+    public func commit(_ batch: [SessionMutation]) async throws {
+        guard !batch.isEmpty else { return }
+        try await pool.write { db in
+            for mutation in batch {
+                try Self.apply(mutation, in: db)
+            }
+        }
+    }
+
+    private static func apply(_ mutation: SessionMutation, in db: Database) throws {
+        let id = mutation.id
+        switch mutation.change {
+        case .append(let message, let seq):
+            try upsertSession(mutation, in: db)
+            try db.cachedStatement(sql: "INSERT INTO messages (session_id, seq, role, content, timestamp) VALUES (?, ?, ?, ?, ?)")
+                .execute(arguments: [id, seq, message.role.rawValue, message.content, message.timestamp])
+        case .replaceMessages(let messages):
+            try upsertSession(mutation, in: db)
+            try db.cachedStatement(sql: "DELETE FROM messages WHERE session_id = ?").execute(arguments: [id])
+            let insert = try db.cachedStatement(
+                sql: "INSERT INTO messages (session_id, seq, role, content, timestamp) VALUES (?, ?, ?, ?, ?)")
+            for (seq, message) in messages.enumerated() {
+                try insert.execute(arguments: [id, seq, message.role.rawValue, message.content, message.timestamp])
+            }
+        case .touch:
+            try upsertSession(mutation, in: db)
+        case .delete:
+            try db.cachedStatement(sql: "DELETE FROM messages WHERE session_id = ?").execute(arguments: [id])
+            try db.cachedStatement(sql: "DELETE FROM sessions WHERE id = ?").execute(arguments: [id])
+        }
+        if let record = mutation.idempotency {
+            try db.cachedStatement(
+                sql: """
+                    INSERT OR REPLACE INTO idempotency (session_id, key, request_hash, status, response, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    """
+            ).execute(arguments: [id, record.key, record.requestHash, record.status, record.response, record.createdAt])
+        }
+    }
+
+    private static func upsertSession(_ mutation: SessionMutation, in db: Database) throws {
+        if let metadata = mutation.metadata {
+            try db.cachedStatement(
+                sql: """
+                    INSERT INTO sessions (id, metadata, created_at, last_updated, message_count) VALUES (?, ?, ?, ?, ?)
+                    ON CONFLICT (id) DO UPDATE SET metadata = excluded.metadata,
+                        last_updated = excluded.last_updated, message_count = excluded.message_count
+                    """
+            ).execute(arguments: [mutation.id, metadata, mutation.createdAt, mutation.lastUpdated, mutation.messageCount])
+        } else {
+            try db.cachedStatement(
+                sql: """
+                    INSERT INTO sessions (id, metadata, created_at, last_updated, message_count) VALUES (?, X'7B7D', ?, ?, ?)
+                    ON CONFLICT (id) DO UPDATE SET last_updated = excluded.last_updated, message_count = excluded.message_count
+                    """
+            ).execute(arguments: [mutation.id, mutation.createdAt, mutation.lastUpdated, mutation.messageCount])
+        }
+    }
+
+    public func sessionCount() async throws -> Int {
+        try await pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM sessions") ?? 0 }
+    }
+
+    public func pruneIdempotency(before cutoff: Double) async throws -> Int {
+        try await pool.write { db in
+            try db.execute(sql: "DELETE FROM idempotency WHERE created_at < ?", arguments: [cutoff])
+            return db.changesCount
+        }
+    }
+
+    public func sessionIDs(after cursor: String?, limit: Int) async throws -> [String] {
+        try await pool.read { db in
+            try String.fetchAll(
+                db, sql: "SELECT id FROM sessions WHERE id > ? ORDER BY id LIMIT ?", arguments: [cursor ?? "", limit])
+        }
+    }
+
+    public func close() async throws {
+        // Closing checkpoints the WAL: disk work, kept off the cooperative pool.
+        let pool = self.pool
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            DispatchQueue.global().async {
+                continuation.resume(with: Result { try pool.close() })
+            }
+        }
+    }
+}

@@ -1,0 +1,104 @@
+import Foundation
+import SessionModel
+
+/// Where a host keeps its sessions durably.
+///
+/// A store sees only whole batches: `commit` applies every mutation of a batch in one
+/// transaction and returns once the transaction is durable, or throws and applies none.
+/// That contract is what lets the host acknowledge a write only after it is committed while
+/// still committing many sessions' writes together (`GroupCommitter`).
+public protocol SessionStore: Sendable {
+    /// A session's stored state and its remembered idempotency keys; nil if never written or cleared.
+    func load(_ id: String, idempotencySince: Double) async throws -> StoredSession?
+    /// Applies every mutation in order, in one transaction.
+    func commit(_ batch: [SessionMutation]) async throws
+    /// How many sessions are stored.
+    func sessionCount() async throws -> Int
+    /// Forgets idempotency keys recorded before `cutoff`; returns how many.
+    func pruneIdempotency(before cutoff: Double) async throws -> Int
+    /// Ids of stored sessions after `cursor`, in order, at most `limit` of them.
+    func sessionIDs(after cursor: String?, limit: Int) async throws -> [String]
+    /// Flushes and closes; the store is unusable afterwards.
+    func close() async throws
+}
+
+/// A session as loaded from storage.
+public struct StoredSession: Sendable, Hashable {
+    public var record: SessionRecord?
+    /// The sequence number the next appended message takes.
+    public var nextSeq: Int64
+    public var idempotency: [IdempotencyRecord]
+
+    public init(record: SessionRecord?, nextSeq: Int64, idempotency: [IdempotencyRecord]) {
+        self.record = record
+        self.nextSeq = nextSeq
+        self.idempotency = idempotency
+    }
+}
+
+/// The first answer to an idempotent write, replayed to every retry with the same key.
+public struct IdempotencyRecord: Sendable, Hashable {
+    public var key: String
+    /// Hash of the request that first used the key: a retry with another body is refused.
+    public var requestHash: Int64
+    public var status: Int
+    public var response: Data
+    public var createdAt: Double
+
+    public init(key: String, requestHash: Int64, status: Int, response: Data, createdAt: Double) {
+        self.key = key
+        self.requestHash = requestHash
+        self.status = status
+        self.response = response
+        self.createdAt = createdAt
+    }
+}
+
+/// One applied operation, as storage must persist it.
+public struct SessionMutation: Sendable, Hashable {
+    public enum Change: Sendable, Hashable {
+        /// One message appended at sequence number `seq`.
+        case append(Message, seq: Int64)
+        /// Every message replaced.
+        case replaceMessages([Message])
+        /// Only the session row changes (metadata, times).
+        case touch
+        /// The session and its messages removed.
+        case delete
+    }
+
+    public var id: String
+    /// The live object that produced the mutation (see `GroupCommitter` on failures).
+    public var incarnation: UInt64
+    public var change: Change
+    public var createdAt: Double
+    public var lastUpdated: Double
+    public var messageCount: Int
+    /// The whole metadata, encoded, when it changed or the session is new; nil when unchanged.
+    public var metadata: Data?
+    public var idempotency: IdempotencyRecord?
+    /// +1 when the mutation creates the session, -1 when it deletes it: keeps the count exact.
+    public var sessionsDelta: Int
+
+    public init(
+        id: String, incarnation: UInt64, change: Change, createdAt: Double, lastUpdated: Double,
+        messageCount: Int, metadata: Data?, idempotency: IdempotencyRecord?, sessionsDelta: Int = 0
+    ) {
+        self.sessionsDelta = sessionsDelta
+        self.id = id
+        self.incarnation = incarnation
+        self.change = change
+        self.createdAt = createdAt
+        self.lastUpdated = lastUpdated
+        self.messageCount = messageCount
+        self.metadata = metadata
+        self.idempotency = idempotency
+    }
+}
+
+/// Why a store could not do what was asked.
+public struct StoreError: Error, Sendable, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

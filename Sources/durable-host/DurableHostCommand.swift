@@ -1,0 +1,154 @@
+import ArgumentParser
+import DurableHost
+import Foundation
+import Logging
+import Metrics
+import Prometheus
+import SessionModel
+import ServiceLifecycle
+import UnixSignals
+import Settings
+
+/// `durable-host`: configuration in, services out (README, "durable-host").
+@main
+struct DurableHostCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "durable-host",
+        abstract: "Owns sessions (history, metadata, transport state) durably; serves the host API over HTTP.",
+        discussion: """
+            Every setting is a flag, an environment variable DURABLE_HOST_<KEY> or a key of the
+            --config JSON file, in that order of precedence. The token comes from
+            DURABLE_HOST_TOKEN or the file named by token_file, never from a flag.
+            """,
+        version: DurableHostServer.version)
+
+    @Option(help: "HOST:PORT to listen on (default 127.0.0.1:7400; port 0 picks a free one).")
+    var listen: String?
+    @Option(help: "This host's node name in the ring (default host-1).")
+    var node: String?
+    @Option(help: "Directory of the embedded SQLite storage (default ./data).")
+    var data: String?
+    @Option(help: "Ring members NAME=HOST:PORT,... including this host.")
+    var peers: String?
+    @Option(help: "JSON config file (deploy/staging.*, deploy/production.*).")
+    var config: String?
+    @Option(name: .customLong("token-file"), help: "File holding the bearer token between services.")
+    var tokenFile: String?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (default info).")
+    var logLevel: String?
+    @Option(help: "SQLite synchronous mode: full (fsync each commit, default) or normal.")
+    var synchronous: String?
+    @Option(name: .customLong("max-live-objects"), help: "Most sessions kept in memory (default 10000).")
+    var maxLiveObjects: Int?
+    @Option(name: .customLong("idle-timeout"), help: "Seconds before an unused session leaves memory (default 120).")
+    var idleTimeout: Double?
+    @Option(name: .customLong("idempotency-retention"), help: "Seconds an idempotency key is remembered (default 86400).")
+    var idempotencyRetention: Double?
+    @Option(name: .customLong("max-batch"), help: "Most writes committed in one transaction (default 2000).")
+    var maxBatch: Int?
+    @Option(name: .customLong("max-id-length"), help: "Longest session id in bytes (default 128).")
+    var maxIdLength: Int?
+    @Option(name: .customLong("max-content-bytes"), help: "Largest message content in bytes (default 262144).")
+    var maxContentBytes: Int?
+    @Option(name: .customLong("max-messages-per-session"), help: "Most messages per session (default 5000).")
+    var maxMessagesPerSession: Int?
+    @Option(name: .customLong("max-session-bytes"), help: "Most content bytes per session (default 33554432).")
+    var maxSessionBytes: Int?
+    @Option(name: .customLong("max-metadata-bytes"), help: "Largest metadata JSON in bytes (default 65536).")
+    var maxMetadataBytes: Int?
+    @Option(name: .customLong("max-body-bytes"), help: "Largest request body in bytes (default 16777216).")
+    var maxBodyBytes: Int?
+
+    static let settingKeys: Set<String> = [
+        "listen", "node", "data", "peers", "token_file", "log_level", "synchronous", "max_live_objects",
+        "idle_timeout", "idempotency_retention", "max_batch", "max_id_length", "max_content_bytes",
+        "max_messages_per_session", "max_session_bytes", "max_metadata_bytes", "max_body_bytes",
+    ]
+
+    func run() async throws {
+        let (configuration, level): (HostConfiguration, Logger.Level)
+        do {
+            (configuration, level) = try resolve()
+            try configuration.validate()
+        } catch let error as SettingsError {
+            FileHandle.standardError.write(Data("durable-host: \(error.message)\n".utf8))
+            throw ExitCode(2)
+        }
+
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        let logger = {
+            var logger = Logger(label: "durable-host")
+            logger[metadataKey: "node"] = "\(configuration.node)"
+            return logger
+        }()
+
+        let server: DurableHostServer
+        do {
+            server = try await DurableHostServer(configuration: configuration, logger: logger, registry: registry) { address in
+                logger.notice("listening on http://\(address)")
+            }
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw ExitCode(1)
+        }
+        logger.info(
+            "starting",
+            metadata: [
+                "data": "\(configuration.dataDirectory)", "peers": "\(configuration.peers.map(\.description))",
+                "auth": "\(configuration.token == nil ? "none (loopback only)" : "bearer token")",
+                "synchronous": "\(configuration.synchronous.rawValue)",
+            ])
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: server.services.map { .init(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            cancellationSignals: [],
+            logger: logger)
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(30)
+        try await ServiceGroup(configuration: groupConfiguration).run()
+        logger.notice("stopped")
+    }
+
+    private func resolve() throws -> (HostConfiguration, Logger.Level) {
+        let settings = try Settings(environmentPrefix: "DURABLE_HOST", configPath: config, knownKeys: Self.settingKeys)
+        var configuration = HostConfiguration()
+        if let text = settings.raw("listen", flag: listen) {
+            do {
+                configuration.listen = try ListenAddress(parsing: text.text)
+            } catch {
+                throw SettingsError("\(text.origin): \(error.message)")
+            }
+        }
+        configuration.node = settings.string("node", flag: node, default: configuration.node)
+        configuration.dataDirectory = settings.string("data", flag: data, default: configuration.dataDirectory)
+        configuration.peers = try NamedAddress.parseList(settings.list("peers", flag: peers), origin: "peers")
+        configuration.token = try settings.secret(fileKey: "token_file", fileFlag: tokenFile, variable: "DURABLE_HOST_TOKEN")
+        if let text = settings.raw("synchronous", flag: synchronous) {
+            guard let mode = SQLiteSessionStore.Synchronous(rawValue: text.text.lowercased()) else {
+                throw SettingsError("\(text.origin) must be full or normal (got '\(text.text)')")
+            }
+            configuration.synchronous = mode
+        }
+        configuration.maxLiveObjects = try settings.int("max_live_objects", flag: maxLiveObjects, default: configuration.maxLiveObjects)
+        configuration.idleTimeout = .seconds(try settings.seconds("idle_timeout", flag: idleTimeout, default: 120, in: 0.1...86_400))
+        configuration.idempotencyRetention = .seconds(
+            try settings.seconds("idempotency_retention", flag: idempotencyRetention, default: 86_400, in: 1...(30 * 86_400)))
+        configuration.maxBatch = try settings.int("max_batch", flag: maxBatch, default: configuration.maxBatch, in: 1...100_000)
+        var limits = SessionLimits()
+        limits.maxIdLength = try settings.int("max_id_length", flag: maxIdLength, default: limits.maxIdLength, in: 1...1024)
+        limits.maxContentBytes = try settings.int("max_content_bytes", flag: maxContentBytes, default: limits.maxContentBytes)
+        limits.maxMessagesPerSession = try settings.int(
+            "max_messages_per_session", flag: maxMessagesPerSession, default: limits.maxMessagesPerSession)
+        limits.maxSessionBytes = try settings.int("max_session_bytes", flag: maxSessionBytes, default: limits.maxSessionBytes)
+        limits.maxMetadataBytes = try settings.int("max_metadata_bytes", flag: maxMetadataBytes, default: limits.maxMetadataBytes)
+        limits.maxBodyBytes = try settings.int("max_body_bytes", flag: maxBodyBytes, default: limits.maxBodyBytes)
+        configuration.limits = limits
+        let level = try settings.logLevel("log_level", flag: logLevel, default: .info)
+        return (configuration, level)
+    }
+}

@@ -1,0 +1,1 @@
+print("mcp-worker 0.1.0")

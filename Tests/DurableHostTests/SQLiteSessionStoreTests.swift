@@ -1,0 +1,109 @@
+@testable import DurableHost
+import Foundation
+import SessionModel
+import Testing
+import TestSupport
+
+@Suite("SQLite session store")
+struct SQLiteSessionStoreTests {
+    private func mutation(
+        _ id: String, _ change: SessionMutation.Change, count: Int, metadata: JSONObject? = nil,
+        key: IdempotencyRecord? = nil, at time: Double = 10
+    ) -> SessionMutation {
+        SessionMutation(
+            id: id, incarnation: 1, change: change, createdAt: 1, lastUpdated: time, messageCount: count,
+            metadata: metadata?.encodedJSON(), idempotency: key)
+    }
+
+    @Test("a committed batch loads back, and is still there after the file is reopened")
+    func commitAndReopen() async throws {
+        let directory = TemporaryDirectory("store")
+        let store = try SQLiteSessionStore(directory: directory.path)
+        let hello = Message(role: .user, content: "hello", timestamp: 1)
+        let reply = Message(role: .assistant, content: "hi there", timestamp: 2)
+        try await store.commit([
+            mutation("a", .append(hello, seq: 0), count: 1, metadata: ["repo": "o/r"]),
+            mutation("a", .append(reply, seq: 1), count: 2),
+            mutation("b", .touch, count: 0, metadata: ["x": 1]),
+        ])
+        try await store.close()
+
+        let reopened = try SQLiteSessionStore(directory: directory.path)
+        let a = try #require(try await reopened.load("a", idempotencySince: 0)?.record)
+        #expect(a.messages == [hello, reply])
+        #expect(a.metadata == ["repo": "o/r"])
+        #expect(a.createdAt == 1 && a.lastUpdated == 10)
+        #expect(try await reopened.load("a", idempotencySince: 0)?.nextSeq == 2)
+        #expect(try await reopened.load("b", idempotencySince: 0)?.record?.metadata == ["x": 1])
+        #expect(try await reopened.load("missing", idempotencySince: 0) == nil)
+        #expect(try await reopened.sessionCount() == 2)
+        try await reopened.close()
+    }
+
+    @Test("replacing messages, touching metadata and deleting do what they say")
+    func replaceTouchDelete() async throws {
+        let directory = TemporaryDirectory("store")
+        let store = try SQLiteSessionStore(directory: directory.path)
+        let messages = (0..<3).map { Message(role: .user, content: "m\($0)", timestamp: Double($0)) }
+        try await store.commit(messages.enumerated().map { mutation("s", .append($1, seq: Int64($0)), count: $0 + 1) })
+        let replacement = [Message(role: .system, content: "only", timestamp: 9)]
+        try await store.commit([mutation("s", .replaceMessages(replacement), count: 1)])
+        #expect(try await store.load("s", idempotencySince: 0)?.record?.messages == replacement)
+        #expect(try await store.load("s", idempotencySince: 0)?.nextSeq == 1)
+
+        try await store.commit([mutation("s", .touch, count: 1, metadata: ["k": "v"])])
+        #expect(try await store.load("s", idempotencySince: 0)?.record?.messages == replacement, "touch keeps messages")
+        #expect(try await store.load("s", idempotencySince: 0)?.record?.metadata == ["k": "v"])
+
+        try await store.commit([mutation("s", .delete, count: 0)])
+        #expect(try await store.load("s", idempotencySince: 0) == nil)
+        #expect(try await store.sessionCount() == 0)
+        try await store.close()
+    }
+
+    @Test("a batch that fails applies none of its mutations")
+    func failedBatchIsAtomic() async throws {
+        let directory = TemporaryDirectory("store")
+        let store = try SQLiteSessionStore(directory: directory.path)
+        let message = Message(role: .user, content: "x", timestamp: 1)
+        try await store.commit([mutation("s", .append(message, seq: 0), count: 1)])
+        await #expect(throws: (any Error).self) {
+            try await store.commit([
+                mutation("other", .append(message, seq: 0), count: 1),
+                mutation("s", .append(message, seq: 0), count: 2),  // seq 0 exists: the constraint fails
+            ])
+        }
+        #expect(try await store.load("other", idempotencySince: 0) == nil)
+        #expect(try await store.load("s", idempotencySince: 0)?.record?.messages.count == 1)
+        try await store.close()
+    }
+
+    @Test("idempotency records load within their retention and are pruned after it")
+    func idempotencyRecords() async throws {
+        let directory = TemporaryDirectory("store")
+        let store = try SQLiteSessionStore(directory: directory.path)
+        let old = IdempotencyRecord(key: "old", requestHash: 1, status: 200, response: Data("{}".utf8), createdAt: 100)
+        let new = IdempotencyRecord(key: "new", requestHash: 2, status: 200, response: Data("{\"a\":1}".utf8), createdAt: 500)
+        try await store.commit([mutation("s", .touch, count: 0, key: old), mutation("s", .touch, count: 0, key: new)])
+        #expect(try await store.load("s", idempotencySince: 0)?.idempotency.map(\.key) == ["new", "old"])
+        #expect(try await store.load("s", idempotencySince: 200)?.idempotency == [new])
+        #expect(try await store.pruneIdempotency(before: 200) == 1)
+        #expect(try await store.load("s", idempotencySince: 0)?.idempotency == [new])
+        try await store.close()
+    }
+
+    @Test("session ids page in order")
+    func paging() async throws {
+        let directory = TemporaryDirectory("store")
+        let store = try SQLiteSessionStore(directory: directory.path)
+        try await store.commit((0..<25).map { mutation(String(format: "id-%02d", $0), .touch, count: 0) })
+        var seen: [String] = []
+        var cursor: String?
+        while case let page = try await store.sessionIDs(after: cursor, limit: 10), !page.isEmpty {
+            seen += page
+            cursor = page.last
+        }
+        #expect(seen == (0..<25).map { String(format: "id-%02d", $0) })
+        try await store.close()
+    }
+}

@@ -1,0 +1,209 @@
+import CurlHTTP
+import Foundation
+import SessionModel
+import Testing
+import TestSupport
+
+@Suite("durable-host over HTTP, as a real process")
+struct HostAPITests {
+    @Test("the seed's three operations, clear and the record answer in the seed's JSON shapes")
+    func lifecycle() async throws {
+        let host = HostHarness()
+        try await host.start()
+        let client = host.client()
+
+        let empty = try await client.send(.get, "/sessions/conv-1/history")
+        #expect(empty.status == 200)
+        #expect(try empty.decode(HostAPI.History.self) == HostAPI.History(data: [], metadata: [:]))
+        #expect(try await client.send(.get, "/sessions/conv-1").errorCode == "session_not_found")
+
+        let appended = try await client.send(
+            .post, "/sessions/conv-1/update", json: SessionOperation.appendMessage(MessageInput(role: .user, content: "What does main do?")))
+        #expect(appended.status == 200)
+        let result = try appended.decode(HostAPI.Write.self).data
+        #expect(result.messageCount == 1)
+        #expect(abs(result.createdAt - Date().timeIntervalSince1970) < 60)
+
+        _ = try await client.send(.post, "/sessions/conv-1/update", json: SessionOperation.appendMessage(MessageInput(role: .assistant, content: "It starts the server.", timestamp: 1_700_000_000.25)))
+        _ = try await client.send(.post, "/sessions/conv-1/update", json: SessionOperation.updateMetadata(["repository": "owner/repo", "turns": 1]))
+
+        let history = try await client.send(.get, "/sessions/conv-1/history")
+        let historyJSON = history.object
+        #expect(Set(historyJSON.keys) == ["success", "data", "metadata"])
+        let decoded = try history.decode(HostAPI.History.self)
+        #expect(decoded.data.map(\.content) == ["What does main do?", "It starts the server."])
+        #expect(decoded.data.map(\.role) == [.user, .assistant])
+        #expect(decoded.data[1].timestamp == 1_700_000_000.25)
+        #expect(decoded.metadata == ["repository": "owner/repo", "turns": 1])
+
+        let record = try await client.send(.get, "/sessions/conv-1").decode(HostAPI.Record.self).data
+        #expect(record.id == "conv-1")
+        #expect(record.messages == decoded.data)
+        #expect(record.lastUpdated >= record.createdAt)
+
+        _ = try await client.send(.post, "/sessions/conv-1/update", json: SessionOperation.setHistory([MessageInput(role: .system, content: "reset")]))
+        #expect(try await client.send(.get, "/sessions/conv-1/history").decode(HostAPI.History.self).data.map(\.content) == ["reset"])
+
+        let cleared = try await client.send(.delete, "/sessions/conv-1/clear")
+        #expect(cleared.status == 200)
+        #expect(try cleared.decode(HostAPI.Write.self).data.cleared == true)
+        #expect(try await client.send(.get, "/sessions/conv-1/history").decode(HostAPI.History.self) == HostAPI.History(data: [], metadata: [:]))
+        #expect(try await client.send(.delete, "/sessions/conv-1/clear").decode(HostAPI.Write.self).data.cleared == false)
+        await host.stop()
+    }
+
+    @Test("every bad request gets its status and error code, and changes nothing")
+    func badRequests() async throws {
+        let host = HostHarness(arguments: ["--max-body-bytes", "2048", "--max-content-bytes", "100"])
+        try await host.start()
+        let client = host.client()
+        _ = try await client.send(.post, "/sessions/s/update", json: SessionOperation.appendMessage(MessageInput(role: .user, content: "keep me")))
+        let before = try await client.send(.get, "/sessions/s").body
+
+        let cases: [(HTTPRequest.Method, String, String?, String, Int, String)] = [
+            (.post, "/sessions/s/update", "{not json", "application/json", 400, "invalid_json"),
+            (.post, "/sessions/s/update", "[]", "application/json", 400, "invalid_request"),
+            (.post, "/sessions/s/update", #"{"operation":"truncate"}"#, "application/json", 400, "unknown_operation"),
+            (.post, "/sessions/s/update", #"{"operation":"append_message"}"#, "application/json", 400, "missing_field"),
+            (.post, "/sessions/s/update", #"{"operation":"append_message","message":{"role":"user","content":[]}}"#, "application/json", 400, "invalid_field"),
+            (.post, "/sessions/s/update", #"{"operation":"append_message","message":{"role":"robot","content":"x"}}"#, "application/json", 400, "invalid_field"),
+            (.post, "/sessions/s/update", #"{"operation":"update_metadata","metadata":"x"}"#, "application/json", 400, "invalid_field"),
+            (.post, "/sessions/s/update", #"{"operation":"append_message","message":{"role":"user","content":"\#(String(repeating: "x", count: 101))"}}"#, "application/json", 422, "limit_exceeded"),
+            (.post, "/sessions/s/update", String(repeating: " ", count: 3000) + "{}", "application/json", 413, "payload_too_large"),
+            (.post, "/sessions/s/update", #"{"operation":"append_message","message":{"role":"user","content":"x"}}"#, "text/plain", 415, "unsupported_media_type"),
+            (.post, "/sessions/s/update", #"{"operation":"append_message","message":{"role":"user","content":"x"}}"#, "", 415, "unsupported_media_type"),
+            (.post, "/sessions/bad%20id/update", #"{"operation":"append_message","message":{"role":"user","content":"x"}}"#, "application/json", 400, "invalid_session_id"),
+            (.get, "/sessions/\(String(repeating: "a", count: 129))/history", nil, "", 400, "invalid_session_id"),
+            (.get, "/sessions/s/update", nil, "", 405, "method_not_allowed"),
+            (.delete, "/sessions/s/history", nil, "", 405, "method_not_allowed"),
+            (.post, "/sessions/s/clear", "{}", "application/json", 405, "method_not_allowed"),
+            (.post, "/health", "{}", "application/json", 405, "method_not_allowed"),
+            (.get, "/sessions/s/rename", nil, "", 404, "not_found"),
+            (.get, "/nothing", nil, "", 404, "not_found"),
+            (.get, "/sessions", nil, "", 404, "not_found"),
+        ]
+        for (method, path, body, contentType, status, code) in cases {
+            var headers: HTTPHeaders = [:]
+            if !contentType.isEmpty { headers.set("Content-Type", contentType) }
+            let response = try await client.send(method, path, body: body.map { Data($0.utf8) }, headers: headers)
+            #expect(response.status == status, "\(method.rawValue) \(path.prefix(40)) \(body?.prefix(60) ?? ""): \(response.text)")
+            #expect(response.errorCode == code, "\(method.rawValue) \(path.prefix(40)): \(response.text)")
+            #expect(response.object["success"] as? Bool == false)
+            #expect((response.object["error"] as? [String: Any])?["message"] as? String != nil)
+            if status == 405 { #expect(response.headers["Allow"] != nil) }
+        }
+        let bad = try await client.send(.post, "/sessions/s/update", text: #"{"operation":"append_message","message":{"role":"user","content":"x"}}"#, headers: ["Idempotency-Key": String(repeating: "k", count: 201)])
+        #expect(bad.errorCode == "invalid_idempotency_key")
+        #expect(try await client.send(.get, "/sessions/s").body == before, "no bad request changed the session")
+        await host.stop()
+    }
+
+    @Test("/health reports node, sessions stored, storage and uptime; /metrics is Prometheus text")
+    func healthAndMetrics() async throws {
+        let host = HostHarness(node: "alpha")
+        try await host.start()
+        let client = host.client()
+        for id in 0..<3 {
+            _ = try await client.send(.post, "/sessions/h\(id)/update", json: SessionOperation.appendMessage(MessageInput(role: .user, content: "x")))
+        }
+        _ = try await client.send(.delete, "/sessions/h0/clear")
+        let health = try await client.send(.get, "/health").object
+        #expect(health["status"] as? String == "ok")
+        #expect(health["node"] as? String == "alpha")
+        #expect(health["sessions_stored"] as? Int == 2)
+        #expect((health["storage"] as? [String: Any])?["status"] as? String == "ok")
+        #expect((health["uptime_seconds"] as? Double ?? -1) >= 0)
+
+        let metrics = try await client.send(.get, "/metrics")
+        #expect(metrics.headers["Content-Type"]?.hasPrefix("text/plain") == true)
+        for family in [
+            #"host_requests_total{route="/sessions/{id}/update",method="POST",status="200"} 3"#,
+            "host_request_duration_seconds_bucket", "host_storage_commit_seconds_bucket",
+            "host_storage_batch_size_bucket", "# TYPE host_requests_total counter",
+        ] {
+            #expect(metrics.text.contains(family), "missing \(family)")
+        }
+        await host.stop()
+    }
+
+    @Test("with a token, every route but /health needs it")
+    func authentication() async throws {
+        let host = HostHarness(environment: ["DURABLE_HOST_TOKEN": "s3cret-token"])
+        try await host.start()
+        let anonymous = host.client()
+        #expect(try await anonymous.send(.get, "/health").status == 200)
+        for path in ["/metrics", "/sessions/a/history", "/sessions/a"] {
+            let response = try await anonymous.send(.get, path)
+            #expect(response.status == 401, "\(path)")
+            #expect(response.errorCode == "unauthorized")
+            #expect(response.headers["WWW-Authenticate"] == "Bearer")
+        }
+        #expect(try await host.client(token: "wrong").send(.get, "/sessions/a/history").status == 401)
+        let refused = try await anonymous.send(.post, "/sessions/a/update", json: SessionOperation.appendMessage(MessageInput(role: .user, content: "x")))
+        #expect(refused.status == 401)
+        let authorized = host.client(token: "s3cret-token")
+        #expect(try await authorized.send(.get, "/sessions/a/history").decode(HostAPI.History.self).data.isEmpty, "the refused write changed nothing")
+        #expect(try await authorized.send(.post, "/sessions/a/update", json: SessionOperation.appendMessage(MessageInput(role: .user, content: "x"))).status == 200)
+        #expect(!host.process.log.contains("s3cret-token"), "the token reached the log")
+        await host.stop()
+    }
+}
+
+@Suite("durable-host configuration")
+struct HostConfigurationTests {
+    private func refusal(_ arguments: [String], environment: [String: String] = [:]) async throws -> (Int32, String) {
+        let directory = TemporaryDirectory("config")
+        let process = try ServiceProcess(
+            executable: BuiltProducts.path("durable-host"), arguments: ["--data", directory.file("d")] + arguments,
+            environment: environment, logPath: directory.file("log"))
+        let status = try await process.waitForExit(timeout: .seconds(30))
+        return (status, process.log)
+    }
+
+    @Test("it refuses to listen beyond loopback without a token")
+    func openListenRefused() async throws {
+        let (status, log) = try await refusal(["--listen", "0.0.0.0:0"])
+        #expect(status == 2)
+        #expect(log.contains("refusing to listen on 0.0.0.0:0 without a token"))
+    }
+
+    @Test("a config file with an unknown key, or a bad value, is refused naming the key")
+    func badConfig() async throws {
+        let directory = TemporaryDirectory("config")
+        let unknown = directory.file("unknown.json")
+        try #"{"listen": "127.0.0.1:0", "max_bach": 10}"#.write(toFile: unknown, atomically: true, encoding: .utf8)
+        var (status, log) = try await refusal(["--config", unknown])
+        #expect(status == 2)
+        #expect(log.contains("config key 'max_bach'"))
+
+        let wrong = directory.file("wrong.json")
+        try #"{"listen": "127.0.0.1:0", "max_batch": "many"}"#.write(toFile: wrong, atomically: true, encoding: .utf8)
+        (status, log) = try await refusal(["--config", wrong])
+        #expect(status == 2)
+        #expect(log.contains("config key 'max_batch'") && log.contains("must be a whole number"))
+
+        (status, log) = try await refusal(["--listen", "127.0.0.1:0"], environment: ["DURABLE_HOST_SYNCHRONOUS": "sometimes"])
+        #expect(status == 2)
+        #expect(log.contains("DURABLE_HOST_SYNCHRONOUS must be full or normal"))
+    }
+
+    @Test("a flag beats the environment, which beats the config file")
+    func precedence() async throws {
+        let directory = TemporaryDirectory("config")
+        let file = directory.file("c.json")
+        try #"{"listen": "127.0.0.1:0", "node": "from-file"}"#.write(toFile: file, atomically: true, encoding: .utf8)
+        func node(_ arguments: [String], _ environment: [String: String]) async throws -> String? {
+            let process = try ServiceProcess(
+                executable: BuiltProducts.path("durable-host"),
+                arguments: ["--data", directory.file("d-\(UUID().uuidString)"), "--config", file] + arguments,
+                environment: environment, logPath: directory.file("log-\(UUID().uuidString)"))
+            let base = try await process.waitForListening()
+            let health = try await JSONClient(base: base).send(.get, "/health").object
+            await process.stop()
+            return health["node"] as? String
+        }
+        #expect(try await node([], [:]) == "from-file")
+        #expect(try await node([], ["DURABLE_HOST_NODE": "from-env"]) == "from-env")
+        #expect(try await node(["--node", "from-flag"], ["DURABLE_HOST_NODE": "from-env"]) == "from-flag")
+    }
+}

@@ -1,0 +1,159 @@
+import CurlHTTP
+import Foundation
+import SessionModel
+import Testing
+import TestSupport
+
+@Suite("durable-host durability, with real processes and signals")
+struct HostDurabilityTests {
+    private func append(_ client: JSONClient, _ id: String, _ content: String, key: String? = nil) async throws -> HTTPResponse {
+        try await client.send(
+            .post, "/sessions/\(id)/update", json: SessionOperation.appendMessage(MessageInput(role: .user, content: content)),
+            headers: key.map { ["Idempotency-Key": $0] } ?? [:], timeout: .seconds(10))
+    }
+
+    private func history(_ client: JSONClient, _ id: String) async throws -> [String] {
+        try await client.send(.get, "/sessions/\(id)/history").decode(HostAPI.History.self).data.map(\.content)
+    }
+
+    @Test("sessions survive a graceful restart of the process")
+    func restart() async throws {
+        let host = HostHarness()
+        try await host.start()
+        for index in 0..<5 { _ = try await append(host.client(), "persist", "m\(index)") }
+        _ = try await host.client().send(.post, "/sessions/persist/update", json: SessionOperation.updateMetadata(["k": "v"]))
+        host.process.signal(SIGTERM)
+        #expect(try await host.process.waitForExit() == 0)
+        #expect(host.process.log.contains("storage closed"))
+
+        try await host.start()
+        #expect(try await history(host.client(), "persist") == (0..<5).map { "m\($0)" })
+        #expect(try await host.client().send(.get, "/sessions/persist/history").decode(HostAPI.History.self).metadata == ["k": "v"])
+        #expect(try await host.client().send(.get, "/health").object["sessions_stored"] as? Int == 1)
+        await host.stop()
+    }
+
+    @Test("after kill -9 during a write load, every acknowledged append is present exactly once")
+    func killNine() async throws {
+        let host = HostHarness()
+        try await host.start()
+        let client = host.client()
+        let acknowledged = Mutexed<Set<String>>([])
+        let ids = (0..<4).map { "load-\($0)" }
+
+        let load = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for writer in 0..<12 {
+                    group.addTask {
+                        for index in 0..<10_000 {
+                            let content = "w\(writer)-\(index)"
+                            guard let response = try? await append(client, ids[writer % ids.count], content) else { return }
+                            if response.status == 200 { acknowledged.update { $0.insert(content) } }
+                        }
+                    }
+                }
+            }
+        }
+        while acknowledged.get().count < 400 { try await Task.sleep(for: .milliseconds(10)) }
+        host.process.signal(SIGKILL)
+        #expect(try await host.process.waitForExit() == SIGKILL)
+        await load.value
+
+        try await host.start()
+        var stored: [String] = []
+        for id in ids { stored += try await history(host.client(), id) }
+        let acked = acknowledged.get()
+        #expect(acked.count >= 400)
+        #expect(Set(stored).count == stored.count, "a message is stored twice")
+        let missing = acked.subtracting(stored)
+        #expect(missing.isEmpty, "\(missing.count) acknowledged appends were lost, e.g. \(missing.prefix(5))")
+        // Each writer's appends are stored in the order it made them.
+        for writer in 0..<12 {
+            let mine = stored.filter { $0.hasPrefix("w\(writer)-") }.map { Int($0.split(separator: "-")[1])! }
+            #expect(mine == mine.sorted())
+        }
+        await host.stop()
+    }
+
+    @Test("an idempotent retry returns the first answer and applies nothing twice, even after a restart")
+    func idempotentRetry() async throws {
+        let host = HostHarness()
+        try await host.start()
+        let first = try await append(host.client(), "idem", "only once", key: "retry-1")
+        let retry = try await append(host.client(), "idem", "only once", key: "retry-1")
+        #expect(first.status == 200 && retry.status == 200)
+        #expect(retry.body == first.body)
+        #expect(retry.headers["Idempotent-Replayed"] == "true")
+        #expect(first.headers["Idempotent-Replayed"] == nil)
+        let misuse = try await append(host.client(), "idem", "something else", key: "retry-1")
+        #expect(misuse.status == 422)
+        #expect(misuse.errorCode == "idempotency_key_reused")
+
+        host.process.signal(SIGKILL)
+        _ = try await host.process.waitForExit()
+        try await host.start()
+        let afterRestart = try await append(host.client(), "idem", "only once", key: "retry-1")
+        #expect(afterRestart.body == first.body)
+        #expect(afterRestart.headers["Idempotent-Replayed"] == "true")
+        #expect(try await history(host.client(), "idem") == ["only once"])
+        await host.stop()
+    }
+
+    @Test("many concurrent writers on one id: nothing lost, each writer's order kept; many ids in parallel too")
+    func concurrentWriters() async throws {
+        let host = HostHarness()
+        try await host.start()
+        let client = host.client()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for writer in 0..<8 {
+                group.addTask {
+                    for index in 0..<30 {
+                        let response = try await append(client, "hot", "w\(writer)-\(index)")
+                        #expect(response.status == 200)
+                        _ = try await append(client, "cold-\(writer)", "c\(index)")
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let stored = try await history(client, "hot")
+        #expect(stored.count == 240)
+        for writer in 0..<8 {
+            #expect(stored.filter { $0.hasPrefix("w\(writer)-") } == (0..<30).map { "w\(writer)-\($0)" })
+            #expect(try await history(client, "cold-\(writer)") == (0..<30).map { "c\($0)" })
+        }
+        await host.stop()
+    }
+
+    @Test("SIGTERM under load finishes in-flight requests and loses no acknowledged write")
+    func gracefulShutdown() async throws {
+        let host = HostHarness()
+        try await host.start()
+        let client = host.client()
+        let acknowledged = Mutexed<[String]>([])
+        let load = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for writer in 0..<16 {
+                    group.addTask {
+                        for index in 0..<1_000 {
+                            guard let response = try? await append(client, "drain", "w\(writer)-\(index)") else { return }
+                            guard response.status == 200 else { return }
+                            acknowledged.update { $0.append("w\(writer)-\(index)") }
+                        }
+                    }
+                }
+            }
+        }
+        while acknowledged.get().count < 100 { try await Task.sleep(for: .milliseconds(5)) }
+        host.process.signal(SIGTERM)
+        #expect(try await host.process.waitForExit() == 0)
+        await load.value
+        #expect(host.process.log.contains("storage closed"))
+
+        try await host.start()
+        let stored = Set(try await history(host.client(), "drain"))
+        let lost = Set(acknowledged.get()).subtracting(stored)
+        #expect(lost.isEmpty, "\(lost.count) acknowledged writes lost in a graceful shutdown")
+        await host.stop()
+    }
+}

@@ -1,0 +1,76 @@
+import Foundation
+import SessionModel
+import Testing
+
+@Suite("Decoding the update body")
+struct OperationDecodingTests {
+    private func decode(_ text: String) throws(APIError) -> SessionOperation {
+        try SessionOperation.decodeUpdate(from: Data(text.utf8))
+    }
+
+    private func failure(_ text: String) -> APIError? {
+        do {
+            _ = try decode(text)
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    @Test("append_message decodes role, content and an optional timestamp")
+    func appendMessage() throws {
+        #expect(
+            try decode(#"{"operation":"append_message","message":{"role":"user","content":"hi"}}"#)
+                == .appendMessage(MessageInput(role: .user, content: "hi")))
+        #expect(
+            try decode(#"{"operation":"append_message","message":{"role":"assistant","content":"a","timestamp":12.5}}"#)
+                == .appendMessage(MessageInput(role: .assistant, content: "a", timestamp: 12.5)))
+    }
+
+    @Test("set_history and update_metadata decode their payloads")
+    func otherOperations() throws {
+        #expect(
+            try decode(#"{"operation":"set_history","messages":[{"role":"system","content":"s"},{"role":"user","content":"u"}]}"#)
+                == .setHistory([MessageInput(role: .system, content: "s"), MessageInput(role: .user, content: "u")]))
+        #expect(
+            try decode(#"{"operation":"update_metadata","metadata":{"repo":"a/b","n":1,"x":null,"deep":{"k":[true,1.5]}}}"#)
+                == .updateMetadata(["repo": "a/b", "n": 1, "x": nil, "deep": ["k": [true, 1.5]]]))
+    }
+
+    @Test("each malformed body names its problem", arguments: [
+        ("{", ErrorCode.invalidJSON, "not valid JSON"),
+        ("[1,2]", .invalidRequest, "must be a JSON object"),
+        ("{}", .missingField, "operation is required"),
+        (#"{"operation":7}"#, .invalidField, "operation must be a string"),
+        (#"{"operation":"drop_table"}"#, .unknownOperation, "unknown operation 'drop_table'"),
+        (#"{"operation":"append_message"}"#, .missingField, "message is required"),
+        (#"{"operation":"append_message","message":"hi"}"#, .invalidField, "message must be a JSON object"),
+        (#"{"operation":"append_message","message":{"role":"user"}}"#, .missingField, "message.content is required"),
+        (#"{"operation":"append_message","message":{"role":"user","content":5}}"#, .invalidField, "message.content must be a string"),
+        (#"{"operation":"append_message","message":{"role":"bot","content":"x"}}"#, .invalidField, "message.role must be one of user, assistant, system"),
+        (#"{"operation":"append_message","message":{"role":"user","content":"x","timestamp":-1}}"#, .invalidField, "message.timestamp must be a non-negative"),
+        (#"{"operation":"append_message","message":{"role":null,"content":"x"}}"#, .invalidField, "message.role must not be null"),
+        (#"{"operation":"set_history","messages":{}}"#, .invalidField, "messages must be an array"),
+        (#"{"operation":"set_history","messages":[{"role":"user","content":"a"},{"role":"user"}]}"#, .missingField, "messages[1].content is required"),
+        (#"{"operation":"update_metadata","metadata":[1]}"#, .invalidField, "metadata must be a JSON object"),
+    ])
+    func malformed(body: String, code: ErrorCode, phrase: String) {
+        let error = failure(body)
+        #expect(error?.code == code, "\(body)")
+        #expect(error?.message.contains(phrase) == true, "\(body): \(error?.message ?? "no error")")
+        #expect(code.httpStatus == 400)
+    }
+
+    @Test("an operation encodes to the wire form it decodes from")
+    func roundTrip() throws {
+        let operations: [SessionOperation] = [
+            .appendMessage(MessageInput(role: .user, content: "hi", timestamp: 3)),
+            .setHistory([MessageInput(role: .assistant, content: "a")]),
+            .updateMetadata(["a": 1, "b": ["c": "d"]]),
+        ]
+        for operation in operations {
+            let data = try JSONEncoder().encode(operation)
+            #expect(try SessionOperation.decodeUpdate(from: data) == operation)
+        }
+    }
+}

@@ -1,0 +1,143 @@
+import Foundation
+import SessionModel
+import Testing
+
+@Suite("Applying operations to a session")
+struct SessionStateTests {
+    let limits = SessionLimits(maxContentBytes: 10, maxMessagesPerSession: 3, maxSessionBytes: 25, maxMetadataBytes: 40)
+
+    @Test("the first write creates the session and sets created_at; later writes move last_updated only")
+    func timestamps() throws {
+        var state = SessionState(absent: "s")
+        #expect(!state.exists)
+        _ = try state.apply(.appendMessage(MessageInput(role: .user, content: "a")), now: 100, limits: limits)
+        #expect(state.exists)
+        #expect(state.record.createdAt == 100)
+        #expect(state.record.messages[0].timestamp == 100)
+        _ = try state.apply(.appendMessage(MessageInput(role: .assistant, content: "b", timestamp: 7)), now: 105, limits: limits)
+        #expect(state.record.createdAt == 100)
+        #expect(state.record.lastUpdated == 105)
+        #expect(state.record.messages.map(\.timestamp) == [100, 7])
+        _ = try state.apply(.updateMetadata(["k": "v"]), now: 90, limits: limits)
+        #expect(state.record.lastUpdated == 105, "a clock that steps back does not move last_updated back")
+    }
+
+    @Test("append keeps order and reports the index; set_history replaces everything")
+    func appendAndReplace() throws {
+        var state = SessionState(absent: "s")
+        let first = try state.apply(.appendMessage(MessageInput(role: .user, content: "1")), now: 1, limits: limits)
+        let second = try state.apply(.appendMessage(MessageInput(role: .assistant, content: "2")), now: 2, limits: limits)
+        #expect(first == .appended(Message(role: .user, content: "1", timestamp: 1), index: 0))
+        #expect(second == .appended(Message(role: .assistant, content: "2", timestamp: 2), index: 1))
+        #expect(try state.apply(.setHistory([MessageInput(role: .system, content: "s")]), now: 3, limits: limits) == .replacedMessages)
+        #expect(state.record.messages == [Message(role: .system, content: "s", timestamp: 3)])
+        #expect(state.contentBytes == 1)
+    }
+
+    @Test("metadata merges key by key and null removes a key")
+    func metadataMerge() throws {
+        var state = SessionState(absent: "s")
+        _ = try state.apply(.updateMetadata(["a": 1, "b": "x"]), now: 1, limits: limits)
+        _ = try state.apply(.updateMetadata(["b": nil, "c": true]), now: 2, limits: limits)
+        #expect(state.record.metadata == ["a": 1, "c": true])
+    }
+
+    @Test("clear returns the session to not existing")
+    func clear() throws {
+        var state = SessionState(absent: "s")
+        _ = try state.apply(.appendMessage(MessageInput(role: .user, content: "a")), now: 1, limits: limits)
+        #expect(try state.apply(.clear, now: 2, limits: limits) == .cleared)
+        #expect(!state.exists)
+        #expect(state.record.messages.isEmpty)
+        #expect(state.record.metadata.isEmpty)
+    }
+
+    @Test("each limit refuses the operation and leaves the state exactly as it was")
+    func limitsChangeNothing() throws {
+        var state = SessionState(absent: "s")
+        _ = try state.apply(.appendMessage(MessageInput(role: .user, content: "12345678")), now: 1, limits: limits)
+        _ = try state.apply(.appendMessage(MessageInput(role: .user, content: "12345678")), now: 2, limits: limits)
+        let before = state
+        let refused: [(SessionOperation, String)] = [
+            (.appendMessage(MessageInput(role: .user, content: "01234567890")), "message.content is 11 bytes; the limit is 10"),
+            (.appendMessage(MessageInput(role: .user, content: "1234567890")), "would hold 26"),
+            (.setHistory(Array(repeating: MessageInput(role: .user, content: "a"), count: 4)), "set_history has 4 messages"),
+            (.setHistory([MessageInput(role: .user, content: "a"), MessageInput(role: .user, content: "0123456789x")]), "messages[1].content is 11 bytes"),
+            (.updateMetadata(["key": .string(String(repeating: "x", count: 40))]), "metadata would be"),
+        ]
+        for (operation, phrase) in refused {
+            do {
+                _ = try state.apply(operation, now: 9, limits: limits)
+                Issue.record("\(operation) was accepted")
+            } catch {
+                #expect(error.code == .limitExceeded)
+                #expect(error.message.contains(phrase), "\(error.message)")
+            }
+            #expect(state == before)
+        }
+        _ = try state.apply(.appendMessage(MessageInput(role: .user, content: "1")), now: 3, limits: limits)
+        do {
+            _ = try state.apply(.appendMessage(MessageInput(role: .user, content: "1")), now: 4, limits: limits)
+            Issue.record("a fourth message was accepted")
+        } catch {
+            #expect(error.message.contains("holds 3 messages; the limit is 3"))
+        }
+    }
+}
+
+@Suite("Session ids")
+struct SessionIDTests {
+    @Test("ids of the allowed characters pass", arguments: ["a", "abc-DEF_012.~:x", String(repeating: "z", count: 128)])
+    func valid(id: String) throws {
+        #expect(try SessionID.validate(id) == id)
+    }
+
+    @Test("bad ids are refused with a reason", arguments: [
+        ("", "must not be empty"), ("a b", "may hold only"), ("a/b", "may hold only"), ("é", "may hold only"),
+        ("..", "must not be"), (String(repeating: "z", count: 129), "the limit is 128"),
+    ])
+    func invalid(id: String, phrase: String) {
+        do {
+            try SessionID.validate(id)
+            Issue.record("'\(id)' was accepted")
+        } catch {
+            #expect(error.code == .invalidSessionID)
+            #expect(error.message.contains(phrase))
+        }
+    }
+}
+
+@Suite("Wire shapes of the host API")
+struct WireShapeTests {
+    private func object(_ value: some Encodable) throws -> [String: Any] {
+        try JSONSerialization.jsonObject(with: JSONEncoder().encode(value)) as! [String: Any]
+    }
+
+    @Test("history is {success, data: [{role, content, timestamp}], metadata}")
+    func history() throws {
+        let json = try object(HostAPI.History(data: [Message(role: .user, content: "hi", timestamp: 1.5)], metadata: ["k": "v"]))
+        #expect(Set(json.keys) == ["success", "data", "metadata"])
+        #expect(json["success"] as? Bool == true)
+        let message = (json["data"] as! [[String: Any]])[0]
+        #expect(Set(message.keys) == ["role", "content", "timestamp"])
+        #expect(message["role"] as? String == "user")
+        #expect(message["timestamp"] as? Double == 1.5)
+    }
+
+    @Test("a record uses created_at and last_updated; an error is {success: false, error: {code, message}}")
+    func recordAndError() throws {
+        let record = try object(HostAPI.Record(data: SessionRecord(id: "s", createdAt: 1, lastUpdated: 2)))
+        let data = record["data"] as! [String: Any]
+        #expect(Set(data.keys) == ["id", "messages", "metadata", "created_at", "last_updated"])
+        let failure = try object(HostAPI.Failure(APIError(.missingField, "x is required")))
+        #expect(failure["success"] as? Bool == false)
+        #expect((failure["error"] as! [String: Any])["code"] as? String == "missing_field")
+    }
+
+    @Test("metadata keeps integers exact and round-trips nested values")
+    func metadataValues() throws {
+        let metadata: JSONObject = ["big": .int(12_345_678_901_234_567), "f": 0.25, "list": [nil, "s", false]]
+        let data = try JSONEncoder().encode(metadata)
+        #expect(try JSONDecoder().decode(JSONObject.self, from: data) == metadata)
+    }
+}

@@ -1,0 +1,156 @@
+import Foundation
+import Synchronization
+
+/// Where the package's executables were built: `GREPTILE_MCP_BIN_DIR`, or next to the test binary.
+public enum BuiltProducts {
+    public static var directory: URL {
+        if let explicit = ProcessInfo.processInfo.environment["GREPTILE_MCP_BIN_DIR"] {
+            return URL(fileURLWithPath: explicit)
+        }
+        // The test runner is .build/<triple>/debug/<package>PackageTests.xctest.
+        let runner = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        var candidate = runner.deletingLastPathComponent()
+        while candidate.path != "/" {
+            if FileManager.default.isExecutableFile(atPath: candidate.appendingPathComponent("durable-host").path) {
+                return candidate
+            }
+            candidate = candidate.deletingLastPathComponent()
+        }
+        return runner.deletingLastPathComponent()
+    }
+
+    public static func path(_ product: String) -> String {
+        directory.appendingPathComponent(product).path
+    }
+}
+
+/// A directory under /tmp, removed when the value is released.
+public final class TemporaryDirectory: Sendable {
+    public let path: String
+
+    public init(_ prefix: String = "greptile-mcp-test") {
+        let path = FileManager.default.temporaryDirectory
+            .appendingPathComponent("\(prefix)-\(UUID().uuidString.prefix(8))").path
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        self.path = path
+    }
+
+    public func file(_ name: String) -> String {
+        (path as NSString).appendingPathComponent(name)
+    }
+
+    deinit {
+        if ProcessInfo.processInfo.environment["KEEP_TEST_FILES"] == nil {
+            try? FileManager.default.removeItem(atPath: path)
+        }
+    }
+}
+
+/// A real child process: one of our executables, or any program, with its output in a log file.
+public final class ServiceProcess: Sendable {
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    public let logPath: String
+    private let process: Process
+    private let exit = ExitState()
+
+    private final class ExitState: Sendable {
+        let state = Mutex<(status: Int32?, waiters: [CheckedContinuation<Int32, Never>])>((nil, []))
+    }
+
+    /// Starts `executable` with `arguments`; the environment adds `environment` to ours.
+    public init(executable: String, arguments: [String], environment: [String: String] = [:], logPath: String) throws {
+        self.logPath = logPath
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        log.seekToEndOfFile()
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        process.standardOutput = log
+        process.standardError = log
+        process.standardInput = FileHandle.nullDevice
+        let exit = self.exit
+        process.terminationHandler = { finished in
+            let status = finished.terminationStatus
+            let waiters = exit.state.withLock { state in
+                state.status = status
+                defer { state.waiters = [] }
+                return state.waiters
+            }
+            for waiter in waiters { waiter.resume(returning: status) }
+        }
+        try process.run()
+        try? log.close()
+    }
+
+    public var pid: Int32 { process.processIdentifier }
+
+    /// The log so far.
+    public var log: String {
+        (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+    }
+
+    /// Waits for `listening on http://ADDRESS` in the log; returns `http://ADDRESS`.
+    public func waitForListening(timeout: Duration = .seconds(60)) async throws -> String {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let range = log.range(of: #"listening on (http://[0-9.:\[\]a-f]+)"#, options: .regularExpression) {
+                return String(log[range].dropFirst("listening on ".count))
+            }
+            if let status = exitStatus {
+                throw Failure(description: "process exited with \(status) before listening:\n\(log)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw Failure(description: "process did not announce its address within \(timeout):\n\(log)")
+    }
+
+    /// Sends a signal (SIGTERM, SIGKILL, SIGHUP...).
+    public func signal(_ signal: Int32) {
+        kill(process.processIdentifier, signal)
+    }
+
+    public var exitStatus: Int32? { exit.state.withLock { $0.status } }
+
+    /// Waits for the process to end; returns its status (or the signal number for a signal death).
+    @discardableResult
+    public func waitForExit(timeout: Duration = .seconds(60)) async throws -> Int32 {
+        try await withThrowingTaskGroup(of: Int32?.self) { group in
+            group.addTask {
+                await withCheckedContinuation { continuation in
+                    let status: Int32? = self.exit.state.withLock { state in
+                        if let status = state.status { return status }
+                        state.waiters.append(continuation)
+                        return nil
+                    }
+                    if let status { continuation.resume(returning: status) }
+                }
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let status = try await group.next() ?? nil else {
+                self.signal(SIGKILL)
+                throw Failure(description: "process did not exit within \(timeout):\n\(self.log)")
+            }
+            return status
+        }
+    }
+
+    /// Stops the process with SIGTERM and waits; SIGKILL if it lingers.
+    public func stop() async {
+        guard exitStatus == nil else { return }
+        signal(SIGTERM)
+        _ = try? await waitForExit(timeout: .seconds(20))
+    }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+}

@@ -1,0 +1,57 @@
+import CurlHTTP
+import Foundation
+
+/// The Python stand-in for Greptile and GitHub (Tests/Fixtures/upstream_standin.py), as a process.
+public final class UpstreamStandIn: Sendable {
+    public let process: ServiceProcess
+    public let base: String
+    private let directory: TemporaryDirectory
+
+    public static var scriptPath: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/upstream_standin.py").path
+    }
+
+    private init(process: ServiceProcess, base: String, directory: TemporaryDirectory) {
+        self.process = process
+        self.base = base
+        self.directory = directory
+    }
+
+    public static func start() async throws -> UpstreamStandIn {
+        let directory = TemporaryDirectory("standin")
+        let process = try ServiceProcess(
+            executable: "/usr/bin/env", arguments: ["python3", "-u", scriptPath], logPath: directory.file("standin.log"))
+        let base = try await process.waitForListening()
+        return UpstreamStandIn(process: process, base: base, directory: directory)
+    }
+
+    public var client: JSONClient { JSONClient(base: base) }
+
+    /// Sends a control command: `["fault": [...]]`, `["delay_ms": 200]`, `["reset": true]`.
+    public func control(_ command: [String: Any]) async throws {
+        let body = try JSONSerialization.data(withJSONObject: command)
+        _ = try await client.send(.post, "/_control", body: body, headers: ["Content-Type": "application/json"])
+    }
+
+    /// Every request received (not control requests), oldest first.
+    public func requests() async throws -> [[String: Any]] {
+        let response = try await client.send(.get, "/_requests")
+        return (try JSONSerialization.jsonObject(with: response.body) as? [[String: Any]]) ?? []
+    }
+
+    /// Disconnects noticed while streaming.
+    public func events() async throws -> [[String: Any]] {
+        let response = try await client.send(.get, "/_events")
+        return (try JSONSerialization.jsonObject(with: response.body) as? [[String: Any]]) ?? []
+    }
+
+    /// TCP connections accepted so far.
+    public func connections() async throws -> Int {
+        try await client.send(.get, "/_connections").object["connections"] as? Int ?? -1
+    }
+
+    public func stop() async {
+        await process.stop()
+    }
+}
