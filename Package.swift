@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/modelcontextprotocol/swift-sdk.git", from: "0.12.1"),
     ],
     targets: [
         // MARK: Libraries, lowest first (docs/ARCHITECTURE.md)
@@ -41,9 +42,52 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "ServiceMetrics",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "SessionClient",
+            dependencies: [
+                "SessionModel", "CurlHTTP", "Settings",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Greptile",
+            dependencies: [
+                "SessionModel", "CurlHTTP",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "MCPWorker",
+            dependencies: [
+                "SessionModel", "SessionClient", "Greptile", "CurlHTTP", "Settings", "ServiceMetrics",
+                .product(name: "MCP", package: "swift-sdk"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "DurableHost",
             dependencies: [
-                "SessionModel", "Settings",
+                "SessionModel", "Settings", "ServiceMetrics",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -59,20 +103,20 @@ let package = Package(
         .executableTarget(
             name: "durable-host",
             dependencies: [
-                "DurableHost", "Settings", "SessionModel",
+                "DurableHost", "Settings", "SessionModel", "ServiceMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),
         .executableTarget(
             name: "mcp-worker",
             dependencies: [
+                "MCPWorker", "Greptile", "CurlHTTP", "SessionModel", "Settings", "ServiceMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: strict
         ),
@@ -97,6 +141,12 @@ let package = Package(
         ),
         .testTarget(
             name: "HostProcessTests",
+            dependencies: ["SessionModel", "CurlHTTP", "TestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "SessionClientTests", dependencies: ["SessionClient", "SessionModel"], swiftSettings: strict),
+        .testTarget(
+            name: "WorkerProcessTests",
             dependencies: ["SessionModel", "CurlHTTP", "TestSupport"],
             swiftSettings: strict
         ),

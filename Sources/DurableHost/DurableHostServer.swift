@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import Prometheus
+import ServiceMetrics
 import SessionModel
 import ServiceLifecycle
 import Settings
@@ -39,7 +40,7 @@ public struct DurableHostServer: Sendable {
             context: context, maxLive: configuration.maxLiveObjects, idleTimeout: configuration.idleTimeout)
         state = HostState(
             node: configuration.node, directory: directory, limits: configuration.limits,
-            metrics: HostMetrics(registry: registry, prefix: "host"), storage: stats, storePath: store.path,
+            metrics: RouteMetrics(registry: registry, prefix: "host"), storage: stats, storePath: store.path,
             token: configuration.token)
         let upkeep = HostUpkeep(directory: directory, store: store, retention: retention, logger: logger)
         let application = Application(

@@ -1,19 +1,21 @@
 import Foundation
+import ServiceMetrics
 import SessionModel
+import Settings
 
 /// What every request of a host shares.
 final class HostState: Sendable {
     let node: String
     let directory: SessionDirectory
     let limits: SessionLimits
-    let metrics: HostMetrics
+    let metrics: RouteMetrics
     let storage: StorageStatus
     let storePath: String
     private let token: String?
     private let started = ContinuousClock.now
 
     init(
-        node: String, directory: SessionDirectory, limits: SessionLimits, metrics: HostMetrics,
+        node: String, directory: SessionDirectory, limits: SessionLimits, metrics: RouteMetrics,
         storage: StorageStatus, storePath: String, token: String?
     ) {
         self.node = node
@@ -76,12 +78,4 @@ final class HostState: Sendable {
             uptimeSeconds: Double(uptime.components.seconds) + Double(uptime.components.attoseconds) / 1e18,
             version: DurableHostServer.version)
     }
-}
-
-/// Compares secrets in time that does not depend on where they differ.
-func constantTimeEqual(_ lhs: [UInt8], _ rhs: [UInt8]) -> Bool {
-    guard lhs.count == rhs.count else { return false }
-    var difference: UInt8 = 0
-    for index in lhs.indices { difference |= lhs[index] ^ rhs[index] }
-    return difference == 0
 }

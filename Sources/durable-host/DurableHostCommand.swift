@@ -2,11 +2,9 @@ import ArgumentParser
 import DurableHost
 import Foundation
 import Logging
-import Metrics
 import Prometheus
 import SessionModel
-import ServiceLifecycle
-import UnixSignals
+import ServiceMetrics
 import Settings
 
 /// `durable-host`: configuration in, services out (README, "durable-host").
@@ -71,17 +69,11 @@ struct DurableHostCommand: AsyncParsableCommand {
             (configuration, level) = try resolve()
             try configuration.validate()
         } catch let error as SettingsError {
-            FileHandle.standardError.write(Data("durable-host: \(error.message)\n".utf8))
+            ServiceRunner.reportConfigurationError(program: "durable-host", error.message)
             throw ExitCode(2)
         }
 
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-        let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        let registry = ServiceRunner.bootstrap(logLevel: level)
         let logger = {
             var logger = Logger(label: "durable-host")
             logger[metadataKey: "node"] = "\(configuration.node)"
@@ -104,14 +96,7 @@ struct DurableHostCommand: AsyncParsableCommand {
                 "auth": "\(configuration.token == nil ? "none (loopback only)" : "bearer token")",
                 "synchronous": "\(configuration.synchronous.rawValue)",
             ])
-        var groupConfiguration = ServiceGroupConfiguration(
-            services: server.services.map { .init(service: $0) },
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            cancellationSignals: [],
-            logger: logger)
-        groupConfiguration.maximumGracefulShutdownDuration = .seconds(30)
-        try await ServiceGroup(configuration: groupConfiguration).run()
-        logger.notice("stopped")
+        try await ServiceRunner.run(server.services, logger: logger)
     }
 
     private func resolve() throws -> (HostConfiguration, Logger.Level) {

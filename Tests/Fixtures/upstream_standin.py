@@ -194,6 +194,9 @@ class Handler(BaseHTTPRequestHandler):
                     STATE["events"].clear()
                     STATE["faults"].clear()
                     STATE["delay_ms"] = 0
+                    INDEXED.clear()
+                for key in command.get("indexed", []):
+                    INDEXED[key] = {"status": "completed", "polls": 3, "numFiles": len(FILES)}
                 if "fault" in command:
                     STATE["faults"].append(command["fault"])
                 if "delay_ms" in command:
@@ -204,13 +207,174 @@ class Handler(BaseHTTPRequestHandler):
         return self.send_json(404, {"error": "not_found"})
 
 
+# --- Greptile and GitHub ----------------------------------------------------------------------
+# The repositories GitHub knows: name -> (default branch, private). Anything else is a 404, as
+# GitHub answers for a repository that does not exist or that the token cannot see.
+GITHUB_REPOSITORIES = {
+    "acme/widgets": ("main", False),
+    "acme/private-lib": ("develop", True),
+    "octo/empty": ("trunk", False),
+}
+INDEXED = {}  # "remote:branch:owner/name" -> {"status", "polls", "numFiles"}
+CREDENTIALS = {"greptile_key": "", "github_token": ""}
+FILES = ["src/app.swift", "src/server/router.swift", "docs/README.md"]
+
+
+def greptile_auth(handler):
+    """Greptile requires the API key and forwards the GitHub token; returns True when both fit."""
+    if handler.headers.get("Authorization") != "Bearer " + CREDENTIALS["greptile_key"]:
+        handler.send_json(401, {"error": "Unauthorized", "message": "Invalid API key"})
+        return False
+    if handler.headers.get("X-GitHub-Token") != CREDENTIALS["github_token"]:
+        handler.send_json(403, {"error": "Forbidden", "message": "The GitHub token cannot read this repository"})
+        return False
+    return True
+
+
+def bad_request(handler, message):
+    return handler.send_json(400, {"error": "Bad Request", "message": message})
+
+
+def repository_key(repo):
+    return "%s:%s:%s" % (repo.get("remote"), repo.get("branch"), repo.get("repository"))
+
+
+def check_repositories(handler, repositories):
+    """Validates a `repositories` list; answers the error itself and returns None when invalid."""
+    if not isinstance(repositories, list) or not repositories:
+        bad_request(handler, "repositories must be a non-empty array")
+        return None
+    for repo in repositories:
+        if not isinstance(repo, dict) or not all(isinstance(repo.get(k), str) for k in ("remote", "branch", "repository")):
+            bad_request(handler, "each repository needs remote, branch and repository strings")
+            return None
+        if repository_key(repo) not in INDEXED:
+            handler.send_json(404, {"error": "Not Found", "message": "Repository %s not found" % repository_key(repo)})
+            return None
+    return repositories
+
+
+def sources_for(repositories, query):
+    sources = []
+    for repo in repositories:
+        for index, filepath in enumerate(FILES):
+            sources.append({
+                "repository": repo["repository"], "remote": repo["remote"], "branch": repo["branch"],
+                "filepath": filepath, "linestart": None if index == 2 else 10 * index + 1,
+                "lineend": None if index == 2 else 10 * index + 9, "summary": "Where %s is handled" % query[:40],
+            })
+    return sources
+
+
 def greptile(handler, path, query, body):
-    """Greptile's API (greptile-api.md); filled in by the worker's issue."""
-    return handler.send_json(404, {"error": "not_found", "message": "no Greptile route " + path})
+    """Greptile's API (greptile-api.md): POST /repositories, GET /repositories/{id}, POST /query, POST /search."""
+    if not greptile_auth(handler):
+        return None
+    if path == "/repositories" and handler.command == "POST":
+        try:
+            request = json.loads(body)
+        except ValueError:
+            return bad_request(handler, "body is not JSON")
+        if not all(isinstance(request.get(k), str) for k in ("remote", "repository", "branch")):
+            return bad_request(handler, "remote, repository and branch are required strings")
+        if request["remote"] not in ("github", "gitlab"):
+            return bad_request(handler, "remote must be github or gitlab")
+        if request["remote"] == "github" and request["repository"] not in GITHUB_REPOSITORIES:
+            return handler.send_json(404, {"error": "Not Found", "message": "Repository not found on github"})
+        key = repository_key(request)
+        with LOCK:
+            if key not in INDEXED or request.get("reload"):
+                INDEXED[key] = {"status": "submitted", "polls": 0, "numFiles": len(FILES)}
+        encoded = urllib.parse.quote(key, safe="")
+        return handler.send_json(200, {"message": "Indexing job started", "statusEndpoint": CREDENTIALS["base"] + "/v2/repositories/" + encoded})
+    if path.startswith("/repositories/") and handler.command == "GET":
+        raw = path[len("/repositories/"):]
+        if "/" in raw or ":" in raw:
+            return bad_request(handler, "the repository id must be URL-encoded (remote%3Abranch%3Aowner%2Fname)")
+        key = urllib.parse.unquote(raw)
+        with LOCK:
+            entry = INDEXED.get(key)
+            if entry is None:
+                return handler.send_json(404, {"error": "Not Found", "message": "Repository not found"})
+            # Indexing progresses with each look: submitted, cloning, processing, completed.
+            steps = ["submitted", "cloning", "processing", "completed"]
+            entry["polls"] += 1
+            entry["status"] = steps[min(entry["polls"], len(steps) - 1)]
+            done = entry["status"] == "completed"
+            remote, branch, repository = key.split(":", 2)
+            answer = {
+                "repository": repository, "remote": remote, "branch": branch,
+                "private": GITHUB_REPOSITORIES.get(repository, ("", False))[1], "status": entry["status"],
+                "filesProcessed": entry["numFiles"] if done else entry["polls"], "numFiles": entry["numFiles"],
+            }
+            if done:
+                answer["sha"] = "0123456789abcdef0123456789abcdef01234567"
+        return handler.send_json(200, answer)
+    if path == "/query" and handler.command == "POST":
+        try:
+            request = json.loads(body)
+        except ValueError:
+            return bad_request(handler, "body is not JSON")
+        messages = request.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return bad_request(handler, "messages must be a non-empty array")
+        for message in messages:
+            if not isinstance(message, dict) or message.get("role") not in ("user", "assistant") or not isinstance(message.get("content"), str):
+                return bad_request(handler, "each message needs role user|assistant and content")
+        repositories = check_repositories(handler, request.get("repositories"))
+        if repositories is None:
+            return None
+        question = messages[-1]["content"]
+        earlier = sum(1 for m in messages[:-1] if m["role"] == "user")
+        text = "Answer to '%s' (after %d earlier questions) about %s." % (
+            question, earlier, ", ".join(r["repository"] for r in repositories))
+        sources = sources_for(repositories, question)
+        session = request.get("sessionId") or "greptile-session"
+        if request.get("stream"):
+            handler.start_chunked("text/event-stream")
+            words = text.split(" ")
+            for index, word in enumerate(words):
+                piece = word if index == len(words) - 1 else word + " "
+                handler.chunk(("data: %s\n\n" % json.dumps({"type": "text", "content": piece})).encode())
+                time.sleep(STATE["chunk_interval_ms"] / 1000)
+            for source in sources[:2]:
+                citation = {"type": "citation", "file": source["filepath"], "lines": "%s-%s" % (source["linestart"], source["lineend"])}
+                handler.chunk(("data: %s\n\n" % json.dumps(citation)).encode())
+            handler.chunk(("data: %s\n\n" % json.dumps({"type": "sessionId", "sessionId": session})).encode())
+            return handler.end_chunked()
+        return handler.send_json(200, {"message": text, "sources": sources})
+    if path == "/search" and handler.command == "POST":
+        try:
+            request = json.loads(body)
+        except ValueError:
+            return bad_request(handler, "body is not JSON")
+        if not isinstance(request.get("query"), str) or not request["query"]:
+            return bad_request(handler, "query must be a non-empty string")
+        repositories = check_repositories(handler, request.get("repositories"))
+        if repositories is None:
+            return None
+        results = sources_for(repositories, request["query"])
+        for index, result in enumerate(results):
+            result["distance"] = round(0.1 * (index + 1), 2)
+        return handler.send_json(200, results)
+    return handler.send_json(404, {"error": "Not Found", "message": "no Greptile route " + path})
 
 
 def github(handler, path, query):
-    """GitHub's API (greptile-api.md); filled in by the worker's issue."""
+    """GitHub's API (greptile-api.md): GET /repos/{owner}/{repo}, GET /user."""
+    if not handler.headers.get("User-Agent"):
+        return handler.send_json(403, {"message": "Request forbidden by administrative rules. Please make sure your request has a User-Agent header"})
+    if handler.headers.get("Authorization") != "Bearer " + CREDENTIALS["github_token"]:
+        return handler.send_json(401, {"message": "Bad credentials"})
+    if path == "/user":
+        return handler.send_json(200, {"login": "standin-user", "id": 1})
+    parts = path.split("/")
+    if len(parts) == 4 and parts[1] == "repos":
+        name = parts[2] + "/" + parts[3]
+        if name not in GITHUB_REPOSITORIES:
+            return handler.send_json(404, {"message": "Not Found"})
+        branch, private = GITHUB_REPOSITORIES[name]
+        return handler.send_json(200, {"full_name": name, "default_branch": branch, "private": private})
     return handler.send_json(404, {"message": "Not Found"})
 
 
@@ -222,11 +386,16 @@ class Server(ThreadingHTTPServer):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--greptile-key", default="standin-greptile-key")
+    parser.add_argument("--github-token", default="standin-github-token")
     args = parser.parse_args()
+    CREDENTIALS["greptile_key"] = args.greptile_key
+    CREDENTIALS["github_token"] = args.github_token
     # Started from a thread that blocks signals, we would inherit the mask and ignore SIGTERM.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM, signal.SIGINT])
     server = Server(("127.0.0.1", args.port), Handler)
-    print("listening on http://127.0.0.1:%d" % server.server_address[1], flush=True)
+    CREDENTIALS["base"] = "http://127.0.0.1:%d" % server.server_address[1]
+    print("listening on " + CREDENTIALS["base"], flush=True)
     server.serve_forever()
 
 

@@ -1,34 +1,26 @@
 import CurlHTTP
 import Foundation
 
-/// A `durable-host` process on a free loopback port, with its own data directory.
-public final class HostHarness: Sendable {
+/// One of our executables as a process that a test can restart: each start is a new
+/// process with its own log file; `base` is where the newest one listens.
+public final class ProductProcess: Sendable {
+    public let product: String
     public let directory: TemporaryDirectory
-    public let node: String
-    public let extraArguments: [String]
-    public let environment: [String: String]
-    private let current: Mutexed<(process: ServiceProcess, base: String)?>
+    private let current = Mutexed<(process: ServiceProcess, base: String)?>(nil)
     private let starts = Mutexed(0)
 
-    public init(node: String = "host-1", arguments: [String] = [], environment: [String: String] = [:], directory: TemporaryDirectory = TemporaryDirectory("host")) {
-        self.node = node
-        self.extraArguments = arguments
-        self.environment = environment
+    public init(product: String, directory: TemporaryDirectory) {
+        self.product = product
         self.directory = directory
-        current = Mutexed(nil)
     }
 
-    public var dataPath: String { directory.file("data") }
-
-    /// Starts the host (on a new free port, or on `port`), returning its base URL.
+    /// Starts a new process and waits until it listens; returns its base URL.
     @discardableResult
-    public func start(port: Int = 0) async throws -> String {
+    public func start(arguments: [String], environment: [String: String]) async throws -> String {
         let attempt = starts.update { $0 += 1; return $0 }
         let process = try ServiceProcess(
-            executable: BuiltProducts.path("durable-host"),
-            arguments: ["--listen", "127.0.0.1:\(port)", "--node", node, "--data", dataPath] + extraArguments,
-            environment: environment,
-            logPath: directory.file("host-\(attempt).log"))
+            executable: BuiltProducts.path(product), arguments: arguments, environment: environment,
+            logPath: logPath(attempt))
         let base = try await process.waitForListening()
         current.set((process, base))
         return base
@@ -38,12 +30,56 @@ public final class HostHarness: Sendable {
     public var process: ServiceProcess { current.get()!.process }
     public var port: Int { Int(base.split(separator: ":").last!)! }
 
+    /// Every log the processes wrote, oldest first.
+    public var logs: String {
+        (1...max(1, starts.get())).map { (try? String(contentsOfFile: logPath($0), encoding: .utf8)) ?? "" }.joined(separator: "\n")
+    }
+
+    public func stop() async {
+        await current.get()?.process.stop()
+    }
+
+    private func logPath(_ attempt: Int) -> String {
+        directory.file("\(product)-\(attempt).log")
+    }
+}
+
+/// A `durable-host` process on a free loopback port, with its own data directory.
+public final class HostHarness: Sendable {
+    public let directory: TemporaryDirectory
+    public let node: String
+    public let extraArguments: [String]
+    public let environment: [String: String]
+    private let runner: ProductProcess
+
+    public init(node: String = "host-1", arguments: [String] = [], environment: [String: String] = [:], directory: TemporaryDirectory = TemporaryDirectory("host")) {
+        self.node = node
+        self.extraArguments = arguments
+        self.environment = environment
+        self.directory = directory
+        runner = ProductProcess(product: "durable-host", directory: directory)
+    }
+
+    public var dataPath: String { directory.file("data") }
+
+    /// Starts the host (on a new free port, or on `port`), returning its base URL.
+    @discardableResult
+    public func start(port: Int = 0) async throws -> String {
+        try await runner.start(
+            arguments: ["--listen", "127.0.0.1:\(port)", "--node", node, "--data", dataPath] + extraArguments, environment: environment)
+    }
+
+    public var base: String { runner.base }
+    public var process: ServiceProcess { runner.process }
+    public var port: Int { runner.port }
+    public var logs: String { runner.logs }
+
     public func client(token: String? = nil) -> JSONClient {
         JSONClient(base: base, headers: token.map { ["Authorization": "Bearer \($0)"] } ?? [:])
     }
 
     public func stop() async {
-        await current.get()?.process.stop()
+        await runner.stop()
     }
 }
 

@@ -28,6 +28,23 @@ public final class UpstreamStandIn: Sendable {
 
     public var client: JSONClient { JSONClient(base: base) }
 
+    /// The credentials the stand-in accepts.
+    public static let greptileKey = "standin-greptile-key"
+    public static let githubToken = "standin-github-token"
+
+    /// What a worker needs in its environment to call this stand-in as Greptile and GitHub.
+    public var workerEnvironment: [String: String] {
+        [
+            "GREPTILE_BASE_URL": base + "/v2", "GITHUB_API_URL": base + "/github",
+            "GREPTILE_API_KEY": Self.greptileKey, "GITHUB_TOKEN": Self.githubToken,
+        ]
+    }
+
+    /// Requests received under `prefix` (e.g. "/v2/query"), oldest first.
+    public func requests(to prefix: String) async throws -> [[String: Any]] {
+        try await requests().filter { ($0["path"] as? String)?.hasPrefix(prefix) == true }
+    }
+
     /// Sends a control command: `["fault": [...]]`, `["delay_ms": 200]`, `["reset": true]`.
     public func control(_ command: [String: Any]) async throws {
         let body = try JSONSerialization.data(withJSONObject: command)

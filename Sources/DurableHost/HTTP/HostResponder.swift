@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import ServiceMetrics
 import SessionModel
 
 /// The host's HTTP API (README, "Host API"): a small dispatcher, so that every path answers

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Metrics
+import ServiceMetrics
 import SessionModel
 import ServiceLifecycle
 import Synchronization

@@ -2,8 +2,9 @@ import Metrics
 import Prometheus
 import Synchronization
 
-/// Request counts and latency per route, and the Prometheus text of every metric.
-final class HostMetrics: Sendable {
+/// Request counts and latency per route (`<prefix>_requests_total`,
+/// `<prefix>_request_duration_seconds`), and the Prometheus text of every metric.
+public final class RouteMetrics: Sendable {
     private struct Key: Hashable {
         let route: String
         let method: String
@@ -15,12 +16,12 @@ final class HostMetrics: Sendable {
     private let timers = Mutex<[String: Metrics.Timer]>([:])
     private let prefix: String
 
-    init(registry: PrometheusCollectorRegistry?, prefix: String) {
+    public init(registry: PrometheusCollectorRegistry?, prefix: String) {
         self.registry = registry
         self.prefix = prefix
     }
 
-    func record(route: String, method: String, status: Int, since start: ContinuousClock.Instant) {
+    public func record(route: String, method: String, status: Int, since start: ContinuousClock.Instant) {
         let key = Key(route: route, method: method, status: status)
         let counter = counters.withLock { counters in
             if let counter = counters[key] { return counter }
@@ -44,7 +45,7 @@ final class HostMetrics: Sendable {
     }
 
     /// The Prometheus text exposition of every registered metric.
-    func exposition() -> [UInt8] {
+    public func exposition() -> [UInt8] {
         registry?.emitToBuffer() ?? Array("# metrics are not enabled in this process\n".utf8)
     }
 }

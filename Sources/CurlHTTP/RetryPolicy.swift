@@ -1,0 +1,43 @@
+import Foundation
+
+/// When to try a call to a host again, and how long to wait first. Pure: no I/O, no clock.
+public struct RetryPolicy: Sendable, Hashable {
+    /// Attempts in all, the first included.
+    public var attempts: Int
+    /// The wait after the first failure; each later wait doubles.
+    public var initialDelay: Duration
+    /// Each wait is scaled by a random factor in 1 ± jitter, so retries of many workers spread out.
+    public var jitter: Double
+
+    public init(attempts: Int = 3, initialDelay: Duration = .milliseconds(100), jitter: Double = 0.2) {
+        self.attempts = attempts
+        self.initialDelay = initialDelay
+        self.jitter = jitter
+    }
+
+    /// The wait after failed attempt `attempt` (1-based), or nil when no attempt is left.
+    public func delay(afterAttempt attempt: Int, random: Double) -> Duration? {
+        guard attempt < attempts else { return nil }
+        let base = initialDelay * (1 << (attempt - 1))
+        return base * (1 + jitter * (2 * random - 1))
+    }
+
+    /// Whether a host's HTTP status is worth another attempt.
+    public static func isRetryable(status: Int) -> Bool {
+        status == 408 || status == 429 || status == 502 || status == 503 || status == 504 || status == 500
+    }
+}
+
+extension HTTPResponse {
+    /// `Retry-After` as a wait: seconds, or an HTTP date from now. Nil when absent or unreadable.
+    public var retryAfter: Duration? {
+        guard let value = headers["Retry-After"]?.trimmingCharacters(in: .whitespaces) else { return nil }
+        if let seconds = Double(value), seconds >= 0 { return .milliseconds(Int64(seconds * 1000)) }
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
+        guard let date = formatter.date(from: value) else { return nil }
+        return .milliseconds(Int64(max(0, date.timeIntervalSinceNow) * 1000))
+    }
+}

@@ -1,0 +1,65 @@
+import CurlHTTP
+import Foundation
+import Logging
+
+/// One upstream service (Greptile, GitHub) behind the project's libcurl client: retries
+/// throttling (429), server errors (5xx) and lost connections with backoff, honouring
+/// `Retry-After`, and hands back every other answer.
+struct UpstreamCaller: Sendable {
+    let service: String
+    let client: CurlClient
+    let retry: RetryPolicy
+    /// A `Retry-After` longer than this is not waited for: the call fails and says so.
+    let maxRetryAfter: Duration
+    let logger: Logger
+
+    /// Sends `request` until it gets an answer that is not worth retrying.
+    func call(_ request: HTTPRequest, what: String) async throws -> HTTPResponse {
+        var lastStatus: Int?
+        var lastReason = ""
+        for attempt in 1...retry.attempts {
+            var wait: Duration?
+            do {
+                let response = try await client.execute(request)
+                guard Self.isRetryable(response.status) else { return response }
+                lastStatus = response.status
+                lastReason = "HTTP \(response.status)"
+                wait = response.retryAfter
+                if let wait, wait > maxRetryAfter {
+                    throw GreptileError(
+                        .unavailable,
+                        "\(service) is throttling requests and asks to wait \(wait.components.seconds) s before \(what); try again later",
+                        status: response.status)
+                }
+            } catch let error as CurlError {
+                lastReason = error.message
+            }
+            guard let backoff = retry.delay(afterAttempt: attempt, random: Double.random(in: 0...1)) else { break }
+            let delay = max(wait ?? .zero, backoff)
+            logger.warning(
+                "\(service) call failed; retrying",
+                metadata: ["call": "\(what)", "attempt": "\(attempt)/\(retry.attempts)", "reason": "\(lastReason)", "retry_in": "\(delay)"])
+            try await Task.sleep(for: delay)
+        }
+        if let lastStatus {
+            let kind = lastStatus == 429 ? "is throttling requests" : "is failing"
+            throw GreptileError(
+                .unavailable, "\(service) \(kind) (HTTP \(lastStatus) after \(retry.attempts) attempts) while \(what); try again later",
+                status: lastStatus)
+        }
+        throw GreptileError(.unreachable, "cannot reach \(service) while \(what): \(lastReason)")
+    }
+
+    static func isRetryable(_ status: Int) -> Bool {
+        status == 429 || (500...599).contains(status)
+    }
+
+    /// The human part of an error body: `message`, or `error`.
+    static func detail(of response: HTTPResponse) -> String {
+        if let object = try? JSONSerialization.jsonObject(with: response.body) as? [String: Any] {
+            if let message = object["message"] as? String, !message.isEmpty { return message }
+            if let error = object["error"] as? String, !error.isEmpty { return error }
+        }
+        return String(response.text.prefix(200))
+    }
+}

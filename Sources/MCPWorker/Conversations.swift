@@ -1,0 +1,57 @@
+import Foundation
+import Greptile
+import SessionClient
+import SessionModel
+
+/// The conversations of `query_repository`: history kept in the session store under the
+/// caller's `session_id`, scoped to the principal so other keys never see them.
+///
+/// The seed's logic, with its bug fixed: history (or `previous_messages`, which replaces
+/// it) plus the user's turn go to Greptile, and the answer's `message` is stored as the
+/// assistant's turn. Everything is kept; only the newest `window` messages go upstream.
+struct Conversations: Sendable {
+    let store: any SessionManager
+    /// Most messages sent to Greptile with a query.
+    let window: Int
+
+    /// Longest `session_id` a caller may choose.
+    static let maxSessionIDLength = 64
+
+    static func storageID(principal: String, sessionID: String) -> String {
+        "conv:\(principal):\(sessionID)"
+    }
+
+    /// Checks a caller's session id, or makes a new one when none is given.
+    static func sessionID(_ given: String?) throws(ToolError) -> String {
+        guard let given else { return UUID().uuidString.lowercased() }
+        guard !given.isEmpty, given.utf8.count <= maxSessionIDLength, given.utf8.allSatisfy(SessionID.isAllowed) else {
+            throw ToolError("session_id must be 1 to \(maxSessionIDLength) of A-Z a-z 0-9 . _ ~ : -")
+        }
+        return given
+    }
+
+    /// Records the user's turn and returns what to send upstream: the newest messages, user turn last.
+    func begin(
+        principal: String, sessionID: String, query: String, previousMessages: [MessageInput]?
+    ) async throws(SessionError) -> [QueryMessage] {
+        let id = Self.storageID(principal: principal, sessionID: sessionID)
+        let history: [Message]
+        if let previousMessages {
+            try await store.setHistory(id, previousMessages)
+            history = previousMessages.map { Message(role: $0.role, content: $0.content, timestamp: 0) }
+        } else {
+            history = try await store.history(id).messages
+        }
+        try await store.appendMessage(id, MessageInput(role: .user, content: query))
+        let turns = (history + [Message(role: .user, content: query, timestamp: 0)])
+            .filter { $0.role != .system }
+            .suffix(window)
+        return turns.map { QueryMessage(id: nil, content: $0.content, role: $0.role.rawValue) }
+    }
+
+    /// Records Greptile's answer as the assistant's turn.
+    func finish(principal: String, sessionID: String, answer: String) async throws(SessionError) {
+        try await store.appendMessage(
+            Self.storageID(principal: principal, sessionID: sessionID), MessageInput(role: .assistant, content: answer))
+    }
+}

@@ -1,0 +1,281 @@
+import CurlHTTP
+import Foundation
+import Greptile
+import Logging
+import MCP
+import Metrics
+import SessionClient
+import SessionModel
+
+/// The four tools of the original greptile-mcp server, with its names and parameters.
+struct GreptileTools: Sendable {
+    let greptile: GreptileClient
+    let github: GitHubClient
+    let conversations: Conversations
+    let logger: Logger
+
+    static let names = ["index_repository", "query_repository", "search_repository", "get_repository_info"]
+
+    /// What `tools/list` answers.
+    static let definitions: [Tool] = [
+        Tool(
+            name: "index_repository",
+            title: "Index a repository",
+            description: """
+                Submit a repository to Greptile for indexing, so it can be queried and searched. \
+                Indexing runs in the background; check progress with get_repository_info. \
+                The branch defaults to the repository's default branch (looked up on GitHub).
+                """,
+            inputSchema: objectSchema(
+                [
+                    "remote": remoteSchema,
+                    "repository": repositorySchema,
+                    "branch": .object(["type": "string", "description": "Branch to index; defaults to the repository's default branch."]),
+                    "reload": .object(["type": "boolean", "default": true, "description": "Re-process the repository even if it was indexed before."]),
+                    "notify": .object(["type": "boolean", "default": false, "description": "E-mail the account when indexing is done."]),
+                ], required: ["remote", "repository"]),
+            annotations: .init(title: "Index a repository", readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: true)),
+        Tool(
+            name: "query_repository",
+            title: "Ask about a codebase",
+            description: """
+                Ask Greptile a question in natural language about one or more indexed repositories. \
+                Returns the answer, the source files it drew on, and _session_id: pass that back as \
+                session_id to ask a follow-up in the same conversation (the history is kept for you).
+                """,
+            inputSchema: objectSchema(
+                [
+                    "query": .object(["type": "string", "description": "The question."]),
+                    "repositories": repositoriesSchema,
+                    "session_id": .object(["type": "string", "description": "Conversation to continue; a new one is started when omitted."]),
+                    "stream": .object(["type": "boolean", "default": false, "description": "Stream the answer as it is written."]),
+                    "genius": .object(["type": "boolean", "default": true, "description": "Slower (8-10 s more) but better answers."]),
+                    "timeout": .object(["type": "number", "description": "Seconds to wait for Greptile (default 120)."]),
+                    "previous_messages": .object([
+                        "type": "array", "description": "Replaces the stored history of this conversation.",
+                        "items": .object([
+                            "type": "object", "required": ["role", "content"],
+                            "properties": .object([
+                                "role": .object(["type": "string", "enum": ["user", "assistant", "system"]]),
+                                "content": .object(["type": "string"]),
+                            ]),
+                        ]),
+                    ]),
+                ], required: ["query", "repositories"]),
+            annotations: .init(title: "Ask about a codebase", readOnlyHint: true, destructiveHint: false, openWorldHint: true)),
+        Tool(
+            name: "search_repository",
+            title: "Search a codebase",
+            description: """
+                Find the files and line ranges of indexed repositories that are relevant to a query, \
+                without writing an answer. Faster than query_repository.
+                """,
+            inputSchema: objectSchema(
+                [
+                    "query": .object(["type": "string", "description": "What to look for."]),
+                    "repositories": repositoriesSchema,
+                    "session_id": .object(["type": "string", "description": "Greptile session to associate the search with."]),
+                    "genius": .object(["type": "boolean", "default": true, "description": "Accepted for compatibility with the original server."]),
+                ], required: ["query", "repositories"]),
+            annotations: .init(title: "Search a codebase", readOnlyHint: true, destructiveHint: false, openWorldHint: true)),
+        Tool(
+            name: "get_repository_info",
+            title: "Repository indexing status",
+            description: """
+                Show a repository's indexing status in Greptile: submitted, cloning, processing, completed \
+                or failed, with files processed. The branch defaults to the repository's default branch.
+                """,
+            inputSchema: objectSchema(
+                ["remote": remoteSchema, "repository": repositorySchema, "branch": .object(["type": "string", "description": "Branch; defaults to the default branch."])],
+                required: ["remote", "repository"]),
+            annotations: .init(title: "Repository indexing status", readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: true)),
+    ]
+
+    private static let remoteSchema: Value = .object(["type": "string", "enum": ["github", "gitlab"], "description": "Where the repository is hosted."])
+    private static let repositorySchema: Value = .object(["type": "string", "description": "The repository as owner/name.", "pattern": "^[^/\\s]+/[^\\s]+$"])
+    private static let repositoriesSchema: Value = .object([
+        "type": "array", "minItems": 1, "description": "Repositories to ask about.",
+        "items": .object([
+            "type": "object", "required": ["repository"],
+            "properties": .object(["remote": remoteSchema, "repository": repositorySchema, "branch": .object(["type": "string"])]),
+        ]),
+    ])
+
+    private static func objectSchema(_ properties: [String: Value], required: [String]) -> Value {
+        .object(["type": "object", "properties": .object(properties), "required": .array(required.map(Value.string))])
+    }
+
+    /// Runs a tool; every failure becomes an `isError` result with a message a person can act on.
+    func call(_ name: String, arguments: [String: Value]?, principal: String, progress: (any ProgressReporter)? = nil) async throws -> CallTool.Result {
+        let start = ContinuousClock.now
+        let arguments = ToolArguments(arguments)
+        let outcome: String
+        defer {
+            Metrics.Counter(label: "worker_tool_calls_total", dimensions: [("tool", name), ("outcome", outcome)]).increment()
+            Metrics.Timer(label: "worker_tool_duration_seconds", dimensions: [("tool", name)], preferredDisplayUnit: .seconds)
+                .recordNanoseconds((ContinuousClock.now - start).nanoseconds)
+        }
+        do {
+            let value: JSONValue
+            switch name {
+            case "index_repository": value = try await indexRepository(arguments)
+            case "query_repository": value = try await queryRepository(arguments, principal: principal, progress: progress)
+            case "search_repository": value = try await searchRepository(arguments)
+            case "get_repository_info": value = try await repositoryInfo(arguments)
+            default: throw RPCError.invalidParams("Unknown tool: \(name.prefix(100)); the tools are \(Self.names.joined(separator: ", "))")
+            }
+            outcome = "ok"
+            return Self.success(value)
+        } catch let error as ToolError {
+            outcome = "invalid_arguments"
+            return Self.failure(error.message)
+        } catch let error as GreptileError {
+            outcome = "upstream_error"
+            logger.warning("tool failed upstream", metadata: ["tool": "\(name)", "error": "\(error.message)"])
+            return Self.failure(error.message)
+        } catch let error as SessionError {
+            outcome = "session_error"
+            return Self.failure("the conversation could not be stored: \(error.message)")
+        } catch let error as RPCError {
+            outcome = "unknown_tool"
+            throw error
+        } catch is CancellationError {
+            outcome = "cancelled"
+            throw CancellationError()
+        } catch {
+            outcome = "internal_error"
+            logger.error("tool failed", metadata: ["tool": "\(name)", "error": "\(error)"])
+            return Self.failure("internal error in \(name): \(error)")
+        }
+    }
+
+    static func success(_ value: JSONValue) -> CallTool.Result {
+        let text = (try? JSONCoding.encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        let structured: Value? = value.objectValue != nil ? Value(value) : nil
+        return CallTool.Result(content: [.text(text: text, annotations: nil, _meta: nil)], structuredContent: structured, isError: false)
+    }
+
+    static func failure(_ message: String) -> CallTool.Result {
+        CallTool.Result(content: [.text(text: message, annotations: nil, _meta: nil)], isError: true)
+    }
+
+    // MARK: The tools
+
+    private func indexRepository(_ arguments: ToolArguments) async throws -> JSONValue {
+        let repository = try await resolve(RepositoryInput(arguments))
+        let reload = try arguments.bool("reload", default: true)
+        let notify = try arguments.bool("notify", default: false)
+        var answer = try await greptile.index(IndexRequest(repository: repository, reload: reload, notify: notify))
+        answer["repository"] = .string(repository.repository)
+        answer["remote"] = .string(repository.remote)
+        answer["branch"] = .string(repository.branch)
+        return .object(answer)
+    }
+
+    private func repositoryInfo(_ arguments: ToolArguments) async throws -> JSONValue {
+        let repository = try await resolve(RepositoryInput(arguments))
+        return .object(try await greptile.status(of: repository))
+    }
+
+    private func searchRepository(_ arguments: ToolArguments) async throws -> JSONValue {
+        let query = try arguments.string("query")
+        let repositories = try await resolve(arguments.repositories("repositories"))
+        let sessionID = try arguments.optionalString("session_id")
+        _ = try arguments.bool("genius", default: true)
+        let results = try await greptile.search(SearchRequest(query: query, repositories: repositories, sessionId: sessionID))
+        return .object(["results": .array(results), "count": .int(Int64(results.count))])
+    }
+
+    private func queryRepository(_ arguments: ToolArguments, principal: String, progress: (any ProgressReporter)?) async throws -> JSONValue {
+        let query = try arguments.string("query")
+        let sessionID = try Conversations.sessionID(arguments.optionalString("session_id"))
+        let stream = try arguments.bool("stream", default: false)
+        let genius = try arguments.bool("genius", default: true)
+        let timeout = try arguments.seconds("timeout")
+        let previous = try arguments.messages("previous_messages")
+        let repositories = try await resolve(arguments.repositories("repositories"))
+
+        let messages = try await conversations.begin(principal: principal, sessionID: sessionID, query: query, previousMessages: previous)
+        let request = QueryRequest(messages: messages, repositories: repositories, sessionId: sessionID, stream: stream, genius: genius)
+        let answer: QueryAnswer
+        if stream || progress != nil {
+            answer = try await streamedAnswer(request, timeout: timeout, progress: progress)
+        } else {
+            answer = try await greptile.query(request, timeout: timeout)
+        }
+        try await conversations.finish(principal: principal, sessionID: sessionID, answer: answer.message)
+        return .object(["message": .string(answer.message), "sources": .array(answer.sources), "_session_id": .string(sessionID)])
+    }
+
+    /// Reads a streamed answer chunk by chunk, reporting the text so far as it grows; the
+    /// whole stream must end within the query's timeout.
+    private func streamedAnswer(_ request: QueryRequest, timeout: Duration?, progress: (any ProgressReporter)?) async throws -> QueryAnswer {
+        let limit = timeout ?? greptile.configuration.queryTimeout
+        return try await withThrowingTaskGroup(of: QueryAnswer?.self) { group in
+            group.addTask { try await self.readStream(request, progress: progress) }
+            group.addTask {
+                try await Task.sleep(for: limit)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let answer = try await group.next() ?? nil else {
+                throw GreptileError(.unreachable, "Greptile's streamed answer did not finish within the time limit (\(limit)); try again, or raise timeout")
+            }
+            return answer
+        }
+    }
+
+    private func readStream(_ request: QueryRequest, progress: (any ProgressReporter)?) async throws -> QueryAnswer {
+        var text = ""
+        var sources: [JSONValue] = []
+        var whole: QueryAnswer?
+        let chunks = try await greptile.queryStream(request)
+        for try await chunk in chunks {
+            switch chunk {
+            case .text(let piece):
+                text += piece
+                await progress?.report(text)
+            case .citation(let citation):
+                sources.append(.object(citation))
+            case .answer(let answer):
+                whole = answer
+            case .sessionID:
+                break
+            }
+        }
+        if var whole {
+            if whole.sources.isEmpty { whole.sources = sources }
+            return whole
+        }
+        return QueryAnswer(message: text, sources: sources)
+    }
+
+    private func resolve(_ input: RepositoryInput) async throws -> RepositoryRef {
+        if let branch = input.branch {
+            return RepositoryRef(remote: input.remote, repository: input.repository, branch: branch)
+        }
+        guard input.remote == "github" else {
+            throw ToolError("branch is required for \(input.remote) repositories (only GitHub's default branch can be looked up)")
+        }
+        let branch = try await github.defaultBranch(of: input.repository)
+        return RepositoryRef(remote: input.remote, repository: input.repository, branch: branch)
+    }
+
+    private func resolve(_ inputs: [RepositoryInput]) async throws -> [RepositoryRef] {
+        var resolved: [RepositoryRef] = []
+        for input in inputs { resolved.append(try await resolve(input)) }
+        return resolved
+    }
+}
+
+/// Told the text of a streamed answer as it grows (SSE progress notifications).
+protocol ProgressReporter: Sendable {
+    func report(_ textSoFar: String) async
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}

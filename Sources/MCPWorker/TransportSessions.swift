@@ -1,0 +1,86 @@
+import Foundation
+import SessionClient
+import SessionModel
+
+/// An MCP transport session (`MCP-Session-Id`), as kept in the durable hosts.
+struct TransportSession: Sendable, Hashable {
+    let id: String
+    let principal: String
+    let protocolVersion: String
+    var initialized: Bool
+    let lastUpdated: Double
+}
+
+/// MCP transport sessions live in the durable hosts, not in a worker's memory: any worker
+/// serves any request of any session, and a session outlives the worker that started it.
+///
+/// A session is the host record `mcp-<id>`, whose metadata holds the principal that created
+/// it, the negotiated protocol revision and whether the client sent `initialized`. The id is
+/// 128 random bits (32 hex digits) from the system's secure generator.
+struct TransportSessions: Sendable {
+    let store: any SessionManager
+    /// A session unused this long is expired (404).
+    let lifetime: Double
+    let now: @Sendable () -> Double
+
+    static let kind = "mcp-transport"
+
+    static func storageID(_ id: String) -> String { "mcp-\(id)" }
+
+    /// A fresh id: 128 bits from the system's cryptographically secure generator.
+    static func newID() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<2).map { _ in String(generator.next() as UInt64, radix: 16).leftPadded(to: 16) }.joined()
+    }
+
+    /// Whether a header value can be one of our ids at all.
+    static func isWellFormed(_ id: String) -> Bool {
+        id.utf8.count == 32 && id.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
+    }
+
+    func create(principal: String, protocolVersion: String, clientName: String, clientVersion: String) async throws(SessionError) -> TransportSession {
+        let id = Self.newID()
+        try await store.updateMetadata(
+            Self.storageID(id),
+            [
+                "kind": .string(Self.kind), "principal": .string(principal), "protocol_version": .string(protocolVersion),
+                "client_name": .string(String(clientName.prefix(100))), "client_version": .string(String(clientVersion.prefix(50))),
+                "initialized": false,
+            ])
+        return TransportSession(id: id, principal: principal, protocolVersion: protocolVersion, initialized: false, lastUpdated: now())
+    }
+
+    /// The session `id` of `principal`; nil when unknown, ended, expired, or another principal's.
+    func load(_ id: String, principal: String) async throws(SessionError) -> TransportSession? {
+        guard Self.isWellFormed(id), let record = try await store.record(Self.storageID(id)) else { return nil }
+        let metadata = record.metadata
+        guard metadata["kind"]?.stringValue == Self.kind, metadata["principal"]?.stringValue == principal else { return nil }
+        if now() - record.lastUpdated > lifetime {
+            try? await store.clear(Self.storageID(id))
+            return nil
+        }
+        let session = TransportSession(
+            id: id, principal: principal, protocolVersion: metadata["protocol_version"]?.stringValue ?? "2025-03-26",
+            initialized: metadata["initialized"]?.boolValue ?? false, lastUpdated: record.lastUpdated)
+        // Keep a session in use from expiring, at the cost of one write per tenth of its lifetime.
+        if now() - record.lastUpdated > lifetime / 10 {
+            try? await store.updateMetadata(Self.storageID(id), ["last_seen": .double(now())])
+        }
+        return session
+    }
+
+    func markInitialized(_ session: TransportSession) async throws(SessionError) {
+        guard !session.initialized else { return }
+        try await store.updateMetadata(Self.storageID(session.id), ["initialized": true])
+    }
+
+    func end(_ session: TransportSession) async throws(SessionError) {
+        try await store.clear(Self.storageID(session.id))
+    }
+}
+
+extension String {
+    func leftPadded(to length: Int) -> String {
+        count >= length ? self : String(repeating: "0", count: length - count) + self
+    }
+}

@@ -1,0 +1,67 @@
+import CurlHTTP
+import Greptile
+import SessionModel
+import Settings
+
+/// Everything an MCP worker is configured with (README, "mcp-worker").
+public struct WorkerConfiguration: Sendable {
+    public var listen: ListenAddress
+    /// The durable hosts; empty for in-memory sessions (local development).
+    public var hosts: [NamedAddress]
+    /// Token the hosts require (`DURABLE_HOST_TOKEN`).
+    public var hostToken: String?
+    /// Keys clients present; empty runs open, which only loopback allows.
+    public var apiKeys: APIKeys
+    /// Origins allowed besides localhost ones (`https://app.example.com`).
+    public var allowedOrigins: [String]
+    public var upstream: UpstreamConfiguration
+    /// Largest request body accepted on `/mcp`.
+    public var maxBodyBytes: Int
+    /// Most messages of a conversation sent to Greptile with a query.
+    public var historyWindow: Int
+    /// A transport session unused this long expires.
+    public var sessionLifetime: Duration
+    /// Attempts per host call, and the limit on one.
+    public var hostRetry: RetryPolicy
+    public var hostTimeout: Duration
+    public var limits: SessionLimits
+
+    public init(
+        listen: ListenAddress = ListenAddress(host: "127.0.0.1", port: 8080),
+        hosts: [NamedAddress] = [],
+        hostToken: String? = nil,
+        apiKeys: APIKeys = .none,
+        allowedOrigins: [String] = [],
+        upstream: UpstreamConfiguration = UpstreamConfiguration(),
+        maxBodyBytes: Int = 1 << 20,
+        historyWindow: Int = 20,
+        sessionLifetime: Duration = .seconds(24 * 3600),
+        hostRetry: RetryPolicy = RetryPolicy(),
+        hostTimeout: Duration = .seconds(2),
+        limits: SessionLimits = .default
+    ) {
+        self.listen = listen
+        self.hosts = hosts
+        self.hostToken = hostToken
+        self.apiKeys = apiKeys
+        self.allowedOrigins = allowedOrigins
+        self.upstream = upstream
+        self.maxBodyBytes = maxBodyBytes
+        self.historyWindow = historyWindow
+        self.sessionLifetime = sessionLifetime
+        self.hostRetry = hostRetry
+        self.hostTimeout = hostTimeout
+        self.limits = limits
+    }
+
+    /// Refuses configurations that must not run: open (no keys) beyond loopback.
+    public func validate() throws(SettingsError) {
+        if apiKeys.isEmpty && !listen.isLoopback {
+            throw SettingsError(
+                "refusing to listen on \(listen) without API keys: set MCP_WORKER_API_KEYS or api_keys_file (NAME:KEY), or listen on 127.0.0.1")
+        }
+        for origin in allowedOrigins where !(origin.hasPrefix("http://") || origin.hasPrefix("https://")) {
+            throw SettingsError("allowed_origins: '\(origin)' must be an origin like https://app.example.com")
+        }
+    }
+}

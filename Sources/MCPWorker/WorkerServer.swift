@@ -1,0 +1,57 @@
+import CurlHTTP
+import Foundation
+import Hummingbird
+import Logging
+import Prometheus
+import ServiceLifecycle
+import ServiceMetrics
+import SessionClient
+import Settings
+
+/// An MCP worker, assembled: the libcurl client, the session store and the HTTP server,
+/// as services for one `ServiceGroup`.
+public struct WorkerServer: Sendable {
+    public static let version = "0.1.0"
+
+    public let services: [any Service]
+
+    public init(
+        configuration: WorkerConfiguration,
+        logger: Logger,
+        registry: PrometheusCollectorRegistry? = nil,
+        onListening: @escaping @Sendable (String) -> Void = { _ in }
+    ) {
+        let client = CurlClient(configuration: .init(userAgent: "greptile-mcp/\(Self.version)"))
+        let store = SessionManagers.make(
+            hosts: configuration.hosts, token: configuration.hostToken, client: client, limits: configuration.limits, logger: logger,
+            retry: configuration.hostRetry, attemptTimeout: configuration.hostTimeout)
+        let state = WorkerState(
+            configuration: configuration, store: store, client: client,
+            metrics: RouteMetrics(registry: registry, prefix: "worker"), logger: logger)
+        let application = Application(
+            responder: MCPResponder(worker: state),
+            server: .http1(configuration: .init(idleTimeout: .seconds(75))),
+            configuration: ApplicationConfiguration(
+                address: .hostname(configuration.listen.host, port: configuration.listen.port),
+                serverName: "mcp-worker/\(Self.version)"),
+            onServerRunning: { channel in
+                let address = channel.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
+                onListening(address)
+            },
+            logger: logger)
+        var services: [any Service] = [CurlClientService(client: client)]
+        if let durable = store as? DurableSessionManager { services.append(durable) }
+        services.append(application)
+        self.services = services
+    }
+}
+
+/// Keeps the libcurl client's thread running until the rest of the group has stopped.
+struct CurlClientService: Service {
+    let client: CurlClient
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        client.shutdown()
+    }
+}

@@ -1,0 +1,130 @@
+import CurlHTTP
+import Foundation
+import Greptile
+import Logging
+import ServiceMetrics
+import SessionClient
+import SessionModel
+import Settings
+
+/// What every request of a worker shares.
+final class WorkerState: Sendable {
+    let configuration: WorkerConfiguration
+    let store: any SessionManager
+    let sessions: TransportSessions
+    let tools: GreptileTools
+    let metrics: RouteMetrics
+    let client: CurlClient
+    let logger: Logger
+    private let started = ContinuousClock.now
+
+    /// The protocol revisions of the session-based transport, newest first.
+    static let protocolVersions = ["2025-11-25", "2025-06-18", "2025-03-26"]
+
+    init(configuration: WorkerConfiguration, store: any SessionManager, client: CurlClient, metrics: RouteMetrics, logger: Logger) {
+        self.configuration = configuration
+        self.store = store
+        self.client = client
+        self.metrics = metrics
+        self.logger = logger
+        sessions = TransportSessions(
+            store: store, lifetime: Double(configuration.sessionLifetime.components.seconds),
+            now: { Date().timeIntervalSince1970 })
+        tools = GreptileTools(
+            greptile: GreptileClient(configuration: configuration.upstream, client: client, logger: logger),
+            github: GitHubClient(configuration: configuration.upstream, client: client, logger: logger),
+            conversations: Conversations(store: store, window: configuration.historyWindow),
+            logger: logger)
+    }
+
+    /// The principal behind an `Authorization` header; nil when it must be refused.
+    func principal(authorization: String?) -> String? {
+        if configuration.apiKeys.isEmpty { return "local" }
+        guard let authorization, authorization.hasPrefix("Bearer ") else { return nil }
+        return configuration.apiKeys.principal(forKey: String(authorization.dropFirst(7)))
+    }
+
+    /// Whether a request's `Origin` may use the endpoint: absent, localhost, or configured.
+    func allows(origin: String?) -> Bool {
+        guard let origin else { return true }
+        if configuration.allowedOrigins.contains(origin) { return true }
+        guard let url = URL(string: origin), let host = url.host else { return false }
+        return ["localhost", "127.0.0.1", "[::1]", "::1"].contains(host)
+    }
+
+    // MARK: Health
+
+    struct Health: Encodable {
+        struct Host: Encodable {
+            var name: String
+            var address: String
+            var reachable: Bool
+            var status: String?
+            var error: String?
+        }
+
+        struct Upstream: Encodable {
+            var greptileBaseURL: String
+            var githubBaseURL: String
+            var problems: [String]
+
+            enum CodingKeys: String, CodingKey {
+                case problems
+                case greptileBaseURL = "greptile_base_url"
+                case githubBaseURL = "github_base_url"
+            }
+        }
+
+        var status: String
+        var version: String
+        var uptimeSeconds: Double
+        var sessions: SessionStoreHealth
+        var hosts: [Host]
+        var upstream: Upstream
+        var problems: [String]
+
+        enum CodingKeys: String, CodingKey {
+            case status, version, sessions, hosts, upstream, problems
+            case uptimeSeconds = "uptime_seconds"
+        }
+    }
+
+    func health() async -> Health {
+        let hosts = await withTaskGroup(of: (Int, Health.Host).self) { group in
+            for (index, host) in configuration.hosts.enumerated() {
+                group.addTask { (index, await self.probe(host)) }
+            }
+            var results: [(Int, Health.Host)] = []
+            for await result in group { results.append(result) }
+            return results.sorted { $0.0 < $1.0 }.map(\.1)
+        }
+        let sessionHealth = await store.health()
+        var problems = configuration.upstream.problems
+        for host in hosts where !host.reachable {
+            problems.append("host \(host.name) at \(host.address) is unreachable: \(host.error ?? "no answer")")
+        }
+        if let detail = sessionHealth.detail, sessionHealth.degraded { problems.append(detail) }
+        let uptime = ContinuousClock.now - started
+        return Health(
+            status: problems.isEmpty ? "ok" : "degraded",
+            version: WorkerServer.version,
+            uptimeSeconds: Double(uptime.components.seconds) + Double(uptime.components.attoseconds) / 1e18,
+            sessions: sessionHealth,
+            hosts: hosts,
+            upstream: .init(
+                greptileBaseURL: configuration.upstream.greptileBaseURL, githubBaseURL: configuration.upstream.githubBaseURL,
+                problems: configuration.upstream.problems),
+            problems: problems)
+    }
+
+    private func probe(_ host: NamedAddress) async -> Health.Host {
+        do {
+            let response = try await client.execute(HTTPRequest(url: "http://\(host.address)/health", timeout: .seconds(1), connectTimeout: .seconds(1)))
+            let status = (try? JSONCoding.decoder.decode(JSONObject.self, from: response.body))?["status"]?.stringValue
+            return .init(name: host.name, address: "\(host.address)", reachable: response.status == 200, status: status,
+                         error: response.status == 200 ? nil : "HTTP \(response.status)")
+        } catch {
+            return .init(name: host.name, address: "\(host.address)", reachable: false, status: nil, error: "\(error)")
+        }
+    }
+}

@@ -1,0 +1,42 @@
+import Foundation
+import Logging
+import Metrics
+import Prometheus
+import ServiceLifecycle
+import UnixSignals
+
+/// What both executables do around their services: log to standard error, count into a
+/// Prometheus registry, and run the services in one group that shuts down gracefully on
+/// SIGTERM or SIGINT.
+public enum ServiceRunner {
+    /// Bootstraps logging at `level` and metrics; returns the registry `/metrics` exposes.
+    /// Call once per process.
+    public static func bootstrap(logLevel level: Logger.Level) -> PrometheusCollectorRegistry {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        return registry
+    }
+
+    /// Runs `services` until a signal asks them to stop; the last ones stop first. A service
+    /// still running `maximumShutdown` after the signal is cancelled.
+    public static func run(_ services: [any Service], logger: Logger, maximumShutdown: Duration = .seconds(30)) async throws {
+        var configuration = ServiceGroupConfiguration(
+            services: services.map { .init(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            cancellationSignals: [],
+            logger: logger)
+        configuration.maximumGracefulShutdownDuration = maximumShutdown
+        try await ServiceGroup(configuration: configuration).run()
+        logger.notice("stopped")
+    }
+
+    /// Writes a configuration error to standard error, as `program: message`.
+    public static func reportConfigurationError(program: String, _ message: String) {
+        FileHandle.standardError.write(Data("\(program): \(message)\n".utf8))
+    }
+}

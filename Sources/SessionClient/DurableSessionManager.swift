@@ -1,0 +1,331 @@
+import CurlHTTP
+import Foundation
+import Logging
+import Metrics
+import ServiceLifecycle
+import SessionModel
+import Settings
+import Synchronization
+
+/// Sessions in the durable hosts, over HTTP: the seed's Durable Object client.
+///
+/// Each operation goes to the host that owns the id (`owner(of:)`, the one place that
+/// decides). A failed attempt (no connection, a timeout, 5xx or 429) is logged and retried,
+/// up to `RetryPolicy.attempts` in all, with exponential backoff and jitter. Every mutation
+/// carries an `Idempotency-Key`, so a retry after a lost answer is never applied twice.
+///
+/// When every attempt has failed the operation falls back to an in-memory store, so the tool
+/// call still succeeds. The fallback starts from the last state this worker saw of the session
+/// (`LastKnownSessions`), so a transport session stays valid and a conversation keeps its
+/// history through a host outage. Each fallback is logged, counted (`worker_session_fallbacks_total`)
+/// and shown by `/health` as degraded. Writes made in the fallback are journaled and replayed
+/// to their host, in order and under their original keys, once it answers again (`run()`).
+public final class DurableSessionManager: SessionManager, Service {
+    public struct Configuration: Sendable {
+        public var hosts: [NamedAddress]
+        public var token: String?
+        public var retry: RetryPolicy
+        /// Limit on one attempt.
+        public var attemptTimeout: Duration
+        public var limits: SessionLimits
+        /// How often journaled fallback writes are offered to their host again.
+        public var replayInterval: Duration
+
+        public init(
+            hosts: [NamedAddress], token: String? = nil, retry: RetryPolicy = RetryPolicy(),
+            attemptTimeout: Duration = .seconds(2), limits: SessionLimits = .default, replayInterval: Duration = .seconds(1)
+        ) {
+            self.hosts = hosts
+            self.token = token
+            self.retry = retry
+            self.attemptTimeout = attemptTimeout
+            self.limits = limits
+            self.replayInterval = replayInterval
+        }
+    }
+
+    /// A write made in the fallback, waiting to reach its host.
+    struct PendingWrite: Sendable {
+        let operation: SessionOperation
+        let key: String
+    }
+
+    private struct Journal {
+        var pending: [String: [PendingWrite]] = [:]
+        var order: [String] = []
+        var count: Int { pending.values.reduce(0) { $0 + $1.count } }
+    }
+
+    public let configuration: Configuration
+    private let client: CurlClient
+    private let logger: Logger
+    private let fallback: InMemorySessionManager
+    private let lastKnown: LastKnownSessions
+    private let journal = Mutex(Journal())
+    private let fallbackCount = Atomic<Int>(0)
+    private let lastFallback = Mutex<ContinuousClock.Instant?>(nil)
+    private let fallbacks = Metrics.Counter(label: "worker_session_fallbacks_total")
+    private let failedAttempts = Metrics.Counter(label: "worker_host_failed_attempts_total")
+    private let replayed = Metrics.Counter(label: "worker_session_replayed_writes_total")
+
+    public init(configuration: Configuration, client: CurlClient, logger: Logger) {
+        precondition(!configuration.hosts.isEmpty, "a durable session manager needs at least one host")
+        self.configuration = configuration
+        self.client = client
+        self.logger = logger
+        fallback = InMemorySessionManager(limits: configuration.limits)
+        lastKnown = LastKnownSessions(limits: configuration.limits)
+    }
+
+    /// The host that owns `sessionID`: the one place that decides.
+    func owner(of sessionID: String) -> NamedAddress {
+        configuration.hosts[0]
+    }
+
+    // MARK: SessionManager
+
+    public func appendMessage(_ sessionID: String, _ message: MessageInput) async throws(SessionError) {
+        try await mutate(sessionID, .appendMessage(message))
+    }
+
+    public func setHistory(_ sessionID: String, _ messages: [MessageInput]) async throws(SessionError) {
+        try await mutate(sessionID, .setHistory(messages))
+    }
+
+    public func updateMetadata(_ sessionID: String, _ metadata: JSONObject) async throws(SessionError) {
+        try await mutate(sessionID, .updateMetadata(metadata))
+    }
+
+    public func clear(_ sessionID: String) async throws(SessionError) {
+        try await mutate(sessionID, .clear)
+    }
+
+    public func history(_ sessionID: String) async throws(SessionError) -> SessionHistory {
+        try validate(sessionID)
+        guard await drainJournal(of: sessionID) else { return await fallback.history(sessionID) }
+        switch await send(.get, sessionID, path: "history", body: nil, key: nil, operation: "history") {
+        case .answered(let response):
+            guard let history = try? JSONCoding.decoder.decode(HostAPI.History.self, from: response.body) else {
+                throw .unavailable("host answered history of '\(sessionID)' with an unreadable body")
+            }
+            let now = Date().timeIntervalSince1970
+            lastKnown.store(
+                sessionID, history.data.isEmpty && history.metadata.isEmpty
+                    ? nil : SessionRecord(id: sessionID, messages: history.data, metadata: history.metadata, createdAt: now, lastUpdated: now))
+            return SessionHistory(messages: history.data, metadata: history.metadata)
+        case .refused(let error):
+            throw .rejected(error)
+        case .unreachable(let reason):
+            noteFallback(sessionID, operation: "history", reason: reason)
+            await fallback.seed(sessionID, lastKnown.state(of: sessionID))
+            return await fallback.history(sessionID)
+        }
+    }
+
+    public func record(_ sessionID: String) async throws(SessionError) -> SessionRecord? {
+        try validate(sessionID)
+        guard await drainJournal(of: sessionID) else { return await fallback.record(sessionID) }
+        switch await send(.get, sessionID, path: nil, body: nil, key: nil, operation: "record") {
+        case .answered(let response):
+            guard let record = try? JSONCoding.decoder.decode(HostAPI.Record.self, from: response.body) else {
+                throw .unavailable("host answered the record of '\(sessionID)' with an unreadable body")
+            }
+            lastKnown.store(sessionID, record.data)
+            return record.data
+        case .refused(let error) where error.code == .sessionNotFound:
+            lastKnown.store(sessionID, nil)
+            return nil
+        case .refused(let error):
+            throw .rejected(error)
+        case .unreachable(let reason):
+            noteFallback(sessionID, operation: "record", reason: reason)
+            await fallback.seed(sessionID, lastKnown.state(of: sessionID))
+            return await fallback.record(sessionID)
+        }
+    }
+
+    public func health() async -> SessionStoreHealth {
+        let pending = journal.withLock { $0.count }
+        let recent = lastFallback.withLock { $0 }.map { ContinuousClock.now - $0 < .seconds(60) } ?? false
+        let count = fallbackCount.load(ordering: .relaxed)
+        var detail: String?
+        if pending > 0 {
+            detail = "\(pending) writes made in memory wait for their host"
+        } else if recent {
+            detail = "a host was unreachable in the last minute; sessions fell back to memory"
+        }
+        return SessionStoreHealth(mode: "durable", degraded: pending > 0 || recent, fallbacks: count, pendingReplays: pending, detail: detail)
+    }
+
+    // MARK: Service: replaying fallback writes
+
+    public func run() async throws {
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            let ids = journal.withLock { $0.order }
+            for id in ids { _ = await drainJournal(of: id) }
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.configuration.replayInterval) }
+        }
+        let left = journal.withLock { $0.count }
+        if left > 0 {
+            logger.error("stopping with writes that never reached their host", metadata: ["writes": "\(left)"])
+        }
+    }
+
+    // MARK: Internals
+
+    private func validate(_ sessionID: String) throws(SessionError) {
+        do {
+            try SessionID.validate(sessionID, limits: configuration.limits)
+        } catch {
+            throw .rejected(error)
+        }
+    }
+
+    private func mutate(_ sessionID: String, _ operation: SessionOperation) async throws(SessionError) {
+        try validate(sessionID)
+        let key = UUID().uuidString
+        // A session with writes still in the journal keeps its order: this one queues behind them.
+        if journal.withLock({ $0.pending[sessionID] != nil }) {
+            try await fallback.apply(operation, to: sessionID)
+            enqueue(PendingWrite(operation: operation, key: key), for: sessionID)
+            _ = await drainJournal(of: sessionID)
+            return
+        }
+        switch await write(operation, to: sessionID, key: key, attempts: configuration.retry.attempts) {
+        case .answered:
+            lastKnown.apply(operation, to: sessionID, now: Date().timeIntervalSince1970)
+            return
+        case .refused(let error):
+            throw .rejected(error)
+        case .unreachable(let reason):
+            await fallback.seed(sessionID, lastKnown.state(of: sessionID))
+            try await fallback.apply(operation, to: sessionID)
+            enqueue(PendingWrite(operation: operation, key: key), for: sessionID)
+            noteFallback(sessionID, operation: operation.name, reason: reason)
+        }
+    }
+
+    private func write(_ operation: SessionOperation, to sessionID: String, key: String, attempts: Int) async -> Outcome {
+        if case .clear = operation {
+            return await send(.delete, sessionID, path: "clear", body: nil, key: key, operation: "clear", attempts: attempts)
+        }
+        let body = try? JSONCoding.encoder.encode(operation)
+        return await send(.post, sessionID, path: "update", body: body, key: key, operation: operation.name, attempts: attempts)
+    }
+
+    private func enqueue(_ write: PendingWrite, for sessionID: String) {
+        journal.withLock { journal in
+            if journal.pending[sessionID] == nil { journal.order.append(sessionID) }
+            journal.pending[sessionID, default: []].append(write)
+        }
+    }
+
+    /// Offers a session's journaled writes to its host, oldest first, stopping at the first
+    /// that does not get through. Returns true when none is left.
+    private func drainJournal(of sessionID: String) async -> Bool {
+        while let next = journal.withLock({ $0.pending[sessionID]?.first }) {
+            let outcome = await write(next.operation, to: sessionID, key: next.key, attempts: 1)
+            if case .answered = outcome { lastKnown.apply(next.operation, to: sessionID, now: Date().timeIntervalSince1970) }
+            switch outcome {
+            case .answered, .refused:
+                // A refusal now would have been one then too: dropping it is what the host would have done.
+                let emptied = journal.withLock { journal -> Bool in
+                    guard var writes = journal.pending[sessionID], writes.first?.key == next.key else { return false }
+                    writes.removeFirst()
+                    journal.pending[sessionID] = writes.isEmpty ? nil : writes
+                    if writes.isEmpty { journal.order.removeAll { $0 == sessionID } }
+                    return writes.isEmpty
+                }
+                replayed.increment()
+                if emptied {
+                    await fallback.forget(sessionID)
+                    logger.notice("writes made in memory reached their host", metadata: ["session": "\(sessionID)"])
+                }
+            case .unreachable:
+                return false
+            }
+        }
+        return true
+    }
+
+    private func noteFallback(_ sessionID: String, operation: String, reason: String) {
+        fallbackCount.add(1, ordering: .relaxed)
+        lastFallback.withLock { $0 = .now }
+        fallbacks.increment()
+        logger.error(
+            "host unreachable after \(configuration.retry.attempts) attempts; session served from memory",
+            metadata: ["session": "\(sessionID)", "operation": "\(operation)", "host": "\(owner(of: sessionID))", "reason": "\(reason)"])
+    }
+
+    enum Outcome {
+        case answered(HTTPResponse)
+        case refused(APIError)
+        case unreachable(String)
+    }
+
+    /// One call to the owner of `sessionID`, with retries.
+    private func send(
+        _ method: HTTPRequest.Method, _ sessionID: String, path: String?, body: Data?, key: String?, operation: String,
+        attempts: Int? = nil
+    ) async -> Outcome {
+        let host = owner(of: sessionID)
+        var headers: HTTPHeaders = [:]
+        if let token = configuration.token { headers.add("Authorization", "Bearer \(token)") }
+        if body != nil { headers.add("Content-Type", "application/json") }
+        if let key { headers.add(HostAPI.idempotencyKeyHeader, key) }
+        let url = "http://\(host.address)/sessions/\(sessionID)" + (path.map { "/\($0)" } ?? "")
+        let request = HTTPRequest(method: method, url: url, headers: headers, body: body, timeout: configuration.attemptTimeout)
+        let attempts = attempts ?? configuration.retry.attempts
+
+        var reason = ""
+        for attempt in 1...attempts {
+            do {
+                let response = try await client.execute(request)
+                if (200..<300).contains(response.status) { return .answered(response) }
+                if !RetryPolicy.isRetryable(status: response.status) {
+                    return .refused(Self.apiError(from: response))
+                }
+                reason = "HTTP \(response.status)"
+            } catch is CancellationError {
+                return .unreachable("cancelled")
+            } catch {
+                reason = "\(error)"
+            }
+            failedAttempts.increment()
+            guard let delay = configuration.retry.delay(afterAttempt: attempt, random: Double.random(in: 0...1)) else { break }
+            logger.warning(
+                "host attempt \(attempt)/\(attempts) failed; retrying",
+                metadata: ["host": "\(host)", "operation": "\(operation)", "reason": "\(reason)", "retry_in": "\(delay)"])
+            do {
+                try await Task.sleep(for: delay)
+            } catch {
+                return .unreachable("cancelled")
+            }
+        }
+        return .unreachable(reason)
+    }
+
+    private static func apiError(from response: HTTPResponse) -> APIError {
+        if let failure = try? JSONCoding.decoder.decode(HostAPI.Failure.self, from: response.body),
+            let code = ErrorCode(rawValue: failure.error.code)
+        {
+            return APIError(code, failure.error.message)
+        }
+        return APIError(.internalError, "host answered HTTP \(response.status)")
+    }
+}
+
+/// Chooses the session manager the seed's way: hosts given → durable, none → in memory.
+public enum SessionManagers {
+    public static func make(
+        hosts: [NamedAddress], token: String?, client: CurlClient, limits: SessionLimits, logger: Logger,
+        retry: RetryPolicy = RetryPolicy(), attemptTimeout: Duration = .seconds(2)
+    ) -> any SessionManager {
+        if hosts.isEmpty {
+            return InMemorySessionManager(limits: limits)
+        }
+        return DurableSessionManager(
+            configuration: .init(hosts: hosts, token: token, retry: retry, attemptTimeout: attemptTimeout, limits: limits),
+            client: client, logger: logger)
+    }
+}

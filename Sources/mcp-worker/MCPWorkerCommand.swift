@@ -1,0 +1,155 @@
+import ArgumentParser
+import CurlHTTP
+import Foundation
+import Greptile
+import Logging
+import MCPWorker
+import Prometheus
+import ServiceMetrics
+import SessionModel
+import Settings
+
+/// `mcp-worker`: configuration in, services out (README, "mcp-worker").
+@main
+struct MCPWorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mcp-worker",
+        abstract: "Serves Greptile's code search as MCP tools over Streamable HTTP (/mcp); stateless.",
+        discussion: """
+            Every setting is a flag, an environment variable MCP_WORKER_<KEY> or a key of the
+            --config JSON file, in that order of precedence. Secrets come from the environment
+            only: GREPTILE_API_KEY, GITHUB_TOKEN, DURABLE_HOST_TOKEN (or host_token_file), and
+            client keys from MCP_WORKER_API_KEYS (or api_keys_file), written NAME:KEY.
+            """,
+        version: WorkerServer.version)
+
+    @Option(help: "HOST:PORT to listen on (default 127.0.0.1:8080; port 0 picks a free one).")
+    var listen: String?
+    @Option(help: "Durable hosts NAME=HOST:PORT,...; none keeps sessions in memory (local development).")
+    var hosts: String?
+    @Option(help: "JSON config file (deploy/staging.*, deploy/production.*).")
+    var config: String?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (default info).")
+    var logLevel: String?
+    @Option(name: .customLong("api-keys-file"), help: "File of client keys, one NAME:KEY per line.")
+    var apiKeysFile: String?
+    @Option(name: .customLong("host-token-file"), help: "File holding the durable hosts' bearer token.")
+    var hostTokenFile: String?
+    @Option(name: .customLong("allowed-origins"), help: "Browser origins allowed besides localhost, comma-separated.")
+    var allowedOrigins: String?
+    @Option(name: .customLong("history-window"), help: "Most conversation messages sent to Greptile with a query (default 20).")
+    var historyWindow: Int?
+    @Option(name: .customLong("session-lifetime"), help: "Seconds an unused MCP session lives (default 86400).")
+    var sessionLifetime: Double?
+    @Option(name: .customLong("host-timeout"), help: "Seconds one call to a durable host may take (default 2).")
+    var hostTimeout: Double?
+    @Option(name: .customLong("host-attempts"), help: "Attempts per durable-host call before the in-memory fallback (default 3).")
+    var hostAttempts: Int?
+    @Option(name: .customLong("query-timeout"), help: "Seconds a Greptile query or search may take (default 120).")
+    var queryTimeout: Double?
+    @Option(name: .customLong("upstream-timeout"), help: "Seconds other Greptile and GitHub calls may take (default 30).")
+    var upstreamTimeout: Double?
+    @Option(name: .customLong("upstream-attempts"), help: "Attempts per Greptile or GitHub call on 429, 5xx or transport errors (default 3).")
+    var upstreamAttempts: Int?
+    @Option(name: .customLong("max-body-bytes"), help: "Largest request body on /mcp in bytes (default 1048576).")
+    var maxBodyBytes: Int?
+
+    static let settingKeys: Set<String> = [
+        "listen", "hosts", "log_level", "api_keys_file", "host_token_file", "allowed_origins", "history_window",
+        "session_lifetime", "host_timeout", "host_attempts", "query_timeout", "upstream_timeout", "upstream_attempts",
+        "max_body_bytes", "greptile_base_url", "github_api_url",
+    ]
+
+    func run() async throws {
+        let (configuration, level): (WorkerConfiguration, Logger.Level)
+        do {
+            (configuration, level) = try resolve()
+            try configuration.validate()
+        } catch let error as SettingsError {
+            ServiceRunner.reportConfigurationError(program: "mcp-worker", error.message)
+            throw ExitCode(2)
+        }
+
+        let registry = ServiceRunner.bootstrap(logLevel: level)
+        let logger = Logger(label: "mcp-worker")
+
+        if configuration.apiKeys.isEmpty {
+            logger.warning("no API keys configured: /mcp is open to anyone who can reach \(configuration.listen) (allowed on loopback only)")
+        }
+        if configuration.hosts.isEmpty {
+            logger.warning("no --hosts: sessions and conversations are kept in memory and lost when this worker stops")
+        }
+        for problem in configuration.upstream.problems {
+            logger.warning("\(problem)")
+        }
+        logger.info(
+            "starting",
+            metadata: [
+                "hosts": "\(configuration.hosts.map(\.description))", "principals": "\(configuration.apiKeys.count)",
+                "greptile": "\(configuration.upstream.greptileBaseURL)", "github": "\(configuration.upstream.githubBaseURL)",
+            ])
+        let server = WorkerServer(configuration: configuration, logger: logger, registry: registry) { address in
+            logger.notice("listening on http://\(address)")
+        }
+        try await ServiceRunner.run(server.services, logger: logger)
+    }
+
+    private func resolve() throws -> (WorkerConfiguration, Logger.Level) {
+        let settings = try Settings(environmentPrefix: "MCP_WORKER", configPath: config, knownKeys: Self.settingKeys)
+        let environment = settings.environment
+        var configuration = WorkerConfiguration()
+        if let text = settings.raw("listen", flag: listen) {
+            do {
+                configuration.listen = try ListenAddress(parsing: text.text)
+            } catch {
+                throw SettingsError("\(text.origin): \(error.message)")
+            }
+        }
+        configuration.hosts = try NamedAddress.parseList(settings.list("hosts", flag: hosts), origin: "hosts")
+        configuration.hostToken = try settings.secret(fileKey: "host_token_file", fileFlag: hostTokenFile, variable: "DURABLE_HOST_TOKEN")
+        configuration.apiKeys = try apiKeys(settings)
+        configuration.allowedOrigins = settings.list("allowed_origins", flag: allowedOrigins)
+        configuration.historyWindow = try settings.int("history_window", flag: historyWindow, default: configuration.historyWindow, in: 1...10_000)
+        configuration.sessionLifetime = .seconds(try settings.seconds("session_lifetime", flag: sessionLifetime, default: 86_400, in: 60...(365 * 86_400)))
+        configuration.hostTimeout = .milliseconds(
+            Int64(1000 * (try settings.seconds("host_timeout", flag: hostTimeout, default: 2, in: 0.05...300))))
+        configuration.hostRetry.attempts = try settings.int("host_attempts", flag: hostAttempts, default: 3, in: 1...10)
+        configuration.maxBodyBytes = try settings.int("max_body_bytes", flag: maxBodyBytes, default: configuration.maxBodyBytes, in: 1024...(64 << 20))
+
+        // Base URLs: the variables the original server read, or the config file.
+        var upstream = UpstreamConfiguration(
+            greptileBaseURL: environment["GREPTILE_BASE_URL"] ?? settings.string("greptile_base_url", flag: nil, default: "https://api.greptile.com/v2"),
+            githubBaseURL: environment["GITHUB_API_URL"] ?? settings.string("github_api_url", flag: nil, default: "https://api.github.com"),
+            greptileAPIKey: nonEmpty(environment["GREPTILE_API_KEY"]),
+            githubToken: nonEmpty(environment["GITHUB_TOKEN"]))
+        for (name, url) in [("GREPTILE_BASE_URL", upstream.greptileBaseURL), ("GITHUB_API_URL", upstream.githubBaseURL)]
+        where !(url.hasPrefix("https://") || url.hasPrefix("http://")) {
+            throw SettingsError("\(name) must be an http:// or https:// URL (got '\(url)')")
+        }
+        upstream.queryTimeout = .milliseconds(Int64(1000 * (try settings.seconds("query_timeout", flag: queryTimeout, default: 120, in: 1...3600))))
+        upstream.callTimeout = .milliseconds(Int64(1000 * (try settings.seconds("upstream_timeout", flag: upstreamTimeout, default: 30, in: 1...3600))))
+        upstream.retry.attempts = try settings.int("upstream_attempts", flag: upstreamAttempts, default: 3, in: 1...10)
+        configuration.upstream = upstream
+        let level = try settings.logLevel("log_level", flag: logLevel, default: .info)
+        return (configuration, level)
+    }
+
+    /// Client keys: the file named by `api_keys_file`, else `MCP_WORKER_API_KEYS`.
+    private func apiKeys(_ settings: Settings) throws(SettingsError) -> APIKeys {
+        if let (path, origin) = settings.raw("api_keys_file", flag: apiKeysFile) {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw SettingsError("\(origin) names \(path), which cannot be read")
+            }
+            let keys = try APIKeys(parsing: text.split(whereSeparator: \.isNewline).map(String.init), origin: "\(path)")
+            guard !keys.isEmpty else { throw SettingsError("\(origin) names \(path), which holds no NAME:KEY line") }
+            return keys
+        }
+        guard let text = settings.environment["MCP_WORKER_API_KEYS"] else { return .none }
+        return try APIKeys(parsing: text.split(separator: ",").map(String.init), origin: "MCP_WORKER_API_KEYS")
+    }
+
+    private func nonEmpty(_ value: String?) -> String? {
+        guard let trimmed = value?.trimmingCharacters(in: .whitespacesAndNewlines), !trimmed.isEmpty else { return nil }
+        return trimmed
+    }
+}

@@ -1,1 +1,0 @@
-print("mcp-worker 0.1.0")

@@ -1,0 +1,208 @@
+import CurlHTTP
+import Foundation
+import SessionModel
+import Testing
+import TestSupport
+
+@Suite("mcp-worker: tools, conversations and sessions through real processes")
+struct ConversationTests {
+    @Test("a full conversation: every tool, upstream bodies and headers checked, history kept in the host")
+    func fullConversation() async throws {
+        let stack = try await WorkerStack.start()
+        let client = try await stack.session()
+
+        let tools = try await client.request("tools/list")
+        let listed = ((tools["result"] as? [String: Any])?["tools"] as? [[String: Any]]) ?? []
+        #expect(Set(listed.compactMap { $0["name"] as? String }) == ["index_repository", "query_repository", "search_repository", "get_repository_info"])
+        for tool in listed {
+            let schema = tool["inputSchema"] as? [String: Any]
+            #expect(schema?["type"] as? String == "object")
+            #expect((tool["description"] as? String)?.isEmpty == false)
+        }
+
+        // index_repository without a branch: GitHub gives the default branch, Greptile gets the seed's defaults.
+        let indexed = try await client.callTool("index_repository", ["remote": "github", "repository": "acme/private-lib"])
+        #expect(!indexed.isError, "\(indexed.text)")
+        #expect(indexed.structured["branch"] as? String == "develop")
+        let github = try await stack.standIn.requests(to: "/github/repos/acme/private-lib")
+        #expect(github.count == 1)
+        #expect(WorkerStack.header(github[0], "Authorization") == "Bearer \(UpstreamStandIn.githubToken)")
+        #expect(WorkerStack.header(github[0], "Accept") == "application/vnd.github+json")
+        #expect(WorkerStack.header(github[0], "User-Agent")?.hasPrefix("greptile-mcp/") == true)
+        let indexRequest = try #require(try await stack.standIn.requests(to: "/v2/repositories").first)
+        let indexBody = WorkerStack.body(indexRequest)
+        #expect(indexBody["repository"] as? String == "acme/private-lib")
+        #expect(indexBody["branch"] as? String == "develop")
+        #expect(indexBody["remote"] as? String == "github")
+        #expect(indexBody["reload"] as? Bool == true)
+        #expect(indexBody["notify"] as? Bool == false)
+
+        let info = try await client.callTool("get_repository_info", ["remote": "github", "repository": "acme/private-lib"])
+        #expect(info.structured["status"] as? String == "cloning")
+        let statusRequest = try #require(try await stack.standIn.requests(to: "/v2/repositories/").first)
+        #expect(statusRequest["path"] as? String == "/v2/repositories/github%3Adevelop%3Aacme%2Fprivate-lib")
+        // The default branch was looked up once and remembered.
+        #expect(try await stack.standIn.requests(to: "/github/").count == 1)
+
+        let search = try await client.callTool("search_repository", ["query": "router", "repositories": [WorkerStack.repository]])
+        #expect(search.structured["count"] as? Int == 3)
+        let first = ((search.structured["results"] as? [[String: Any]]) ?? []).first
+        #expect(first?["filepath"] as? String == "src/app.swift")
+
+        // Two turns: the second carries the first question and Greptile's answer.
+        let turn1 = try await client.callTool("query_repository", ["query": "How are requests routed?", "repositories": [WorkerStack.repository]])
+        #expect(!turn1.isError, "\(turn1.text)")
+        let conversation = try #require(turn1.structured["_session_id"] as? String)
+        let answer1 = try #require(turn1.structured["message"] as? String)
+        #expect(answer1.contains("How are requests routed?"))
+        #expect(((turn1.structured["sources"] as? [Any]) ?? []).count == 3)
+        let turn2 = try await client.callTool(
+            "query_repository", ["query": "And errors?", "repositories": [WorkerStack.repository], "session_id": conversation, "genius": false])
+        #expect(turn2.structured["_session_id"] as? String == conversation)
+
+        let queries = try await stack.standIn.requests(to: "/v2/query")
+        #expect(queries.count == 2)
+        #expect(WorkerStack.turns(queries[0]) == ["user: How are requests routed?"])
+        #expect(WorkerStack.turns(queries[1]) == ["user: How are requests routed?", "assistant: \(answer1)", "user: And errors?"])
+        let secondBody = WorkerStack.body(queries[1])
+        #expect(secondBody["sessionId"] as? String == conversation)
+        #expect(secondBody["genius"] as? Bool == false)
+        #expect(secondBody["stream"] as? Bool == false)
+        #expect((secondBody["repositories"] as? [[String: Any]])?.first?["branch"] as? String == "main")
+        for request in queries {
+            #expect(WorkerStack.header(request, "Authorization") == "Bearer \(UpstreamStandIn.greptileKey)")
+            #expect(WorkerStack.header(request, "X-GitHub-Token") == UpstreamStandIn.githubToken)
+            #expect(WorkerStack.header(request, "Content-Type") == "application/json")
+        }
+
+        // The whole conversation is in the durable host, under the principal that owns it.
+        let host = try #require(stack.host)
+        let stored = try await host.client().send(.get, "/sessions/conv:local:\(conversation)/history").decode(HostAPI.History.self)
+        #expect(stored.data.map(\.role) == [.user, .assistant, .user, .assistant])
+        #expect(stored.data[1].content == answer1)
+        await stack.stop()
+    }
+
+    @Test("a streamed answer is read chunk by chunk and stored like any other")
+    func streamedQuery() async throws {
+        let stack = try await WorkerStack.start()
+        let client = try await stack.session()
+        let plain = try await client.callTool("query_repository", ["query": "Same question", "repositories": [WorkerStack.repository], "session_id": "plain"])
+        let streamed = try await client.callTool(
+            "query_repository", ["query": "Same question", "repositories": [WorkerStack.repository], "session_id": "streamed", "stream": true])
+        #expect(!streamed.isError, "\(streamed.text)")
+        #expect(streamed.structured["message"] as? String == plain.structured["message"] as? String)
+        let citations = (streamed.structured["sources"] as? [[String: Any]]) ?? []
+        #expect(citations.map { $0["file"] as? String } == ["src/app.swift", "src/server/router.swift"])
+        let request = try #require(try await stack.standIn.requests(to: "/v2/query").last)
+        #expect(WorkerStack.body(request)["stream"] as? Bool == true)
+        let stored = try await stack.host!.client().send(.get, "/sessions/conv:local:streamed/history").decode(HostAPI.History.self)
+        #expect(stored.data.last?.content == plain.structured["message"] as? String)
+        await stack.stop()
+    }
+
+    @Test("only the newest messages up to the window go upstream; everything is kept; previous_messages replaces history")
+    func windowAndPreviousMessages() async throws {
+        let stack = try await WorkerStack.start(workerArguments: ["--history-window", "3"])
+        let client = try await stack.session()
+        for question in ["q1", "q2", "q3"] {
+            let result = try await client.callTool("query_repository", ["query": question, "repositories": [WorkerStack.repository], "session_id": "w"])
+            #expect(!result.isError, "\(result.text)")
+        }
+        let last = try #require(try await stack.standIn.requests(to: "/v2/query").last)
+        let sent = WorkerStack.turns(last)
+        #expect(sent.count == 3)
+        #expect(sent.first?.hasPrefix("user: q2") == true)
+        #expect(sent.last == "user: q3")
+        let hostClient = stack.host!.client()
+        #expect(try await hostClient.send(.get, "/sessions/conv:local:w/history").decode(HostAPI.History.self).data.count == 6)
+
+        let replaced = try await client.callTool("query_repository", [
+            "query": "q4", "repositories": [WorkerStack.repository], "session_id": "w",
+            "previous_messages": [["role": "user", "content": "earlier"], ["role": "assistant", "content": "reply"]],
+        ])
+        #expect(!replaced.isError, "\(replaced.text)")
+        let replacedRequest = try #require(try await stack.standIn.requests(to: "/v2/query").last)
+        #expect(WorkerStack.turns(replacedRequest) == ["user: earlier", "assistant: reply", "user: q4"])
+        let stored = try await hostClient.send(.get, "/sessions/conv:local:w/history").decode(HostAPI.History.self).data
+        #expect(stored.map(\.content).prefix(3) == ["earlier", "reply", "q4"])
+        #expect(stored.count == 4)
+        await stack.stop()
+    }
+
+    @Test("a session started on one worker continues on another, and after its worker is killed and restarted")
+    func sessionSurvivesWorkerChangeAndRestart() async throws {
+        let stack = try await WorkerStack.start(workers: 2)
+        var client = try await stack.session()
+        let turn1 = try await client.callTool("query_repository", ["query": "first", "repositories": [WorkerStack.repository]])
+        let conversation = try #require(turn1.structured["_session_id"] as? String)
+
+        // The same MCP session, through the second worker.
+        let turn2 = try await client.callTool(
+            "query_repository", ["query": "second", "repositories": [WorkerStack.repository], "session_id": conversation], via: stack.workers[1].base)
+        #expect(!turn2.isError, "\(turn2.text)")
+        #expect((turn2.structured["message"] as? String)?.contains("after 1 earlier questions") == true)
+
+        // Kill the first worker without warning and start it again on its port.
+        let port = stack.worker.port
+        stack.worker.process.signal(SIGKILL)
+        try await stack.worker.process.waitForExit()
+        try await stack.worker.start(hosts: [stack.host!.member], port: port)
+        client.base = stack.worker.base
+        let turn3 = try await client.callTool("query_repository", ["query": "third", "repositories": [WorkerStack.repository], "session_id": conversation])
+        #expect(!turn3.isError, "\(turn3.text)")
+        #expect((turn3.structured["message"] as? String)?.contains("after 2 earlier questions") == true)
+        #expect(try await client.request("ping")["result"] != nil)
+        await stack.stop()
+    }
+
+    @Test("in-memory mode (no --hosts) serves the same tools, for local development")
+    func inMemoryMode() async throws {
+        let stack = try await WorkerStack.start(durable: false)
+        let client = try await stack.session()
+        let turn1 = try await client.callTool("query_repository", ["query": "one", "repositories": [WorkerStack.repository], "session_id": "m"])
+        let turn2 = try await client.callTool("query_repository", ["query": "two", "repositories": [WorkerStack.repository], "session_id": "m"])
+        #expect(!turn1.isError && !turn2.isError)
+        #expect((turn2.structured["message"] as? String)?.contains("after 1 earlier questions") == true)
+        let health = try await JSONClient(base: stack.worker.base).send(.get, "/health").object
+        #expect((health["sessions"] as? [String: Any])?["mode"] as? String == "in-memory")
+        #expect(stack.worker.logs.contains("sessions and conversations are kept in memory"))
+        await stack.stop()
+    }
+
+    @Test("the official MCP Python SDK: tools, a conversation, and its session continued through a restarted worker and a second one")
+    func pythonSDKInteroperability() async throws {
+        let stack = try await WorkerStack.start(workers: 2)
+        let directory = TemporaryDirectory("interop")
+        let phase = directory.file("phase1.done")
+        let go = directory.file("go")
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Interop/mcp_interop.py").path
+        let python = try ServiceProcess(
+            executable: "/usr/bin/env",
+            arguments: ["python3", "-u", script, "--worker", stack.worker.base, "--phase-file", phase, "--go-file", go],
+            logPath: directory.file("interop.log"))
+
+        // Phase 1 done: restart the first worker (SIGTERM, then a new process on a new port); the
+        // session continues through the restarted worker, then through the second one.
+        let deadline = ContinuousClock.now + .seconds(120)
+        while !FileManager.default.fileExists(atPath: phase) {
+            if python.exitStatus != nil || ContinuousClock.now > deadline { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(FileManager.default.fileExists(atPath: phase), "\(python.log)")
+        await stack.worker.stop()
+        try await stack.worker.start(hosts: [stack.host!.member], port: 0)
+        try Data("\(stack.worker.base) \(stack.workers[1].base)".utf8).write(to: URL(fileURLWithPath: go))
+
+        let status = try await python.waitForExit(timeout: .seconds(120))
+        let report = python.log.split(separator: "\n").last.map(String.init) ?? ""
+        #expect(status == 0, "\(python.log)")
+        let parsed = (try? JSONSerialization.jsonObject(with: Data(report.utf8))) as? [String: Any] ?? [:]
+        #expect(parsed["ok"] as? Bool == true, "\(report)")
+        #expect(parsed["protocol_version"] as? String == "2025-11-25")
+        #expect(parsed["later_workers"] as? [String] == [stack.worker.base, stack.workers[1].base])
+        #expect((parsed["streamed_message"] as? String)?.contains("after 3 earlier questions") == true)
+        await stack.stop()
+    }
+}

@@ -1,0 +1,182 @@
+import CurlHTTP
+import Foundation
+import Testing
+import TestSupport
+
+@Suite("mcp-worker: the Streamable HTTP transport rules, authentication and configuration")
+struct TransportTests {
+    @Test("malformed JSON-RPC, wrong headers, methods and bodies get the transport's status codes and JSON-RPC errors")
+    func badRequests() async throws {
+        let stack = try await WorkerStack.start(workerArguments: ["--max-body-bytes", "4096"])
+        var client = try await stack.session()
+
+        func check(_ body: String, headers: HTTPHeaders = [:], status: Int, code: Int?, _ comment: Comment) async throws {
+            let response = try await client.post(body, headers: headers)
+            #expect(response.status == status, comment)
+            if let code {
+                #expect(response.rpcError?.code == code, "\(comment): \(response.text)")
+                #expect(response.object["jsonrpc"] as? String == "2.0")
+            }
+        }
+        try await check("{not json", status: 400, code: -32700, "invalid JSON")
+        try await check("[]", status: 400, code: -32600, "a batch")
+        try await check(#""text""#, status: 400, code: -32600, "not an object")
+        try await check(#"{"id":1,"method":"ping"}"#, status: 400, code: -32600, "no jsonrpc member")
+        try await check(#"{"jsonrpc":"2.0","id":{"x":1},"method":"ping"}"#, status: 400, code: -32600, "an object id")
+        try await check(#"{"jsonrpc":"2.0","id":1,"method":7}"#, status: 400, code: -32600, "a number as method")
+        try await check(#"{"jsonrpc":"2.0","id":1,"method":"ping","params":"x"}"#, status: 400, code: -32600, "string params")
+        try await check(#"{"jsonrpc":"2.0","id":1,"method":"resources/list"}"#, status: 200, code: -32601, "an unknown method")
+        try await check(#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{}}}"#, status: 200, code: -32602, "a call without a name")
+        try await check(#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"rm_rf","arguments":{}}}"#, status: 200, code: -32602, "an unknown tool")
+        try await check(#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#, status: 200, code: -32602, "initialize without its parameters")
+        try await check(#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, headers: ["Content-Type": "text/plain"], status: 415, code: -32600, "a text body")
+        try await check(#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, headers: ["Accept": "text/html"], status: 406, code: -32600, "accepting only HTML")
+        try await check(#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, headers: ["MCP-Protocol-Version": "1999-01-01"], status: 400, code: -32600, "an unknown protocol revision")
+        try await check(#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, headers: ["Origin": "https://evil.example"], status: 403, code: -32600, "a foreign Origin")
+        try await check(#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, headers: ["Origin": "http://localhost:3000"], status: 200, code: nil, "a localhost Origin")
+        let padding = String(repeating: "x", count: 8000)
+        try await check(#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":"\#(padding)"}}"#, status: 413, code: -32600, "an oversize body")
+
+        // Tool arguments of the wrong shape are tool errors the model can act on.
+        let wrong = try await client.callTool("query_repository", ["query": 42, "repositories": [WorkerStack.repository]])
+        #expect(wrong.isError)
+        #expect(wrong.text.contains("query"))
+        let noRepositories = try await client.callTool("query_repository", ["query": "x", "repositories": []])
+        #expect(noRepositories.isError)
+        let badID = try await client.callTool("query_repository", ["query": "x", "repositories": [WorkerStack.repository], "session_id": "../../etc"])
+        #expect(badID.isError)
+        #expect(badID.text.contains("session_id"))
+        #expect(try await stack.standIn.requests(to: "/v2/query").isEmpty, "no bad call reaches Greptile")
+
+        // Without a session: 400; with an unknown one: 404; GET: 405.
+        let sessionID = client.sessionID
+        client.sessionID = nil
+        try await check(#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, status: 400, code: -32600, "no MCP-Session-Id")
+        client.sessionID = String(repeating: "ab", count: 16)
+        try await check(#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, status: 404, code: -32001, "an unknown session")
+        client.sessionID = "not-even-hex"
+        try await check(#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, status: 404, code: -32001, "a malformed session id")
+        client.sessionID = sessionID
+        let get = try await client.http.send(.get, "/mcp", headers: client.headers())
+        #expect(get.status == 405)
+        #expect(get.headers["Allow"] == "POST, DELETE")
+        #expect(try await client.http.send(.get, "/nowhere").status == 404)
+
+        // The worker is still fine, and DELETE ends the session for good.
+        #expect(try await client.request("ping")["result"] != nil)
+        let deleted = try await client.http.send(.delete, "/mcp", headers: client.headers())
+        #expect(deleted.status == 204)
+        try await check(#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, status: 404, code: -32001, "an ended session")
+        #expect(try await client.http.send(.delete, "/mcp", headers: client.headers()).status == 404)
+        #expect(stack.worker.process.exitStatus == nil)
+        await stack.stop()
+    }
+
+    @Test("older revisions are accepted, an unknown one is answered with ours, notifications get 202")
+    func protocolRevisions() async throws {
+        let stack = try await WorkerStack.start()
+        for (asked, expected) in [("2025-06-18", "2025-06-18"), ("2025-03-26", "2025-03-26"), ("2024-11-05", "2025-11-25")] {
+            var client = MCPTestClient(base: stack.worker.base)
+            client.protocolVersion = asked
+            try await client.initialize()
+            let reply = try await client.request("ping")
+            #expect(reply["result"] != nil)
+            let sessionID = try #require(client.sessionID)
+            let record = try await stack.host!.client().send(.get, "/sessions/mcp-\(sessionID)").object
+            let metadata = (record["data"] as? [String: Any])?["metadata"] as? [String: Any]
+            #expect(metadata?["protocol_version"] as? String == expected, "asked \(asked)")
+            #expect(metadata?["initialized"] as? Bool == true)
+        }
+        await stack.stop()
+    }
+
+    @Test("keys: none or a wrong one is 401; a session and its conversations are invisible to another key")
+    func authenticationAndIsolation() async throws {
+        let alice = "alice-key-0123456789abcdef"
+        let bob = "bob-key-0123456789abcdef"
+        let stack = try await WorkerStack.start(workerEnvironment: ["MCP_WORKER_API_KEYS": "alice:\(alice),bob:\(bob)"])
+
+        var anonymous = MCPTestClient(base: stack.worker.base)
+        await #expect(throws: (any Error).self) { try await anonymous.initialize() }
+        let refused = try await anonymous.post(#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+        #expect(refused.status == 401)
+        #expect(refused.headers["WWW-Authenticate"]?.hasPrefix("Bearer") == true)
+        let wrong = try await MCPTestClient(base: stack.worker.base, apiKey: "alice-key-0123456789abcdeX")
+            .post(#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+        #expect(wrong.status == 401)
+
+        let aliceClient = try await stack.session(apiKey: alice)
+        let asked = try await aliceClient.callTool("query_repository", ["query": "secret plans", "repositories": [WorkerStack.repository], "session_id": "shared-name"])
+        #expect(!asked.isError)
+
+        // Bob presents Alice's session id: not found, and it stays Alice's.
+        var bobOnAlice = aliceClient
+        bobOnAlice.apiKey = bob
+        #expect(try await bobOnAlice.post(#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).status == 404)
+        #expect(try await bobOnAlice.http.send(.delete, "/mcp", headers: bobOnAlice.headers()).status == 404)
+        #expect(try await aliceClient.request("ping")["result"] != nil)
+
+        // Bob's conversation of the same name is his own: Greptile sees none of Alice's turns.
+        let bobClient = try await stack.session(apiKey: bob)
+        _ = try await bobClient.callTool("query_repository", ["query": "my question", "repositories": [WorkerStack.repository], "session_id": "shared-name"])
+        let last = try #require(try await stack.standIn.requests(to: "/v2/query").last)
+        #expect(WorkerStack.turns(last) == ["user: my question"])
+        let hostClient = stack.host!.client()
+        #expect(try await hostClient.send(.get, "/sessions/conv:alice:shared-name/history").object["data"].map { ($0 as? [Any])?.count } == 2)
+        #expect(try await hostClient.send(.get, "/sessions/conv:bob:shared-name/history").object["data"].map { ($0 as? [Any])?.count } == 2)
+
+        // Logs name principals, never keys or upstream secrets.
+        let logs = stack.worker.logs
+        #expect(logs.contains("alice"))
+        for secret in [alice, bob, UpstreamStandIn.greptileKey, UpstreamStandIn.githubToken] {
+            #expect(!logs.contains(secret))
+        }
+        await stack.stop()
+    }
+
+    @Test("configuration mistakes stop the worker at start with a sentence that names the fix")
+    func configurationErrors() async throws {
+        let directory = TemporaryDirectory("worker-config")
+        let keysFile = directory.file("keys")
+        try "# principals\nops:short\n".write(toFile: keysFile, atomically: true, encoding: .utf8)
+        let config = directory.file("config.json")
+        try #"{"listen": "127.0.0.1:0", "histroy_window": 5}"#.write(toFile: config, atomically: true, encoding: .utf8)
+        let cases: [([String], [String: String], String)] = [
+            (["--listen", "0.0.0.0:0"], [:], "refusing to listen on 0.0.0.0:0 without API keys"),
+            (["--hosts", "127.0.0.1:7400"], [:], "NAME=HOST:PORT"),
+            (["--history-window", "0"], [:], "history-window"),
+            (["--api-keys-file", keysFile], [:], "at least 16 characters"),
+            ([], ["MCP_WORKER_API_KEYS": "no-colon-here-0123456789"], "NAME:KEY"),
+            (["--config", config], [:], "histroy_window"),
+            ([], ["GREPTILE_BASE_URL": "api.greptile.com"], "GREPTILE_BASE_URL must be an http"),
+        ]
+        for (index, (arguments, environment, expected)) in cases.enumerated() {
+            let process = try ServiceProcess(
+                executable: BuiltProducts.path("mcp-worker"), arguments: arguments, environment: environment,
+                logPath: directory.file("case-\(index).log"))
+            #expect(try await process.waitForExit(timeout: .seconds(30)) == 2, "\(arguments)")
+            #expect(process.log.contains(expected), "\(arguments): \(process.log)")
+        }
+    }
+
+    @Test("/health reports the hosts and missing secrets; /metrics counts requests and tool calls")
+    func healthAndMetrics() async throws {
+        let stack = try await WorkerStack.start(workerEnvironment: ["GITHUB_TOKEN": ""])
+        let client = try await stack.session()
+        let failed = try await client.callTool("get_repository_info", WorkerStack.repository)
+        #expect(failed.isError)
+        #expect(failed.text.contains("GITHUB_TOKEN is not set"))
+        let http = JSONClient(base: stack.worker.base)
+        let health = try await http.send(.get, "/health").object
+        #expect(health["status"] as? String == "degraded")
+        #expect((health["problems"] as? [String])?.contains { $0.contains("GITHUB_TOKEN") } == true)
+        let hosts = health["hosts"] as? [[String: Any]]
+        #expect(hosts?.first?["reachable"] as? Bool == true)
+        #expect(hosts?.first?["name"] as? String == "host-1")
+        let metrics = String(decoding: try await http.send(.get, "/metrics").body, as: UTF8.self)
+        #expect((metric(metrics, "worker_tool_calls_total", labels: #"tool="get_repository_info""#) ?? 0) >= 1)
+        #expect((metric(metrics, "worker_requests_total", labels: #"route="/mcp""#) ?? 0) >= 3)
+        #expect(stack.worker.logs.contains("GITHUB_TOKEN is not set"))
+        await stack.stop()
+    }
+}
