@@ -41,9 +41,11 @@ let package = Package(
             dependencies: [.product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        .target(name: "HashRing", swiftSettings: strict),
         .target(
             name: "ServiceMetrics",
             dependencies: [
+                "CurlHTTP",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -55,6 +57,7 @@ let package = Package(
         .target(
             name: "SessionClient",
             dependencies: [
+                "HashRing",
                 "SessionModel", "CurlHTTP", "Settings",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -73,6 +76,7 @@ let package = Package(
         .target(
             name: "MCPWorker",
             dependencies: [
+                "HashRing",
                 "SessionModel", "SessionClient", "Greptile", "CurlHTTP", "Settings", "ServiceMetrics",
                 .product(name: "MCP", package: "swift-sdk"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -87,6 +91,7 @@ let package = Package(
         .target(
             name: "DurableHost",
             dependencies: [
+                "HashRing", "CurlHTTP",
                 "SessionModel", "Settings", "ServiceMetrics",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -124,7 +129,7 @@ let package = Package(
         // MARK: Tests
         .target(
             name: "TestSupport",
-            dependencies: ["CurlHTTP", "SessionModel"],
+            dependencies: ["CurlHTTP", "SessionModel", "HashRing"],
             path: "Tests/TestSupport",
             swiftSettings: strict
         ),
@@ -144,10 +149,11 @@ let package = Package(
             dependencies: ["SessionModel", "CurlHTTP", "TestSupport"],
             swiftSettings: strict
         ),
+        .testTarget(name: "HashRingTests", dependencies: ["HashRing"], swiftSettings: strict),
         .testTarget(name: "SessionClientTests", dependencies: ["SessionClient", "SessionModel"], swiftSettings: strict),
         .testTarget(
             name: "WorkerProcessTests",
-            dependencies: ["SessionModel", "CurlHTTP", "TestSupport"],
+            dependencies: ["SessionModel", "CurlHTTP", "HashRing", "TestSupport"],
             swiftSettings: strict
         ),
     ]

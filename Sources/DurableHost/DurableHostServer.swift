@@ -1,3 +1,4 @@
+import CurlHTTP
 import Foundation
 import Hummingbird
 import Logging
@@ -41,7 +42,8 @@ public struct DurableHostServer: Sendable {
         state = HostState(
             node: configuration.node, directory: directory, limits: configuration.limits,
             metrics: RouteMetrics(registry: registry, prefix: "host"), storage: stats, storePath: store.path,
-            token: configuration.token)
+            token: configuration.token, membership: configuration.membership,
+            peers: CurlClient(configuration: .init(userAgent: "durable-host/\(Self.version)")))
         let upkeep = HostUpkeep(directory: directory, store: store, retention: retention, logger: logger)
         let application = Application(
             responder: HostResponder(host: state),
@@ -54,7 +56,7 @@ public struct DurableHostServer: Sendable {
                 onListening(address)
             },
             logger: logger)
-        services = [committer, upkeep, application]
+        services = [CurlClientService(client: state.peers), committer, upkeep, application]
     }
 }
 

@@ -1,3 +1,4 @@
+import HashRing
 import SessionModel
 import Settings
 
@@ -8,6 +9,8 @@ public struct HostConfiguration: Sendable {
     public var dataDirectory: String
     /// The ring's members, this host among them; empty for a single host.
     public var peers: [NamedAddress]
+    /// The version of the membership `peers` describes; raised with every change.
+    public var ringVersion: Int
     /// Bearer token every route but `/health` requires; nil for none (loopback only).
     public var token: String?
     public var limits: SessionLimits
@@ -26,6 +29,7 @@ public struct HostConfiguration: Sendable {
         node: String = "host-1",
         dataDirectory: String = "./data",
         peers: [NamedAddress] = [],
+        ringVersion: Int = 1,
         token: String? = nil,
         limits: SessionLimits = .default,
         synchronous: SQLiteSessionStore.Synchronous = .full,
@@ -38,6 +42,7 @@ public struct HostConfiguration: Sendable {
         self.node = node
         self.dataDirectory = dataDirectory
         self.peers = peers
+        self.ringVersion = ringVersion
         self.token = token
         self.limits = limits
         self.synchronous = synchronous
@@ -45,6 +50,12 @@ public struct HostConfiguration: Sendable {
         self.idleTimeout = idleTimeout
         self.idempotencyRetention = idempotencyRetention
         self.maxBatch = maxBatch
+    }
+
+    /// The ring: `peers`, or this host alone.
+    public var membership: Membership {
+        let members = peers.isEmpty ? [NamedAddress(name: node, address: listen)] : peers
+        return Membership(version: ringVersion, members: members.map { .init(name: $0.name, address: "\($0.address)") })
     }
 
     /// Refuses configurations that must not run: listening beyond loopback with no token.

@@ -1,4 +1,6 @@
+import CurlHTTP
 import Foundation
+import HashRing
 import ServiceMetrics
 import SessionModel
 import Settings
@@ -11,13 +13,19 @@ final class HostState: Sendable {
     let metrics: RouteMetrics
     let storage: StorageStatus
     let storePath: String
+    /// The ring this host serves by; with one member, every id is ours.
+    let membership: Membership
+    /// Calls to the other members (ring checks).
+    let peers: CurlClient
     private let token: String?
     private let started = ContinuousClock.now
 
     init(
         node: String, directory: SessionDirectory, limits: SessionLimits, metrics: RouteMetrics,
-        storage: StorageStatus, storePath: String, token: String?
+        storage: StorageStatus, storePath: String, token: String?, membership: Membership, peers: CurlClient
     ) {
+        self.membership = membership
+        self.peers = peers
         self.node = node
         self.directory = directory
         self.limits = limits
@@ -35,6 +43,60 @@ final class HostState: Sendable {
         else {
             throw APIError(.unauthorized, "missing or wrong bearer token (Authorization: Bearer <token>)")
         }
+    }
+
+    /// Refuses an id another member owns: 421, naming the owner, so the caller can go there.
+    func checkOwnership(of id: String) throws(Misdirected) {
+        guard membership.members.count > 1, let owner = membership.owner(of: id), owner.name != node else { return }
+        throw Misdirected(
+            owner: owner, version: membership.version,
+            error: APIError(
+                .misdirected,
+                "session '\(id)' belongs to \(owner.name) at \(owner.address) in ring version \(membership.version), not to \(node)"))
+    }
+
+    struct Misdirected: Error {
+        let owner: Membership.Member
+        let version: Int
+        let error: APIError
+    }
+
+    var ring: RingInfo { RingInfo(node: node, membership: membership) }
+
+    /// What each other member says its ring is.
+    func peerRings() async -> [PeerRing] {
+        await withTaskGroup(of: PeerRing.self) { group in
+            for member in membership.members where member.name != node {
+                group.addTask {
+                    var headers: HTTPHeaders = [:]
+                    if let token = self.token { headers.add("Authorization", "Bearer \(token)") }
+                    do {
+                        let response = try await self.peers.execute(
+                            HTTPRequest(url: "http://\(member.address)/ring", headers: headers, timeout: .seconds(1), connectTimeout: .seconds(1)))
+                        guard response.status == 200, let ring = try? JSONDecoder().decode(RingInfo.self, from: response.body) else {
+                            return PeerRing(name: member.name, address: member.address, reachable: false, agrees: nil, version: nil, error: "HTTP \(response.status)")
+                        }
+                        return PeerRing(
+                            name: member.name, address: member.address, reachable: true, agrees: ring.agrees(with: self.ring),
+                            version: ring.version, error: nil)
+                    } catch {
+                        return PeerRing(name: member.name, address: member.address, reachable: false, agrees: nil, version: nil, error: "\(error)")
+                    }
+                }
+            }
+            var rings: [PeerRing] = []
+            for await ring in group { rings.append(ring) }
+            return rings.sorted { $0.name < $1.name }
+        }
+    }
+
+    struct PeerRing: Encodable {
+        var name: String
+        var address: String
+        var reachable: Bool
+        var agrees: Bool?
+        var version: Int?
+        var error: String?
     }
 
     /// The `/health` answer.
@@ -57,9 +119,18 @@ final class HostState: Sendable {
         var storage: Storage
         var uptimeSeconds: Double
         var version: String
+        var ring: Ring
+        var problems: [String]
+
+        struct Ring: Encodable {
+            var version: Int
+            var fingerprint: String
+            var members: Int
+            var peers: [PeerRing]
+        }
 
         enum CodingKeys: String, CodingKey {
-            case status, node, storage, version
+            case status, node, storage, version, ring, problems
             case sessionsStored = "sessions_stored"
             case liveObjects = "live_objects"
             case uptimeSeconds = "uptime_seconds"
@@ -69,13 +140,26 @@ final class HostState: Sendable {
     func health() async -> Health {
         let lastError = storage.lastError
         let uptime = ContinuousClock.now - started
+        let peers = await peerRings()
+        var problems: [String] = []
+        if let lastError { problems.append("storage is failing: \(lastError)") }
+        for peer in peers {
+            if !peer.reachable {
+                problems.append("ring member \(peer.name) at \(peer.address) is unreachable: \(peer.error ?? "no answer")")
+            } else if peer.agrees == false {
+                problems.append(
+                    "ring member \(peer.name) uses ring version \(peer.version ?? 0), this host \(membership.version): give every member the same peers and ring_version")
+            }
+        }
         return Health(
-            status: lastError == nil ? "ok" : "degraded",
+            status: problems.isEmpty ? "ok" : "degraded",
             node: node,
             sessionsStored: storage.sessions,
             liveObjects: directory.liveCount,
             storage: .init(status: lastError == nil ? "ok" : "failing", path: storePath, lastError: lastError),
             uptimeSeconds: Double(uptime.components.seconds) + Double(uptime.components.attoseconds) / 1e18,
-            version: DurableHostServer.version)
+            version: DurableHostServer.version,
+            ring: .init(version: membership.version, fingerprint: membership.fingerprint, members: membership.members.count, peers: peers),
+            problems: problems)
     }
 }

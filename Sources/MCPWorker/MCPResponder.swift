@@ -33,6 +33,15 @@ public struct MCPResponder: HTTPResponder {
             route = "/health"
             response = request.method == .get || request.method == .head
                 ? Self.json(await worker.health()) : Self.plainError(.methodNotAllowed, "use GET", allow: "GET")
+        case "/ring":
+            route = "/ring"
+            if request.method != .get {
+                response = Self.plainError(.methodNotAllowed, "use GET", allow: "GET")
+            } else if worker.principal(authorization: request.headers[.authorization]) == nil {
+                response = Self.plainError(.unauthorized, "send Authorization: Bearer <API key>")
+            } else {
+                response = Self.json(worker.ring)
+            }
         case "/metrics":
             route = "/metrics"
             var metrics = Response(status: .ok, body: .init(byteBuffer: ByteBuffer(bytes: worker.metrics.exposition())))

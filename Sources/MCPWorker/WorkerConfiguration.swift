@@ -8,6 +8,8 @@ public struct WorkerConfiguration: Sendable {
     public var listen: ListenAddress
     /// The durable hosts; empty for in-memory sessions (local development).
     public var hosts: [NamedAddress]
+    /// The version of the membership `hosts` describes; must match the hosts' `ring_version`.
+    public var ringVersion: Int = 1
     /// Token the hosts require (`DURABLE_HOST_TOKEN`).
     public var hostToken: String?
     /// Keys clients present; empty runs open, which only loopback allows.

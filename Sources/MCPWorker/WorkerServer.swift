@@ -23,7 +23,7 @@ public struct WorkerServer: Sendable {
     ) {
         let client = CurlClient(configuration: .init(userAgent: "greptile-mcp/\(Self.version)"))
         let store = SessionManagers.make(
-            hosts: configuration.hosts, token: configuration.hostToken, client: client, limits: configuration.limits, logger: logger,
+            hosts: configuration.hosts, ringVersion: configuration.ringVersion, token: configuration.hostToken, client: client, limits: configuration.limits, logger: logger,
             retry: configuration.hostRetry, attemptTimeout: configuration.hostTimeout)
         let state = WorkerState(
             configuration: configuration, store: store, client: client,
@@ -43,15 +43,5 @@ public struct WorkerServer: Sendable {
         if let durable = store as? DurableSessionManager { services.append(durable) }
         services.append(application)
         self.services = services
-    }
-}
-
-/// Keeps the libcurl client's thread running until the rest of the group has stopped.
-struct CurlClientService: Service {
-    let client: CurlClient
-
-    func run() async throws {
-        try? await gracefulShutdown()
-        client.shutdown()
     }
 }

@@ -1,6 +1,7 @@
 import CurlHTTP
 import Foundation
 import Greptile
+import HashRing
 import Logging
 import ServiceMetrics
 import SessionClient
@@ -61,6 +62,15 @@ final class WorkerState: Sendable {
             var reachable: Bool
             var status: String?
             var error: String?
+            /// Whether the host's ring is this worker's (nil when it could not be read).
+            var ringAgrees: Bool?
+            var ringVersion: Int?
+
+            enum CodingKeys: String, CodingKey {
+                case name, address, reachable, status, error
+                case ringAgrees = "ring_agrees"
+                case ringVersion = "ring_version"
+            }
         }
 
         struct Upstream: Encodable {
@@ -80,11 +90,12 @@ final class WorkerState: Sendable {
         var uptimeSeconds: Double
         var sessions: SessionStoreHealth
         var hosts: [Host]
+        var ring: RingInfo
         var upstream: Upstream
         var problems: [String]
 
         enum CodingKeys: String, CodingKey {
-            case status, version, sessions, hosts, upstream, problems
+            case status, version, sessions, hosts, ring, upstream, problems
             case uptimeSeconds = "uptime_seconds"
         }
     }
@@ -100,8 +111,13 @@ final class WorkerState: Sendable {
         }
         let sessionHealth = await store.health()
         var problems = configuration.upstream.problems
-        for host in hosts where !host.reachable {
-            problems.append("host \(host.name) at \(host.address) is unreachable: \(host.error ?? "no answer")")
+        for host in hosts {
+            if !host.reachable {
+                problems.append("host \(host.name) at \(host.address) is unreachable: \(host.error ?? "no answer")")
+            } else if host.ringAgrees == false {
+                problems.append(
+                    "host \(host.name) uses ring version \(host.ringVersion ?? 0), this worker \(ring.version): give workers and hosts the same members and ring_version")
+            }
         }
         if let detail = sessionHealth.detail, sessionHealth.degraded { problems.append(detail) }
         let uptime = ContinuousClock.now - started
@@ -111,20 +127,37 @@ final class WorkerState: Sendable {
             uptimeSeconds: Double(uptime.components.seconds) + Double(uptime.components.attoseconds) / 1e18,
             sessions: sessionHealth,
             hosts: hosts,
+            ring: ring,
             upstream: .init(
                 greptileBaseURL: configuration.upstream.greptileBaseURL, githubBaseURL: configuration.upstream.githubBaseURL,
                 problems: configuration.upstream.problems),
             problems: problems)
     }
 
+    /// The ring this worker routes by (empty in in-memory mode).
+    var ring: RingInfo {
+        RingInfo(node: nil, membership: (store as? DurableSessionManager)?.membership ?? Membership(version: 0, members: []))
+    }
+
     private func probe(_ host: NamedAddress) async -> Health.Host {
+        var probed = Health.Host(name: host.name, address: "\(host.address)", reachable: false)
         do {
             let response = try await client.execute(HTTPRequest(url: "http://\(host.address)/health", timeout: .seconds(1), connectTimeout: .seconds(1)))
-            let status = (try? JSONCoding.decoder.decode(JSONObject.self, from: response.body))?["status"]?.stringValue
-            return .init(name: host.name, address: "\(host.address)", reachable: response.status == 200, status: status,
-                         error: response.status == 200 ? nil : "HTTP \(response.status)")
+            probed.status = (try? JSONCoding.decoder.decode(JSONObject.self, from: response.body))?["status"]?.stringValue
+            probed.reachable = response.status == 200
+            probed.error = response.status == 200 ? nil : "HTTP \(response.status)"
         } catch {
-            return .init(name: host.name, address: "\(host.address)", reachable: false, status: nil, error: "\(error)")
+            probed.error = "\(error)"
+            return probed
         }
+        var headers: HTTPHeaders = [:]
+        if let token = configuration.hostToken { headers.add("Authorization", "Bearer \(token)") }
+        if let response = try? await client.execute(HTTPRequest(url: "http://\(host.address)/ring", headers: headers, timeout: .seconds(1))),
+            response.status == 200, let info = try? JSONCoding.decoder.decode(RingInfo.self, from: response.body)
+        {
+            probed.ringVersion = info.version
+            probed.ringAgrees = info.agrees(with: ring)
+        }
+        return probed
     }
 }

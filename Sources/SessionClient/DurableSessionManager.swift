@@ -1,5 +1,6 @@
 import CurlHTTP
 import Foundation
+import HashRing
 import Logging
 import Metrics
 import ServiceLifecycle
@@ -23,6 +24,8 @@ import Synchronization
 public final class DurableSessionManager: SessionManager, Service {
     public struct Configuration: Sendable {
         public var hosts: [NamedAddress]
+        /// The version of the membership `hosts` describes.
+        public var ringVersion: Int
         public var token: String?
         public var retry: RetryPolicy
         /// Limit on one attempt.
@@ -32,10 +35,11 @@ public final class DurableSessionManager: SessionManager, Service {
         public var replayInterval: Duration
 
         public init(
-            hosts: [NamedAddress], token: String? = nil, retry: RetryPolicy = RetryPolicy(),
+            hosts: [NamedAddress], ringVersion: Int = 1, token: String? = nil, retry: RetryPolicy = RetryPolicy(),
             attemptTimeout: Duration = .seconds(2), limits: SessionLimits = .default, replayInterval: Duration = .seconds(1)
         ) {
             self.hosts = hosts
+            self.ringVersion = ringVersion
             self.token = token
             self.retry = retry
             self.attemptTimeout = attemptTimeout
@@ -59,6 +63,7 @@ public final class DurableSessionManager: SessionManager, Service {
     public let configuration: Configuration
     private let client: CurlClient
     private let logger: Logger
+    private let ring: Mutex<Membership>
     private let fallback: InMemorySessionManager
     private let lastKnown: LastKnownSessions
     private let journal = Mutex(Journal())
@@ -67,19 +72,25 @@ public final class DurableSessionManager: SessionManager, Service {
     private let fallbacks = Metrics.Counter(label: "worker_session_fallbacks_total")
     private let failedAttempts = Metrics.Counter(label: "worker_host_failed_attempts_total")
     private let replayed = Metrics.Counter(label: "worker_session_replayed_writes_total")
+    private let misdirected = Metrics.Counter(label: "worker_host_misdirected_total")
 
     public init(configuration: Configuration, client: CurlClient, logger: Logger) {
         precondition(!configuration.hosts.isEmpty, "a durable session manager needs at least one host")
         self.configuration = configuration
         self.client = client
         self.logger = logger
+        ring = Mutex(Membership(
+            version: configuration.ringVersion, members: configuration.hosts.map { .init(name: $0.name, address: "\($0.address)") }))
         fallback = InMemorySessionManager(limits: configuration.limits)
         lastKnown = LastKnownSessions(limits: configuration.limits)
     }
 
+    /// The ring this worker routes by: its configuration's, or a newer one a host told it of.
+    public var membership: Membership { ring.withLock { $0 } }
+
     /// The host that owns `sessionID`: the one place that decides.
-    func owner(of sessionID: String) -> NamedAddress {
-        configuration.hosts[0]
+    func owner(of sessionID: String) -> Membership.Member {
+        ring.withLock { $0.owner(of: sessionID)! }
     }
 
     // MARK: SessionManager
@@ -254,7 +265,7 @@ public final class DurableSessionManager: SessionManager, Service {
         fallbacks.increment()
         logger.error(
             "host unreachable after \(configuration.retry.attempts) attempts; session served from memory",
-            metadata: ["session": "\(sessionID)", "operation": "\(operation)", "host": "\(owner(of: sessionID))", "reason": "\(reason)"])
+            metadata: ["session": "\(sessionID)", "operation": "\(operation)", "host": "\(owner(of: sessionID).name)", "reason": "\(reason)"])
     }
 
     enum Outcome {
@@ -263,25 +274,34 @@ public final class DurableSessionManager: SessionManager, Service {
         case unreachable(String)
     }
 
-    /// One call to the owner of `sessionID`, with retries.
+    /// One call to the owner of `sessionID`, with retries. A 421 (the host says another
+    /// member owns the id) is not a failure: the worker reads that host's ring, adopts it if
+    /// it is newer, and tries the owner once more.
     private func send(
         _ method: HTTPRequest.Method, _ sessionID: String, path: String?, body: Data?, key: String?, operation: String,
         attempts: Int? = nil
     ) async -> Outcome {
-        let host = owner(of: sessionID)
         var headers: HTTPHeaders = [:]
         if let token = configuration.token { headers.add("Authorization", "Bearer \(token)") }
         if body != nil { headers.add("Content-Type", "application/json") }
         if let key { headers.add(HostAPI.idempotencyKeyHeader, key) }
-        let url = "http://\(host.address)/sessions/\(sessionID)" + (path.map { "/\($0)" } ?? "")
-        let request = HTTPRequest(method: method, url: url, headers: headers, body: body, timeout: configuration.attemptTimeout)
+        let suffix = "/sessions/\(sessionID)" + (path.map { "/\($0)" } ?? "")
         let attempts = attempts ?? configuration.retry.attempts
+        var redirected = false
 
         var reason = ""
-        for attempt in 1...attempts {
+        var attempt = 1
+        while attempt <= attempts {
+            let host = owner(of: sessionID)
+            let request = HTTPRequest(method: method, url: "http://\(host.address)\(suffix)", headers: headers, body: body, timeout: configuration.attemptTimeout)
             do {
                 let response = try await client.execute(request)
                 if (200..<300).contains(response.status) { return .answered(response) }
+                if response.status == 421 && !redirected {
+                    redirected = true
+                    await refreshRing(from: host, sessionID: sessionID)
+                    continue
+                }
                 if !RetryPolicy.isRetryable(status: response.status) {
                     return .refused(Self.apiError(from: response))
                 }
@@ -295,14 +315,40 @@ public final class DurableSessionManager: SessionManager, Service {
             guard let delay = configuration.retry.delay(afterAttempt: attempt, random: Double.random(in: 0...1)) else { break }
             logger.warning(
                 "host attempt \(attempt)/\(attempts) failed; retrying",
-                metadata: ["host": "\(host)", "operation": "\(operation)", "reason": "\(reason)", "retry_in": "\(delay)"])
+                metadata: ["host": "\(host.name)=\(host.address)", "operation": "\(operation)", "reason": "\(reason)", "retry_in": "\(delay)"])
             do {
                 try await Task.sleep(for: delay)
             } catch {
                 return .unreachable("cancelled")
             }
+            attempt += 1
         }
         return .unreachable(reason)
+    }
+
+    /// Reads the ring of a host that refused an id, and adopts it when it is newer than ours.
+    private func refreshRing(from host: Membership.Member, sessionID: String) async {
+        misdirected.increment()
+        var headers: HTTPHeaders = [:]
+        if let token = configuration.token { headers.add("Authorization", "Bearer \(token)") }
+        guard let response = try? await client.execute(HTTPRequest(url: "http://\(host.address)/ring", headers: headers, timeout: configuration.attemptTimeout)),
+            response.status == 200, let info = try? JSONCoding.decoder.decode(RingInfo.self, from: response.body)
+        else {
+            logger.warning("a host refused an id as not its own, and its ring could not be read", metadata: ["host": "\(host.name)", "session": "\(sessionID)"])
+            return
+        }
+        let adopted = ring.withLock { current -> Bool in
+            guard info.version > current.version else { return false }
+            current = info.membership
+            return true
+        }
+        if adopted {
+            logger.notice("adopted a newer ring from a host", metadata: ["host": "\(host.name)", "version": "\(info.version)", "members": "\(info.members.map(\.name))"])
+        } else {
+            logger.warning(
+                "a host refused an id as not its own, but its ring is not newer than ours: check that every member has the same peers and ring_version",
+                metadata: ["host": "\(host.name)", "session": "\(sessionID)", "its_version": "\(info.version)", "our_version": "\(membership.version)"])
+        }
     }
 
     private static func apiError(from response: HTTPResponse) -> APIError {
@@ -318,14 +364,14 @@ public final class DurableSessionManager: SessionManager, Service {
 /// Chooses the session manager the seed's way: hosts given → durable, none → in memory.
 public enum SessionManagers {
     public static func make(
-        hosts: [NamedAddress], token: String?, client: CurlClient, limits: SessionLimits, logger: Logger,
+        hosts: [NamedAddress], ringVersion: Int = 1, token: String?, client: CurlClient, limits: SessionLimits, logger: Logger,
         retry: RetryPolicy = RetryPolicy(), attemptTimeout: Duration = .seconds(2)
     ) -> any SessionManager {
         if hosts.isEmpty {
             return InMemorySessionManager(limits: limits)
         }
         return DurableSessionManager(
-            configuration: .init(hosts: hosts, token: token, retry: retry, attemptTimeout: attemptTimeout, limits: limits),
+            configuration: .init(hosts: hosts, ringVersion: ringVersion, token: token, retry: retry, attemptTimeout: attemptTimeout, limits: limits),
             client: client, logger: logger)
     }
 }

@@ -28,6 +28,8 @@ struct DurableHostCommand: AsyncParsableCommand {
     var data: String?
     @Option(help: "Ring members NAME=HOST:PORT,... including this host.")
     var peers: String?
+    @Option(name: .customLong("ring-version"), help: "Version of the membership --peers describes; raise it with every change (default 1).")
+    var ringVersion: Int?
     @Option(help: "JSON config file (deploy/staging.*, deploy/production.*).")
     var config: String?
     @Option(name: .customLong("token-file"), help: "File holding the bearer token between services.")
@@ -58,7 +60,7 @@ struct DurableHostCommand: AsyncParsableCommand {
     var maxBodyBytes: Int?
 
     static let settingKeys: Set<String> = [
-        "listen", "node", "data", "peers", "token_file", "log_level", "synchronous", "max_live_objects",
+        "listen", "node", "data", "peers", "ring_version", "token_file", "log_level", "synchronous", "max_live_objects",
         "idle_timeout", "idempotency_retention", "max_batch", "max_id_length", "max_content_bytes",
         "max_messages_per_session", "max_session_bytes", "max_metadata_bytes", "max_body_bytes",
     ]
@@ -112,6 +114,7 @@ struct DurableHostCommand: AsyncParsableCommand {
         configuration.node = settings.string("node", flag: node, default: configuration.node)
         configuration.dataDirectory = settings.string("data", flag: data, default: configuration.dataDirectory)
         configuration.peers = try NamedAddress.parseList(settings.list("peers", flag: peers), origin: "peers")
+        configuration.ringVersion = try settings.int("ring_version", flag: ringVersion, default: 1, in: 1...Int(Int32.max))
         configuration.token = try settings.secret(fileKey: "token_file", fileFlag: tokenFile, variable: "DURABLE_HOST_TOKEN")
         if let text = settings.raw("synchronous", flag: synchronous) {
             guard let mode = SQLiteSessionStore.Synchronous(rawValue: text.text.lowercased()) else {

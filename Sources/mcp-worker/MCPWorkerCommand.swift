@@ -27,6 +27,8 @@ struct MCPWorkerCommand: AsyncParsableCommand {
     var listen: String?
     @Option(help: "Durable hosts NAME=HOST:PORT,...; none keeps sessions in memory (local development).")
     var hosts: String?
+    @Option(name: .customLong("ring-version"), help: "Version of the membership --hosts describes, as the hosts' ring_version (default 1).")
+    var ringVersion: Int?
     @Option(help: "JSON config file (deploy/staging.*, deploy/production.*).")
     var config: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (default info).")
@@ -55,7 +57,7 @@ struct MCPWorkerCommand: AsyncParsableCommand {
     var maxBodyBytes: Int?
 
     static let settingKeys: Set<String> = [
-        "listen", "hosts", "log_level", "api_keys_file", "host_token_file", "allowed_origins", "history_window",
+        "listen", "hosts", "ring_version", "log_level", "api_keys_file", "host_token_file", "allowed_origins", "history_window",
         "session_lifetime", "host_timeout", "host_attempts", "query_timeout", "upstream_timeout", "upstream_attempts",
         "max_body_bytes", "greptile_base_url", "github_api_url",
     ]
@@ -106,6 +108,7 @@ struct MCPWorkerCommand: AsyncParsableCommand {
             }
         }
         configuration.hosts = try NamedAddress.parseList(settings.list("hosts", flag: hosts), origin: "hosts")
+        configuration.ringVersion = try settings.int("ring_version", flag: ringVersion, default: 1, in: 1...Int(Int32.max))
         configuration.hostToken = try settings.secret(fileKey: "host_token_file", fileFlag: hostTokenFile, variable: "DURABLE_HOST_TOKEN")
         configuration.apiKeys = try apiKeys(settings)
         configuration.allowedOrigins = settings.list("allowed_origins", flag: allowedOrigins)

@@ -154,3 +154,22 @@ public final class ServiceProcess: Sendable {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
 }
+
+/// A TCP port on 127.0.0.1 that was free a moment ago, for processes that must know each
+/// other's addresses before they start (ring members).
+public func freeLoopbackPort() -> Int {
+    let socket = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(socket) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = 0
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw -> Bool in
+            bind(socket, raw, length) == 0 && getsockname(socket, raw, &length) == 0
+        }
+    }
+    precondition(bound, "cannot bind a loopback socket")
+    return Int(UInt16(bigEndian: address.sin_port))
+}

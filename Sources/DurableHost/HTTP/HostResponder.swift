@@ -1,4 +1,5 @@
 import Foundation
+import HashRing
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -17,6 +18,7 @@ public struct HostResponder: HTTPResponder {
     enum Route: String, CaseIterable {
         case health = "/health"
         case metrics = "/metrics"
+        case ring = "/ring"
         case record = "/sessions/{id}"
         case history = "/sessions/{id}/history"
         case update = "/sessions/{id}/update"
@@ -64,8 +66,18 @@ public struct HostResponder: HTTPResponder {
             var response = Response(status: .ok, body: .init(byteBuffer: ByteBuffer(bytes: host.metrics.exposition())))
             response.headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             return response
+        case .ring:
+            return Self.json(host.ring)
         case .record, .history, .update, .clear:
             let id = try Self.sessionID(rawID, limits: host.limits)
+            do {
+                try host.checkOwnership(of: id)
+            } catch {
+                var response = Self.failure(error.error)
+                response.headers[HTTPField.Name(RingHeaders.owner)!] = error.owner.name
+                response.headers[HTTPField.Name(RingHeaders.version)!] = "\(error.version)"
+                return response
+            }
             return try await sessionRoute(route, id: id, request: request)
         case .unknown:
             throw APIError(.notFound, "no such route")
@@ -130,6 +142,7 @@ public struct HostResponder: HTTPResponder {
             switch segments.first! {
             case "health": return (.health, nil)
             case "metrics": return (.metrics, nil)
+            case "ring": return (.ring, nil)
             default: return (.unknown, nil)
             }
         case 2 where segments.first == "sessions":

@@ -1,0 +1,84 @@
+/// The members of the ring, as one configuration names them: who owns which ids, and where
+/// each member listens.
+public struct Membership: Sendable, Hashable, Codable {
+    public struct Member: Sendable, Hashable, Codable {
+        public var name: String
+        /// `HOST:PORT`.
+        public var address: String
+
+        public init(name: String, address: String) {
+            self.name = name
+            self.address = address
+        }
+    }
+
+    /// Raised by every change of the membership; members compare it to see who is behind.
+    public let version: Int
+    /// Sorted by name.
+    public let members: [Member]
+    public let ring: HashRing
+
+    public init(version: Int = 1, members: [Member]) {
+        self.version = version
+        self.members = members.sorted { $0.name < $1.name }
+        ring = HashRing(nodes: members.map(\.name))
+    }
+
+    /// The member that owns `id`; nil when there are none.
+    public func owner(of id: String) -> Member? {
+        ring.owner(of: id).flatMap { name in members.first { $0.name == name } }
+    }
+
+    public func member(named name: String) -> Member? {
+        members.first { $0.name == name }
+    }
+
+    /// A short fingerprint of the members (names and addresses): equal memberships have equal
+    /// fingerprints, so `/ring` answers can be compared at a glance.
+    public var fingerprint: String {
+        let text = members.map { "\($0.name)=\($0.address)" }.joined(separator: ",")
+        return String(HashRing.hash(text), radix: 16)
+    }
+
+    enum CodingKeys: String, CodingKey { case version, members }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(version: try container.decode(Int.self, forKey: .version), members: try container.decode([Member].self, forKey: .members))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(version, forKey: .version)
+        try container.encode(members, forKey: .members)
+    }
+}
+
+/// The answer of `GET /ring` on hosts and workers.
+public struct RingInfo: Sendable, Hashable, Codable {
+    /// The answering host's node name; nil for a worker.
+    public var node: String?
+    public var version: Int
+    public var fingerprint: String
+    public var members: [Membership.Member]
+
+    public init(node: String?, membership: Membership) {
+        self.node = node
+        version = membership.version
+        fingerprint = membership.fingerprint
+        members = membership.members
+    }
+
+    public var membership: Membership { Membership(version: version, members: members) }
+
+    /// Whether two answers describe the same ring.
+    public func agrees(with other: RingInfo) -> Bool {
+        version == other.version && fingerprint == other.fingerprint
+    }
+}
+
+/// The headers a host's 421 carries: the owner's name and the ring version it used.
+public enum RingHeaders {
+    public static let owner = "Ring-Owner"
+    public static let version = "Ring-Version"
+}
