@@ -126,6 +126,9 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // MARK: Benchmarks (bench/, results in BENCHMARKS.md)
+        .executableTarget(name: "ring-lookup-bench", dependencies: ["HashRing"], path: "bench/RingLookup", swiftSettings: strict),
+
         // MARK: Tests
         .target(
             name: "TestSupport",

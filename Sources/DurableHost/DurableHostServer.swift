@@ -1,5 +1,6 @@
 import CurlHTTP
 import Foundation
+import HashRing
 import Hummingbird
 import Logging
 import Prometheus
@@ -32,18 +33,31 @@ public struct DurableHostServer: Sendable {
         let store = try SQLiteSessionStore(directory: configuration.dataDirectory, synchronous: configuration.synchronous)
         let stats = StorageStatus(sessions: try await store.sessionCount())
         let committer = GroupCommitter(store: store, maxBatch: configuration.maxBatch, stats: stats, logger: logger)
+        let peers = CurlClient(configuration: .init(userAgent: "durable-host/\(Self.version)"))
+        let stored = try await store.loadRingState().flatMap { try? JSONCoding.decoder.decode(RingState.Persisted.self, from: $0) }
+        var (persisted, note) = RingState.startingState(configured: configuration.membership, stored: stored)
+        if stored == nil, configuration.membership.members.count > 1 {
+            let answers = await Self.rings(of: configuration.membership, except: configuration.node, token: configuration.token, client: peers)
+            if let previous = RingState.discoverPrevious(of: configuration.membership, answers: answers) {
+                persisted.previous = previous
+                note = "joining ring version \(configuration.membership.version); sessions move here from ring version \(previous.version)"
+            }
+        }
+        if let note { logger.notice("\(note)") }
+        try await store.saveRingState(try JSONCoding.encoder.encode(persisted))
+        let ring = RingState(node: configuration.node, persisted: persisted)
+        let handoff = Handoff(ring: ring, store: store, client: peers, token: configuration.token, stats: stats, logger: logger)
         let retention = configuration.idempotencyRetention
         let context = ObjectContext(
-            committer: committer, store: store, limits: configuration.limits,
-            idempotencyRetention: Double(retention.components.seconds), maxKeysPerSession: 1_000,
-            now: { Date().timeIntervalSince1970 })
+            committer: committer, store: store, load: { id, since in try await handoff.load(id, idempotencySince: since) },
+            limits: configuration.limits, idempotencyRetention: Double(retention.components.seconds), maxKeysPerSession: 1_000,
+            now: { Date().timeIntervalSince1970 }, ownsNow: { ring.ownsNow($0) })
         let directory = SessionDirectory(
             context: context, maxLive: configuration.maxLiveObjects, idleTimeout: configuration.idleTimeout)
         state = HostState(
             node: configuration.node, directory: directory, limits: configuration.limits,
             metrics: RouteMetrics(registry: registry, prefix: "host"), storage: stats, storePath: store.path,
-            token: configuration.token, membership: configuration.membership,
-            peers: CurlClient(configuration: .init(userAgent: "durable-host/\(Self.version)")))
+            token: configuration.token, ring: ring, store: store, peers: peers, logger: logger)
         let upkeep = HostUpkeep(directory: directory, store: store, retention: retention, logger: logger)
         let application = Application(
             responder: HostResponder(host: state),
@@ -56,7 +70,26 @@ public struct DurableHostServer: Sendable {
                 onListening(address)
             },
             logger: logger)
-        services = [CurlClientService(client: state.peers), committer, upkeep, application]
+        let migrator = RingMigrator(handoff: handoff, logger: logger)
+        services = [CurlClientService(client: peers), committer, upkeep, migrator, application]
+    }
+}
+
+extension DurableHostServer {
+    /// What the other members answer to `GET /ring` (those that answer).
+    static func rings(of membership: Membership, except node: String, token: String?, client: CurlClient) async -> [RingInfo] {
+        var headers: HTTPHeaders = [:]
+        if let token { headers.add("Authorization", "Bearer \(token)") }
+        var answers: [RingInfo] = []
+        for member in membership.members where member.name != node {
+            let request = CurlHTTP.HTTPRequest(url: "http://\(member.address)/ring", headers: headers, timeout: .seconds(2), connectTimeout: .seconds(1))
+            if let response = try? await client.execute(request), response.status == 200,
+                let info = try? JSONCoding.decoder.decode(RingInfo.self, from: response.body)
+            {
+                answers.append(info)
+            }
+        }
+        return answers
     }
 }
 

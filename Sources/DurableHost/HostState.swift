@@ -1,6 +1,7 @@
 import CurlHTTP
 import Foundation
 import HashRing
+import Logging
 import ServiceMetrics
 import SessionModel
 import Settings
@@ -13,18 +14,22 @@ final class HostState: Sendable {
     let metrics: RouteMetrics
     let storage: StorageStatus
     let storePath: String
-    /// The ring this host serves by; with one member, every id is ours.
-    let membership: Membership
+    /// The ring this host serves by (and the one before it while a change migrates).
+    let ring: RingState
+    let store: any SessionStore
     /// Calls to the other members (ring checks).
     let peers: CurlClient
     private let token: String?
+    let logger: Logger
     private let started = ContinuousClock.now
 
     init(
         node: String, directory: SessionDirectory, limits: SessionLimits, metrics: RouteMetrics,
-        storage: StorageStatus, storePath: String, token: String?, membership: Membership, peers: CurlClient
+        storage: StorageStatus, storePath: String, token: String?, ring: RingState, store: any SessionStore, peers: CurlClient,
+        logger: Logger
     ) {
-        self.membership = membership
+        self.ring = ring
+        self.store = store
         self.peers = peers
         self.node = node
         self.directory = directory
@@ -33,6 +38,7 @@ final class HostState: Sendable {
         self.storage = storage
         self.storePath = storePath
         self.token = token
+        self.logger = logger
     }
 
     /// Checks `Authorization: Bearer <token>` when a token is configured.
@@ -47,12 +53,27 @@ final class HostState: Sendable {
 
     /// Refuses an id another member owns: 421, naming the owner, so the caller can go there.
     func checkOwnership(of id: String) throws(Misdirected) {
-        guard membership.members.count > 1, let owner = membership.owner(of: id), owner.name != node else { return }
+        guard !ring.ownsNow(id), let owner = ring.owner(of: id) else { return }
+        let version = ring.version
         throw Misdirected(
-            owner: owner, version: membership.version,
+            owner: owner, version: version,
             error: APIError(
                 .misdirected,
-                "session '\(id)' belongs to \(owner.name) at \(owner.address) in ring version \(membership.version), not to \(node)"))
+                "session '\(id)' belongs to \(owner.name) at \(owner.address) in ring version \(version), not to \(node)"))
+    }
+
+    /// `PUT /ring`: starts a change; saved before it takes effect, so a restart keeps it.
+    func changeRing(to next: Membership) async throws(APIError) {
+        let before = ring.persisted
+        guard try ring.replace(with: next) else { return }
+        do {
+            try await store.saveRingState(try JSONCoding.encoder.encode(ring.persisted))
+        } catch {
+            ring.restore(before)
+            throw APIError(.storageUnavailable, "could not save the new ring; retry")
+        }
+        logger.notice(
+            "ring changed", metadata: ["from": "\(before.current.version)", "to": "\(next.version)", "members": "\(next.members.map(\.name))"])
     }
 
     struct Misdirected: Error {
@@ -61,12 +82,11 @@ final class HostState: Sendable {
         let error: APIError
     }
 
-    var ring: RingInfo { RingInfo(node: node, membership: membership) }
 
     /// What each other member says its ring is.
     func peerRings() async -> [PeerRing] {
         await withTaskGroup(of: PeerRing.self) { group in
-            for member in membership.members where member.name != node {
+            for member in ring.current.members where member.name != node {
                 group.addTask {
                     var headers: HTTPHeaders = [:]
                     if let token = self.token { headers.add("Authorization", "Bearer \(token)") }
@@ -77,7 +97,7 @@ final class HostState: Sendable {
                             return PeerRing(name: member.name, address: member.address, reachable: false, agrees: nil, version: nil, error: "HTTP \(response.status)")
                         }
                         return PeerRing(
-                            name: member.name, address: member.address, reachable: true, agrees: ring.agrees(with: self.ring),
+                            name: member.name, address: member.address, reachable: true, agrees: ring.agrees(with: self.ring.info),
                             version: ring.version, error: nil)
                     } catch {
                         return PeerRing(name: member.name, address: member.address, reachable: false, agrees: nil, version: nil, error: "\(error)")
@@ -126,6 +146,8 @@ final class HostState: Sendable {
             var version: Int
             var fingerprint: String
             var members: Int
+            var settled: Bool
+            var pending: Int?
             var peers: [PeerRing]
         }
 
@@ -148,7 +170,7 @@ final class HostState: Sendable {
                 problems.append("ring member \(peer.name) at \(peer.address) is unreachable: \(peer.error ?? "no answer")")
             } else if peer.agrees == false {
                 problems.append(
-                    "ring member \(peer.name) uses ring version \(peer.version ?? 0), this host \(membership.version): give every member the same peers and ring_version")
+                    "ring member \(peer.name) uses ring version \(peer.version ?? 0), this host \(ring.version): give every member the same peers and ring_version")
             }
         }
         return Health(
@@ -159,7 +181,9 @@ final class HostState: Sendable {
             storage: .init(status: lastError == nil ? "ok" : "failing", path: storePath, lastError: lastError),
             uptimeSeconds: Double(uptime.components.seconds) + Double(uptime.components.attoseconds) / 1e18,
             version: DurableHostServer.version,
-            ring: .init(version: membership.version, fingerprint: membership.fingerprint, members: membership.members.count, peers: peers),
+            ring: .init(
+                version: ring.version, fingerprint: ring.current.fingerprint, members: ring.current.members.count, settled: ring.isSettled,
+                pending: ring.pending, peers: peers),
             problems: problems)
     }
 }

@@ -61,6 +61,13 @@ public struct RingInfo: Sendable, Hashable, Codable {
     public var version: Int
     public var fingerprint: String
     public var members: [Membership.Member]
+    /// Hosts only: whether the last change has migrated everywhere.
+    public var settled: Bool?
+    /// Hosts only: sessions stored here that another member now owns (nil: not counted yet).
+    public var pending: Int?
+    /// Hosts only: the ring before this one, while the change migrates.
+    public var previousVersion: Int?
+    public var previousMembers: [Membership.Member]?
 
     public init(node: String?, membership: Membership) {
         self.node = node
@@ -69,7 +76,19 @@ public struct RingInfo: Sendable, Hashable, Codable {
         members = membership.members
     }
 
+    enum CodingKeys: String, CodingKey {
+        case node, version, fingerprint, members, settled, pending
+        case previousVersion = "previous_version"
+        case previousMembers = "previous_members"
+    }
+
     public var membership: Membership { Membership(version: version, members: members) }
+
+    /// The ring before this one, while a change migrates.
+    public var previous: Membership? {
+        guard let previousVersion, let previousMembers else { return nil }
+        return Membership(version: previousVersion, members: previousMembers)
+    }
 
     /// Whether two answers describe the same ring.
     public func agrees(with other: RingInfo) -> Bool {

@@ -30,28 +30,35 @@ struct Conversations: Sendable {
         return given
     }
 
-    /// Records the user's turn and returns what to send upstream: the newest messages, user turn last.
+    /// What to send upstream: the newest messages of the history (or of `previousMessages`,
+    /// which replace it), the user's turn last. Nothing is stored yet.
     func begin(
         principal: String, sessionID: String, query: String, previousMessages: [MessageInput]?
     ) async throws(SessionError) -> [QueryMessage] {
-        let id = Self.storageID(principal: principal, sessionID: sessionID)
         let history: [Message]
         if let previousMessages {
-            try await store.setHistory(id, previousMessages)
             history = previousMessages.map { Message(role: $0.role, content: $0.content, timestamp: 0) }
         } else {
-            history = try await store.history(id).messages
+            history = try await store.history(Self.storageID(principal: principal, sessionID: sessionID)).messages
         }
-        try await store.appendMessage(id, MessageInput(role: .user, content: query))
         let turns = (history + [Message(role: .user, content: query, timestamp: 0)])
             .filter { $0.role != .system }
             .suffix(window)
         return turns.map { QueryMessage(id: nil, content: $0.content, role: $0.role.rawValue) }
     }
 
-    /// Records Greptile's answer as the assistant's turn.
-    func finish(principal: String, sessionID: String, answer: String) async throws(SessionError) {
-        try await store.appendMessage(
-            Self.storageID(principal: principal, sessionID: sessionID), MessageInput(role: .assistant, content: answer))
+    /// Records the exchange once Greptile has answered: the user's turn, then the answer's
+    /// `message` as the assistant's turn (after replacing the history with `previousMessages`
+    /// when given). A failed query stores nothing, so no question is left unanswered.
+    func finish(
+        principal: String, sessionID: String, query: String, askedAt: Double, answer: String, previousMessages: [MessageInput]?
+    ) async throws(SessionError) {
+        let id = Self.storageID(principal: principal, sessionID: sessionID)
+        let exchange = [MessageInput(role: .user, content: query, timestamp: askedAt), MessageInput(role: .assistant, content: answer)]
+        if let previousMessages {
+            try await store.setHistory(id, previousMessages + exchange)
+        } else {
+            for message in exchange { try await store.appendMessage(id, message) }
+        }
     }
 }

@@ -195,6 +195,7 @@ struct GreptileTools: Sendable {
         let previous = try arguments.messages("previous_messages")
         let repositories = try await resolve(arguments.repositories("repositories"))
 
+        let askedAt = Date().timeIntervalSince1970
         let messages = try await conversations.begin(principal: principal, sessionID: sessionID, query: query, previousMessages: previous)
         let request = QueryRequest(messages: messages, repositories: repositories, sessionId: sessionID, stream: stream, genius: genius)
         let answer: QueryAnswer
@@ -203,7 +204,8 @@ struct GreptileTools: Sendable {
         } else {
             answer = try await greptile.query(request, timeout: timeout)
         }
-        try await conversations.finish(principal: principal, sessionID: sessionID, answer: answer.message)
+        try await conversations.finish(
+            principal: principal, sessionID: sessionID, query: query, askedAt: askedAt, answer: answer.message, previousMessages: previous)
         return .object(["message": .string(answer.message), "sources": .array(answer.sources), "_session_id": .string(sessionID)])
     }
 

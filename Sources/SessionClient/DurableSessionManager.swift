@@ -33,6 +33,8 @@ public final class DurableSessionManager: SessionManager, Service {
         public var limits: SessionLimits
         /// How often journaled fallback writes are offered to their host again.
         public var replayInterval: Duration
+        /// How often the hosts are asked whether the ring changed.
+        public var ringCheckInterval: Duration = .seconds(5)
 
         public init(
             hosts: [NamedAddress], ringVersion: Int = 1, token: String? = nil, retry: RetryPolicy = RetryPolicy(),
@@ -171,9 +173,14 @@ public final class DurableSessionManager: SessionManager, Service {
     // MARK: Service: replaying fallback writes
 
     public func run() async throws {
+        var lastRingCheck = ContinuousClock.now
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             let ids = journal.withLock { $0.order }
             for id in ids { _ = await drainJournal(of: id) }
+            if ContinuousClock.now - lastRingCheck >= configuration.ringCheckInterval {
+                lastRingCheck = .now
+                await refreshRingFromMembers()
+            }
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.configuration.replayInterval) }
         }
         let left = journal.withLock { $0.count }
@@ -292,24 +299,35 @@ public final class DurableSessionManager: SessionManager, Service {
         var reason = ""
         var attempt = 1
         while attempt <= attempts {
-            let host = owner(of: sessionID)
+            let (host, routedBy) = ring.withLock { ($0.owner(of: sessionID)!, $0.version) }
             let request = HTTPRequest(method: method, url: "http://\(host.address)\(suffix)", headers: headers, body: body, timeout: configuration.attemptTimeout)
             do {
                 let response = try await client.execute(request)
                 if (200..<300).contains(response.status) { return .answered(response) }
-                if response.status == 421 && !redirected {
-                    redirected = true
-                    await refreshRing(from: host, sessionID: sessionID)
-                    continue
-                }
-                if !RetryPolicy.isRetryable(status: response.status) {
+                if response.status == 421 {
+                    let refusedBy = response.headers[RingHeaders.version].flatMap { Int($0) }
+                    switch await refreshRing(from: host, sessionID: sessionID, routedBy: routedBy, refusedBy: refusedBy) {
+                    case .adopted where !redirected:
+                        // The owner changed: going there is not a failed attempt.
+                        redirected = true
+                        continue
+                    case .hostBehind:
+                        // Our ring is newer: the change is still reaching that host. Wait and retry.
+                        reason = "host \(host.name) has not yet received the ring this worker uses"
+                    default:
+                        return .refused(Self.apiError(from: response))
+                    }
+                } else if !RetryPolicy.isRetryable(status: response.status) {
                     return .refused(Self.apiError(from: response))
+                } else {
+                    reason = "HTTP \(response.status)"
                 }
-                reason = "HTTP \(response.status)"
             } catch is CancellationError {
                 return .unreachable("cancelled")
             } catch {
                 reason = "\(error)"
+                // A host that does not answer may have left the ring: ask the others.
+                if membership.members.count > 1 { await refreshRingFromMembers(except: host.name) }
             }
             failedAttempts.increment()
             guard let delay = configuration.retry.delay(afterAttempt: attempt, random: Double.random(in: 0...1)) else { break }
@@ -326,17 +344,57 @@ public final class DurableSessionManager: SessionManager, Service {
         return .unreachable(reason)
     }
 
-    /// Reads the ring of a host that refused an id, and adopts it when it is newer than ours.
-    private func refreshRing(from host: Membership.Member, sessionID: String) async {
+    enum RingRefresh {
+        /// The host's ring is newer than the one the request was routed by; ours is now at least as new.
+        case adopted
+        /// The host's ring is older than ours: it has not received the change yet.
+        case hostBehind
+        /// Same version, or unreadable: the members disagree.
+        case disagreement
+    }
+
+    /// After a 421: compares the ring version the host refused by (its `Ring-Version`) with
+    /// the one the request was routed by. Newer: read and adopt the host's ring, then go to
+    /// the owner. Older: the change has not reached that host yet; wait and retry. Equal:
+    /// the members disagree about the same version.
+    private func refreshRing(from host: Membership.Member, sessionID: String, routedBy: Int, refusedBy: Int?) async -> RingRefresh {
         misdirected.increment()
+        if let refusedBy, refusedBy < routedBy { return .hostBehind }
+        guard let info = await ring(of: host) else {
+            logger.warning("a host refused an id as not its own, and its ring could not be read", metadata: ["host": "\(host.name)", "session": "\(sessionID)"])
+            return .hostBehind
+        }
+        _ = adopt(info, from: host)
+        if (refusedBy ?? info.version) > routedBy || info.version > routedBy { return .adopted }
+        logger.warning(
+            "a host refused an id as not its own under the same ring version as ours: check that every member has the same peers and ring_version",
+            metadata: ["host": "\(host.name)", "session": "\(sessionID)", "version": "\(routedBy)"])
+        return .disagreement
+    }
+
+    /// Asks the members, other than `failing`, for their ring and adopts a newer one: how a
+    /// worker learns of a change without being told (a removed host no longer answers).
+    func refreshRingFromMembers(except failing: String? = nil) async {
+        for member in membership.members where member.name != failing {
+            if let info = await ring(of: member) {
+                _ = adopt(info, from: member)
+                return
+            }
+        }
+    }
+
+    private func ring(of host: Membership.Member) async -> RingInfo? {
         var headers: HTTPHeaders = [:]
         if let token = configuration.token { headers.add("Authorization", "Bearer \(token)") }
         guard let response = try? await client.execute(HTTPRequest(url: "http://\(host.address)/ring", headers: headers, timeout: configuration.attemptTimeout)),
-            response.status == 200, let info = try? JSONCoding.decoder.decode(RingInfo.self, from: response.body)
-        else {
-            logger.warning("a host refused an id as not its own, and its ring could not be read", metadata: ["host": "\(host.name)", "session": "\(sessionID)"])
-            return
-        }
+            response.status == 200
+        else { return nil }
+        return try? JSONCoding.decoder.decode(RingInfo.self, from: response.body)
+    }
+
+    /// Adopts `info` if it is newer than the ring in use; returns whether it did.
+    private func adopt(_ info: RingInfo, from host: Membership.Member) -> Bool {
+        guard !info.members.isEmpty else { return false }
         let adopted = ring.withLock { current -> Bool in
             guard info.version > current.version else { return false }
             current = info.membership
@@ -344,11 +402,8 @@ public final class DurableSessionManager: SessionManager, Service {
         }
         if adopted {
             logger.notice("adopted a newer ring from a host", metadata: ["host": "\(host.name)", "version": "\(info.version)", "members": "\(info.members.map(\.name))"])
-        } else {
-            logger.warning(
-                "a host refused an id as not its own, but its ring is not newer than ours: check that every member has the same peers and ring_version",
-                metadata: ["host": "\(host.name)", "session": "\(sessionID)", "its_version": "\(info.version)", "our_version": "\(membership.version)"])
         }
+        return adopted
     }
 
     private static func apiError(from response: HTTPResponse) -> APIError {

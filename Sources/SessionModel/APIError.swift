@@ -32,6 +32,8 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
     case sessionNotFound = "session_not_found"
     case methodNotAllowed = "method_not_allowed"
     case misdirected = "misdirected"
+    /// A ring change is moving the session between hosts; retry shortly.
+    case ringChanging = "ring_changing"
     case storageUnavailable = "storage_unavailable"
     case shuttingDown = "shutting_down"
     case internalError = "internal_error"
@@ -49,7 +51,7 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
         case .unsupportedMediaType: 415
         case .misdirected: 421
         case .limitExceeded, .idempotencyKeyReused: 422
-        case .storageUnavailable, .shuttingDown: 503
+        case .storageUnavailable, .shuttingDown, .ringChanging: 503
         case .internalError: 500
         }
     }

@@ -105,9 +105,12 @@ struct FaultTests {
         #expect(missing.text.contains("repository not found or not indexed"), "\(missing.text)")
 
         try await stack.standIn.control(["delay_ms": 3000])
-        let slow = try await client.callTool("query_repository", ["query": "slow", "repositories": [["remote": "github", "repository": "acme/widgets", "branch": "main"]]])
+        let slow = try await client.callTool(
+            "query_repository", ["query": "slow", "session_id": "unanswered", "repositories": [["remote": "github", "repository": "acme/widgets", "branch": "main"]]])
         #expect(slow.isError)
         #expect(slow.text.lowercased().contains("time"), "\(slow.text)")
+        let unanswered = try await stack.host!.client().send(.get, "/sessions/conv:local:unanswered/history").decode(HostAPI.History.self)
+        #expect(unanswered.data.isEmpty, "a failed query leaves no unanswered question in the conversation")
         try await stack.standIn.control(["delay_ms": 0, "chunk_interval_ms": 400])
         let slowStream = try await client.callTool(
             "query_repository", ["query": "slow stream", "stream": true, "timeout": 1, "repositories": [["remote": "github", "repository": "acme/widgets", "branch": "main"]]])

@@ -168,6 +168,187 @@ struct RingTests {
     }
 }
 
+@Suite("Ring changes under load: a host added, a host removed, nothing lost or forked")
+struct RingChangeTests {
+    /// Runs `scripts/ring-change`, returning its output; fails the test unless it exits 0.
+    static func ringChange(version: Int, members: [String], directory: TemporaryDirectory) async throws -> String {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("scripts/ring-change").path
+        let process = try ServiceProcess(
+            executable: "/usr/bin/env",
+            arguments: ["python3", script, "--version", "\(version)", "--members", members.joined(separator: ","), "--timeout", "60"],
+            logPath: directory.file("ring-change-\(version).log"))
+        let status = try await process.waitForExit(timeout: .seconds(90))
+        #expect(status == 0, "\(process.log)")
+        return process.log
+    }
+
+    @Test("every acknowledged turn is on the id's current owner exactly once, in order; no other host serves it")
+    func addAndRemoveUnderLoad() async throws {
+        let stack = try await RingStack.start(hosts: 3, workers: 2)
+        let directory = TemporaryDirectory("ring-change")
+        let conversations = 24
+        let stop = Mutexed(false)
+        let acknowledged = Mutexed([String: [String]]())
+        let failures = Mutexed([String]())
+
+        // The load: each conversation asks question after question through alternating workers.
+        let load = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for index in 0..<conversations {
+                    group.addTask {
+                        var client = MCPTestClient(base: stack.workers[index % 2].base)
+                        do { try await client.initialize() } catch {
+                            failures.update { $0.append("initialize: \(error)") }
+                            return
+                        }
+                        var turn = 0
+                        while !stop.get() {
+                            let question = "load-\(index) turn-\(turn)"
+                            let worker = stack.workers[(index + turn) % 2].base
+                            do {
+                                let answer = try await client.callTool(
+                                    "query_repository",
+                                    ["query": question, "repositories": [WorkerStack.repository], "session_id": "load-\(index)"], via: worker)
+                                if answer.isError {
+                                    failures.update { $0.append("\(question): \(answer.text)") }
+                                } else {
+                                    acknowledged.update { $0["load-\(index)", default: []].append(question) }
+                                }
+                            } catch {
+                                failures.update { $0.append("\(question): \(error)") }
+                            }
+                            turn += 1
+                        }
+                    }
+                }
+            }
+        }
+
+        try await Task.sleep(for: .seconds(1))
+        // Add host-4: started with the new ring, then the change is announced to everyone.
+        let port4 = freeLoopbackPort()
+        let four = stack.members + ["host-4=127.0.0.1:\(port4)"]
+        let host4 = HostHarness(node: "host-4", arguments: ["--peers", four.joined(separator: ","), "--ring-version", "2"])
+        try await host4.start(port: port4)
+        let added = try await Self.ringChange(version: 2, members: four, directory: directory)
+        #expect(added.contains("settled at version 2"), "\(added)")
+
+        try await Task.sleep(for: .seconds(1))
+        // Remove host-2: announced, settled (its sessions handed over), then stopped.
+        let three = four.filter { !$0.hasPrefix("host-2=") }
+        let removed = try await Self.ringChange(version: 3, members: three, directory: directory)
+        #expect(removed.contains("host-2 may be stopped now"), "\(removed)")
+        let host2 = stack.host(named: "host-2")
+        let host2Sessions = try await host2.client().send(.get, "/health").object["sessions_stored"] as? Int
+        #expect(host2Sessions == 0, "a removed host keeps nothing once settled")
+        let host2Metrics = String(decoding: try await host2.client().send(.get, "/metrics").body, as: UTF8.self)
+        #expect((metric(host2Metrics, "host_handoff_purged_total") ?? 0) > 0, "host-2 handed its sessions over")
+        await host2.stop()
+
+        try await Task.sleep(for: .seconds(1))
+        stop.set(true)
+        await load.value
+
+        #expect(failures.get().isEmpty, "\(failures.get().prefix(5))")
+        let finalRing = HashRing(nodes: ["host-1", "host-3", "host-4"])
+        let live = [stack.host(named: "host-1"), stack.host(named: "host-3"), host4]
+        var total = 0
+        for (conversation, questions) in acknowledged.get() {
+            let id = "conv:local:\(conversation)"
+            let owner = finalRing.owner(of: id)!
+            for host in live {
+                let response = try await host.client().send(.get, "/sessions/\(id)/history")
+                if host.node == owner {
+                    let messages = try response.decode(HostAPI.History.self).data
+                    let users = messages.filter { $0.role == .user }.map(\.content)
+                    #expect(users == questions, "\(conversation) on \(owner): stored \(users.count), acknowledged \(questions.count)")
+                    #expect(messages.count == 2 * questions.count)
+                    for (index, message) in messages.enumerated() where message.role == .user {
+                        #expect(index + 1 < messages.count && messages[index + 1].content.contains(message.content))
+                    }
+                } else {
+                    #expect(response.status == 421, "\(host.node) must not serve \(id)")
+                }
+            }
+            total += questions.count
+        }
+        #expect(acknowledged.get().count == conversations)
+        #expect(total > conversations * 5, "the load must have run through the changes (\(total) turns)")
+
+        // Each session is stored once, on its owner: conversations and transport sessions.
+        var stored = 0
+        for host in live {
+            let health = try await host.client().send(.get, "/health").object
+            stored += health["sessions_stored"] as? Int ?? 0
+            let ring = health["ring"] as? [String: Any]
+            #expect(ring?["version"] as? Int == 3)
+            #expect(ring?["settled"] as? Bool == true)
+        }
+        #expect(stored == 2 * conversations)
+        let host4Metrics = String(decoding: try await host4.client().send(.get, "/metrics").body, as: UTF8.self)
+        #expect((metric(host4Metrics, "host_handoff_pulled_total") ?? 0) > 0, "host-4 took sessions over")
+        for worker in stack.workers {
+            let metrics = String(decoding: try await JSONClient(base: worker.base).send(.get, "/metrics").body, as: UTF8.self)
+            #expect((metric(metrics, "worker_session_fallbacks_total") ?? 0) == 0, "no call needed the in-memory fallback")
+            let ring = try await JSONClient(base: worker.base).send(.get, "/ring").decode(RingInfo.self)
+            #expect(ring.version == 3)
+        }
+        await host4.stop()
+        await stack.stop()
+    }
+}
+
+@Suite("Handoff between two hosts: keys travel, the old owner stops, a session can come back")
+struct HandoffTests {
+    @Test("a session moves to a joining host with its idempotency keys, and back again with what was written meanwhile")
+    func moveAndComeBack() async throws {
+        let directory = TemporaryDirectory("handoff")
+        let (port1, port2) = (freeLoopbackPort(), freeLoopbackPort())
+        let (member1, member2) = ("host-1=127.0.0.1:\(port1)", "host-2=127.0.0.1:\(port2)")
+        let host1 = HostHarness(node: "host-1", arguments: ["--peers", member1])
+        try await host1.start(port: port1)
+        // An id that host-2 will own once it joins.
+        let pair = HashRing(nodes: ["host-1", "host-2"])
+        let id = (0..<100).map { "moving-\($0)" }.first { pair.owner(of: $0) == "host-2" }!
+        let first = try await host1.client().send(
+            .post, "/sessions/\(id)/update", json: SessionOperation.appendMessage(MessageInput(role: .user, content: "one")),
+            headers: [HostAPI.idempotencyKeyHeader: "key-1"])
+        #expect(first.status == 200)
+
+        let host2 = HostHarness(node: "host-2", arguments: ["--peers", "\(member1),\(member2)", "--ring-version", "2"])
+        try await host2.start(port: port2)
+        #expect(host2.logs.contains("joining ring version 2"))
+        _ = try await RingChangeTests.ringChange(version: 2, members: [member1, member2], directory: directory)
+
+        // The retry of the first write, now sent to the new owner, is recognised: not applied twice.
+        let retried = try await host2.client().send(
+            .post, "/sessions/\(id)/update", json: SessionOperation.appendMessage(MessageInput(role: .user, content: "one")),
+            headers: [HostAPI.idempotencyKeyHeader: "key-1"])
+        #expect(retried.status == 200)
+        #expect(retried.headers["Idempotent-Replayed"] == "true")
+        _ = try await host2.client().send(.post, "/sessions/\(id)/update", json: SessionOperation.appendMessage(MessageInput(role: .assistant, content: "two")))
+        let old = try await host1.client().send(.get, "/sessions/\(id)/history")
+        #expect(old.status == 421)
+        #expect(old.headers[RingHeaders.owner] == "host-2")
+
+        // host-2 leaves; the session comes back to host-1 with both messages.
+        let back = try await RingChangeTests.ringChange(version: 3, members: [member1], directory: directory)
+        #expect(back.contains("host-2 may be stopped now"))
+        let history = try await host1.client().send(.get, "/sessions/\(id)/history").decode(HostAPI.History.self)
+        #expect(history.data.map(\.content) == ["one", "two"])
+        #expect(try await host2.client().send(.get, "/sessions/\(id)/history").status == 421)
+        // Ring changes survive a restart: host-1 still serves by version 3.
+        await host1.stop()
+        try await host1.start(port: port1)
+        #expect(try await host1.client().send(.get, "/ring").decode(RingInfo.self).version == 3)
+        #expect(try await host1.client().send(.get, "/sessions/\(id)/history").decode(HostAPI.History.self).data.count == 2)
+        #expect(try await host1.client().send(.put, "/ring", json: Membership(version: 2, members: [.init(name: "host-1", address: "127.0.0.1:\(port1)")])).status == 400)
+        await host2.stop()
+        await host1.stop()
+    }
+}
+
 extension Array {
     func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
         var results: [T] = []

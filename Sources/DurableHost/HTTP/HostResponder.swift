@@ -19,17 +19,20 @@ public struct HostResponder: HTTPResponder {
         case health = "/health"
         case metrics = "/metrics"
         case ring = "/ring"
+        case handoff = "/handoff/{id}"
+        case adopt = "/handoff/{id}/adopt"
         case record = "/sessions/{id}"
         case history = "/sessions/{id}/history"
         case update = "/sessions/{id}/update"
         case clear = "/sessions/{id}/clear"
         case unknown = "unknown"
 
-        var method: HTTPRequest.Method {
+        var methods: [HTTPRequest.Method] {
             switch self {
-            case .update: .post
-            case .clear: .delete
-            default: .get
+            case .update, .handoff, .adopt: [.post]
+            case .clear: [.delete]
+            case .ring: [.get, .put]
+            default: [.get]
             }
         }
     }
@@ -51,10 +54,11 @@ public struct HostResponder: HTTPResponder {
         guard route != .unknown else {
             throw APIError(.notFound, "no route \(request.method.rawValue) \(request.uri.path.prefix(200))")
         }
-        guard request.method == route.method || (request.method == .head && route.method == .get) else {
+        guard route.methods.contains(request.method) || (request.method == .head && route.methods.contains(.get)) else {
+            let allowed = route.methods.map(\.rawValue).joined(separator: ", ")
             var response = Self.failure(
-                APIError(.methodNotAllowed, "\(route.rawValue) takes \(route.method.rawValue), not \(request.method.rawValue)"))
-            response.headers[.allow] = route.method.rawValue
+                APIError(.methodNotAllowed, "\(route.rawValue) takes \(allowed), not \(request.method.rawValue)"))
+            response.headers[.allow] = allowed
             return response
         }
         if route != .health { try host.authorize(request.headers[.authorization]) }
@@ -66,8 +70,37 @@ public struct HostResponder: HTTPResponder {
             var response = Response(status: .ok, body: .init(byteBuffer: ByteBuffer(bytes: host.metrics.exposition())))
             response.headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             return response
+        case .ring where request.method == .put:
+            let body = try await readJSONBody(request)
+            guard let next = try? JSONCoding.decoder.decode(Membership.self, from: body) else {
+                throw APIError(.invalidField, "PUT /ring takes {\"version\": N, \"members\": [{\"name\": ..., \"address\": \"HOST:PORT\"}]}")
+            }
+            try await host.changeRing(to: next)
+            return Self.json(host.ring.info)
         case .ring:
-            return Self.json(host.ring)
+            return Self.json(host.ring.info)
+        case .handoff:
+            let id = try Self.sessionID(rawID, limits: host.limits)
+            let body = try await readJSONBody(request)
+            guard let asked = try? JSONCoding.decoder.decode(HandoffRequest.self, from: body) else {
+                throw APIError(.invalidField, "POST /handoff/{id} takes {\"version\": N, \"to\": NODE}")
+            }
+            guard asked.version == host.ring.version, host.ring.owner(of: id)?.name == asked.to, asked.to != host.node else {
+                throw APIError(
+                    .ringChanging,
+                    "handoff of '\(id)' to \(asked.to) at ring version \(asked.version) does not match this host's ring (version \(host.ring.version), owner \(host.ring.owner(of: id)?.name ?? "none")); retry")
+            }
+            let payload = try await host.directory.withObject(id) { object throws(APIError) in
+                try await object.handOff(to: asked.to, version: asked.version)
+            }
+            return Self.json(payload)
+        case .adopt:
+            let id = try Self.sessionID(rawID, limits: host.limits)
+            guard host.ring.ownsNow(id) else {
+                throw APIError(.misdirected, "session '\(id)' is not this host's in ring version \(host.ring.version)")
+            }
+            _ = try await host.directory.withObject(id) { object throws(APIError) in try await object.read() }
+            return Self.json(["adopted": id])
         case .record, .history, .update, .clear:
             let id = try Self.sessionID(rawID, limits: host.limits)
             do {
@@ -147,6 +180,10 @@ public struct HostResponder: HTTPResponder {
             }
         case 2 where segments.first == "sessions":
             return (.record, segments.last!)
+        case 2 where segments.first == "handoff":
+            return (.handoff, segments.last!)
+        case 3 where segments.first == "handoff" && segments.last == "adopt":
+            return (.adopt, segments[segments.startIndex + 1])
         case 3 where segments.first == "sessions":
             let id = segments[segments.startIndex + 1]
             switch segments.last! {

@@ -5,12 +5,41 @@ import SessionModel
 struct ObjectContext: Sendable {
     let committer: GroupCommitter
     let store: any SessionStore
+    /// How a live object loads its session: from `store`, after taking it over from its
+    /// previous owner when a ring change requires (`Handoff.load`).
+    let load: @Sendable (_ id: String, _ idempotencySince: Double) async throws -> StoredSession?
     let limits: SessionLimits
     /// How long an idempotency key is remembered.
     let idempotencyRetention: Double
     /// Most idempotency keys remembered per live session.
     let maxKeysPerSession: Int
     let now: @Sendable () -> Double
+    /// Whether this host owns an id under its current ring (always, for a ring of one).
+    let ownsNow: @Sendable (String) -> Bool
+
+    init(
+        committer: GroupCommitter, store: any SessionStore,
+        load: (@Sendable (_ id: String, _ idempotencySince: Double) async throws -> StoredSession?)? = nil,
+        limits: SessionLimits, idempotencyRetention: Double, maxKeysPerSession: Int, now: @escaping @Sendable () -> Double,
+        ownsNow: @escaping @Sendable (String) -> Bool = { _ in true }
+    ) {
+        self.ownsNow = ownsNow
+        self.committer = committer
+        self.store = store
+        self.load = load ?? { id, since in try await store.load(id, idempotencySince: since) }
+        self.limits = limits
+        self.idempotencyRetention = idempotencyRetention
+        self.maxKeysPerSession = maxKeysPerSession
+        self.now = now
+    }
+}
+
+/// What a session's previous owner hands to its new owner.
+struct HandoffPayload: Codable, Sendable {
+    var record: SessionRecord?
+    /// The sequence number the next appended message takes.
+    var nextSeq: Int64
+    var idempotency: [IdempotencyRecord]
 }
 
 /// An idempotency key and the hash of the request that carries it.
@@ -50,6 +79,8 @@ actor SessionObject {
         var nextSeq: Int64
         var keys: [String: KeyEntry]
         var keyOrder: [String]
+        /// Set when the session is handed to another host: from then on nothing is served here.
+        var movedTo: String?
     }
 
     private enum KeyEntry {
@@ -82,6 +113,7 @@ actor SessionObject {
     /// The session's state once everything it reflects is durable.
     func read() async throws(APIError) -> SessionState {
         try await ensureLoaded()
+        try refuseIfMoved()
         let snapshot = loaded!.state
         if let ticket = lastTicket, !ticket.isResolved {
             try await wait(for: ticket)
@@ -92,6 +124,7 @@ actor SessionObject {
     /// Applies a write and answers once it is durable.
     func write(_ operation: SessionOperation, idempotency: IdempotencyKey?) async throws(APIError) -> WriteReply {
         try await ensureLoaded()
+        try refuseIfMoved()
 
         if let idempotency, let entry = loaded!.keys[idempotency.key] {
             guard entry.requestHash == idempotency.requestHash else {
@@ -162,7 +195,51 @@ actor SessionObject {
         return answer
     }
 
+    /// Hands the session to `node` (the new owner after a ring change asks for it): freezes
+    /// it here, waits until every write it acknowledged is durable, marks it moved durably,
+    /// and returns everything the new owner needs. Asked again, answers the same.
+    func handOff(to node: String, version: Int) async throws(APIError) -> HandoffPayload {
+        try await ensureLoaded()
+        if let movedTo = loaded!.movedTo, movedTo != node {
+            throw APIError(.misdirected, "session '\(id)' was already handed to \(movedTo)")
+        }
+        let alreadyMoved = loaded!.movedTo != nil
+        // Frozen before the first suspension: no write can slip in after the snapshot.
+        loaded!.movedTo = node
+        if let ticket = lastTicket, !ticket.isResolved {
+            do {
+                try await wait(for: ticket)
+            } catch {
+                loaded?.movedTo = nil
+                throw error
+            }
+        }
+        guard let snapshot = loaded else {
+            throw APIError(.storageUnavailable, "an earlier write of this session failed; retry")
+        }
+        if !alreadyMoved {
+            do {
+                try await context.store.markMoved(id, to: node, version: version)
+            } catch {
+                loaded?.movedTo = nil
+                throw APIError(.storageUnavailable, "could not record the handoff of '\(id)'; retry")
+            }
+        }
+        let keys = snapshot.keyOrder.compactMap { key -> IdempotencyRecord? in
+            if case .done(let record)? = snapshot.keys[key] { return record }
+            return nil
+        }
+        return HandoffPayload(
+            record: snapshot.state.exists ? snapshot.state.record : nil, nextSeq: snapshot.nextSeq, idempotency: keys)
+    }
+
     // MARK: Internals
+
+    private func refuseIfMoved() throws(APIError) {
+        if let movedTo = loaded?.movedTo {
+            throw APIError(.misdirected, "session '\(id)' now belongs to \(movedTo)")
+        }
+    }
 
     private func reply(for state: SessionState, cleared: Bool?, now: Double, createdAt: Double) -> WriteReply {
         let result: HostAPI.WriteResult
@@ -214,20 +291,26 @@ actor SessionObject {
         guard !poisoned else {
             throw APIError(.storageUnavailable, "an earlier write of this session failed; retry")
         }
+        // Handed away earlier, and ours again after a later ring change: load it afresh (from
+        // the host that has it now), not from the frozen copy.
+        if loaded?.movedTo != nil, loading == nil, context.ownsNow(id) { loaded = nil }
         if loaded != nil { return }
         let task: Task<StoredSession?, any Error>
         if let loading {
             task = loading
         } else {
-            let store = context.store
+            let load = context.load
             let id = id
             let since = context.now() - context.idempotencyRetention
-            task = Task { try await store.load(id, idempotencySince: since) }
+            task = Task { try await load(id, since) }
             loading = task
         }
         let stored: StoredSession?
         do {
             stored = try await task.value
+        } catch let error as APIError {
+            loading = nil
+            throw error
         } catch {
             loading = nil
             if context.committer.isClosed {
@@ -242,7 +325,7 @@ actor SessionObject {
         if loaded != nil { return }
         var fresh = Loaded(
             state: stored?.record.map(SessionState.init(stored:)) ?? SessionState(absent: id),
-            nextSeq: stored?.nextSeq ?? 0, keys: [:], keyOrder: [])
+            nextSeq: stored?.nextSeq ?? 0, keys: [:], keyOrder: [], movedTo: stored?.movedTo)
         for record in (stored?.idempotency ?? []).reversed() {
             Self.remember(record.key, .done(record), in: &fresh, max: context.maxKeysPerSession)
         }

@@ -73,6 +73,15 @@ public final class SQLiteSessionStore: SessionStore {
                     """
             )
         }
+        migrator.registerMigration("v2: ring changes") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE moved (id TEXT PRIMARY KEY NOT NULL, to_node TEXT NOT NULL, version INTEGER NOT NULL) WITHOUT ROWID;
+                    CREATE TABLE adopted (id TEXT PRIMARY KEY NOT NULL, from_node TEXT NOT NULL, version INTEGER NOT NULL) WITHOUT ROWID;
+                    CREATE TABLE ring_state (key TEXT PRIMARY KEY NOT NULL, state BLOB NOT NULL) WITHOUT ROWID;
+                    """
+            )
+        }
         return migrator
     }()
 
@@ -88,10 +97,13 @@ public final class SQLiteSessionStore: SessionStore {
             ).map { row in
                 IdempotencyRecord(key: row[0], requestHash: row[1], status: row[2], response: row[3], createdAt: row[4])
             }
+            let movedTo = try String.fetchOne(db, sql: "SELECT to_node FROM moved WHERE id = ?", arguments: [id])
+            let adopted = try Bool.fetchOne(db, sql: "SELECT 1 FROM adopted WHERE id = ?", arguments: [id]) ?? false
             guard let session = try Row.fetchOne(
                 db, sql: "SELECT metadata, created_at, last_updated FROM sessions WHERE id = ?", arguments: [id])
             else {
-                return keys.isEmpty ? nil : StoredSession(record: nil, nextSeq: 0, idempotency: keys)
+                return keys.isEmpty && movedTo == nil && !adopted
+                    ? nil : StoredSession(record: nil, nextSeq: 0, idempotency: keys, movedTo: movedTo, adopted: adopted)
             }
             var messages: [Message] = []
             var nextSeq: Int64 = 0
@@ -106,7 +118,7 @@ public final class SQLiteSessionStore: SessionStore {
             let metadataData: Data = session[0]
             let metadata = (try? JSONCoding.decoder.decode(JSONObject.self, from: metadataData)) ?? [:]
             let record = SessionRecord(id: id, messages: messages, metadata: metadata, createdAt: session[1], lastUpdated: session[2])
-            return StoredSession(record: record, nextSeq: nextSeq, idempotency: keys)
+            return StoredSession(record: record, nextSeq: nextSeq, idempotency: keys, movedTo: movedTo, adopted: adopted)
         }
     }
 
@@ -184,6 +196,66 @@ public final class SQLiteSessionStore: SessionStore {
         try await pool.read { db in
             try String.fetchAll(
                 db, sql: "SELECT id FROM sessions WHERE id > ? ORDER BY id LIMIT ?", arguments: [cursor ?? "", limit])
+        }
+    }
+
+    public func loadRingState() async throws -> Data? {
+        try await pool.read { db in try Data.fetchOne(db, sql: "SELECT state FROM ring_state WHERE key = 'ring'") }
+    }
+
+    public func saveRingState(_ state: Data) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO ring_state (key, state) VALUES ('ring', ?)", arguments: [state])
+        }
+    }
+
+    public func adopt(_ id: String, _ session: StoredSession, from node: String, version: Int) async throws -> Bool {
+        try await pool.write { db in
+            // What this host may hold of the id from an older ring is replaced by the owner's copy.
+            try db.execute(sql: "DELETE FROM messages WHERE session_id = ?", arguments: [id])
+            let existed = try Bool.fetchOne(db, sql: "SELECT 1 FROM sessions WHERE id = ?", arguments: [id]) ?? false
+            try db.execute(sql: "DELETE FROM sessions WHERE id = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM moved WHERE id = ?", arguments: [id])
+            if let record = session.record {
+                try db.execute(
+                    sql: "INSERT INTO sessions (id, metadata, created_at, last_updated, message_count) VALUES (?, ?, ?, ?, ?)",
+                    arguments: [id, record.metadata.encodedJSON(), record.createdAt, record.lastUpdated, record.messages.count])
+                let insert = try db.cachedStatement(
+                    sql: "INSERT INTO messages (session_id, seq, role, content, timestamp) VALUES (?, ?, ?, ?, ?)")
+                // Sequence numbers continue from the previous owner's, so later appends follow on.
+                let first = session.nextSeq - Int64(record.messages.count)
+                for (offset, message) in record.messages.enumerated() {
+                    try insert.execute(arguments: [id, first + Int64(offset), message.role.rawValue, message.content, message.timestamp])
+                }
+            }
+            let keys = try db.cachedStatement(
+                sql: """
+                    INSERT OR REPLACE INTO idempotency (session_id, key, request_hash, status, response, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    """)
+            for key in session.idempotency {
+                try keys.execute(arguments: [id, key.key, key.requestHash, key.status, key.response, key.createdAt])
+            }
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO adopted (id, from_node, version) VALUES (?, ?, ?)", arguments: [id, node, version])
+            return session.record != nil && !existed
+        }
+    }
+
+    public func markMoved(_ id: String, to node: String, version: Int) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO moved (id, to_node, version) VALUES (?, ?, ?)", arguments: [id, node, version])
+            try db.execute(sql: "DELETE FROM adopted WHERE id = ?", arguments: [id])
+        }
+    }
+
+    public func purgeMoved(_ id: String) async throws -> Bool {
+        try await pool.write { db in
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM moved WHERE id = ?", arguments: [id]) ?? false else { return false }
+            try db.execute(sql: "DELETE FROM messages WHERE session_id = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM idempotency WHERE session_id = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM sessions WHERE id = ?", arguments: [id])
+            return db.changesCount > 0
         }
     }
 

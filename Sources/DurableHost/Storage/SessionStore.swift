@@ -20,6 +20,20 @@ public protocol SessionStore: Sendable {
     func sessionIDs(after cursor: String?, limit: Int) async throws -> [String]
     /// Flushes and closes; the store is unusable afterwards.
     func close() async throws
+
+    // MARK: Ring changes (see `Handoff`)
+
+    /// The ring state saved by `saveRingState`, or nil.
+    func loadRingState() async throws -> Data?
+    func saveRingState(_ state: Data) async throws
+    /// Stores a session handed over by its previous owner, with its idempotency keys, and
+    /// marks it adopted, in one transaction. Returns whether a session row was created.
+    func adopt(_ id: String, _ session: StoredSession, from node: String, version: Int) async throws -> Bool
+    /// Marks a session as handed to `node`: from then on this host never serves it.
+    func markMoved(_ id: String, to node: String, version: Int) async throws
+    /// Deletes the data of a session handed to another host (its marker stays). Returns
+    /// whether a session row was deleted.
+    func purgeMoved(_ id: String) async throws -> Bool
 }
 
 /// A session as loaded from storage.
@@ -28,16 +42,22 @@ public struct StoredSession: Sendable, Hashable {
     /// The sequence number the next appended message takes.
     public var nextSeq: Int64
     public var idempotency: [IdempotencyRecord]
+    /// The host this session was handed to by a ring change; nil while it is ours.
+    public var movedTo: String?
+    /// Whether this host took the session over from its previous owner.
+    public var adopted: Bool
 
-    public init(record: SessionRecord?, nextSeq: Int64, idempotency: [IdempotencyRecord]) {
+    public init(record: SessionRecord?, nextSeq: Int64, idempotency: [IdempotencyRecord], movedTo: String? = nil, adopted: Bool = false) {
         self.record = record
         self.nextSeq = nextSeq
         self.idempotency = idempotency
+        self.movedTo = movedTo
+        self.adopted = adopted
     }
 }
 
 /// The first answer to an idempotent write, replayed to every retry with the same key.
-public struct IdempotencyRecord: Sendable, Hashable {
+public struct IdempotencyRecord: Sendable, Hashable, Codable {
     public var key: String
     /// Hash of the request that first used the key: a retry with another body is refused.
     public var requestHash: Int64
