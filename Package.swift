@@ -153,6 +153,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "HashRingTests", dependencies: ["HashRing"], swiftSettings: strict),
+        .testTarget(name: "DeployTests", dependencies: ["CurlHTTP", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "SessionClientTests", dependencies: ["SessionClient", "SessionModel"], swiftSettings: strict),
         .testTarget(
             name: "WorkerProcessTests",

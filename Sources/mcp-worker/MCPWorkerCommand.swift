@@ -21,8 +21,83 @@ struct MCPWorkerCommand: AsyncParsableCommand {
             only: GREPTILE_API_KEY, GITHUB_TOKEN, DURABLE_HOST_TOKEN (or host_token_file), and
             client keys from MCP_WORKER_API_KEYS (or api_keys_file), written NAME:KEY.
             """,
-        version: WorkerServer.version)
+        version: WorkerServer.version,
+        subcommands: [Serve.self, Check.self],
+        defaultSubcommand: Serve.self)
+}
 
+/// `mcp-worker [serve]`: runs the worker until SIGTERM or SIGINT.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the worker (the default).")
+
+    @OptionGroup var options: WorkerOptions
+
+
+    func run() async throws {
+        let (configuration, level): (WorkerConfiguration, Logger.Level)
+        do {
+            (configuration, level) = try options.resolve()
+            try configuration.validate()
+        } catch let error as SettingsError {
+            ServiceRunner.reportConfigurationError(program: "mcp-worker", error.message)
+            throw ExitCode(2)
+        }
+
+        let registry = ServiceRunner.bootstrap(logLevel: level)
+        let logger = Logger(label: "mcp-worker")
+
+        if configuration.apiKeys.isEmpty {
+            logger.warning("no API keys configured: /mcp is open to anyone who can reach \(configuration.listen) (allowed on loopback only)")
+        }
+        if configuration.hosts.isEmpty {
+            logger.warning("no --hosts: sessions and conversations are kept in memory and lost when this worker stops")
+        }
+        for problem in configuration.upstream.problems {
+            logger.warning("\(problem)")
+        }
+        logger.info(
+            "starting",
+            metadata: [
+                "hosts": "\(configuration.hosts.map(\.description))", "principals": "\(configuration.apiKeys.count)",
+                "greptile": "\(configuration.upstream.greptileBaseURL)", "github": "\(configuration.upstream.githubBaseURL)",
+            ])
+        let server = WorkerServer(configuration: configuration, logger: logger, registry: registry) { address in
+            logger.notice("listening on http://\(address)")
+        }
+        try await ServiceRunner.run(server.services, logger: logger)
+    }
+
+}
+
+/// `mcp-worker check`: diagnoses the configuration a worker would run with.
+struct Check: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Diagnose the configuration: secrets present and accepted, hosts reachable, ring agreed.",
+        discussion: "Prints one line per check, each problem with its fix; exits 1 when there is a problem.")
+
+    @OptionGroup var options: WorkerOptions
+
+    func run() async throws {
+        let configuration: WorkerConfiguration
+        do {
+            configuration = try options.resolve().0
+            try configuration.validate()
+        } catch let error as SettingsError {
+            print("problem configuration: \(error.message)")
+            throw ExitCode(1)
+        }
+        let findings = await WorkerCheck.run(configuration)
+        for finding in findings {
+            print(finding.line)
+        }
+        let problems = findings.filter { !$0.ok }.count
+        print(problems == 0 ? "check: all good" : "check: \(problems) problem\(problems == 1 ? "" : "s")")
+        if problems > 0 { throw ExitCode(1) }
+    }
+}
+
+/// The settings both subcommands read.
+struct WorkerOptions: ParsableArguments {
     @Option(help: "HOST:PORT to listen on (default 127.0.0.1:8080; port 0 picks a free one).")
     var listen: String?
     @Option(help: "Durable hosts NAME=HOST:PORT,...; none keeps sessions in memory (local development).")
@@ -62,41 +137,7 @@ struct MCPWorkerCommand: AsyncParsableCommand {
         "max_body_bytes", "greptile_base_url", "github_api_url",
     ]
 
-    func run() async throws {
-        let (configuration, level): (WorkerConfiguration, Logger.Level)
-        do {
-            (configuration, level) = try resolve()
-            try configuration.validate()
-        } catch let error as SettingsError {
-            ServiceRunner.reportConfigurationError(program: "mcp-worker", error.message)
-            throw ExitCode(2)
-        }
-
-        let registry = ServiceRunner.bootstrap(logLevel: level)
-        let logger = Logger(label: "mcp-worker")
-
-        if configuration.apiKeys.isEmpty {
-            logger.warning("no API keys configured: /mcp is open to anyone who can reach \(configuration.listen) (allowed on loopback only)")
-        }
-        if configuration.hosts.isEmpty {
-            logger.warning("no --hosts: sessions and conversations are kept in memory and lost when this worker stops")
-        }
-        for problem in configuration.upstream.problems {
-            logger.warning("\(problem)")
-        }
-        logger.info(
-            "starting",
-            metadata: [
-                "hosts": "\(configuration.hosts.map(\.description))", "principals": "\(configuration.apiKeys.count)",
-                "greptile": "\(configuration.upstream.greptileBaseURL)", "github": "\(configuration.upstream.githubBaseURL)",
-            ])
-        let server = WorkerServer(configuration: configuration, logger: logger, registry: registry) { address in
-            logger.notice("listening on http://\(address)")
-        }
-        try await ServiceRunner.run(server.services, logger: logger)
-    }
-
-    private func resolve() throws -> (WorkerConfiguration, Logger.Level) {
+    func resolve() throws -> (WorkerConfiguration, Logger.Level) {
         let settings = try Settings(environmentPrefix: "MCP_WORKER", configPath: config, knownKeys: Self.settingKeys)
         let environment = settings.environment
         var configuration = WorkerConfiguration()

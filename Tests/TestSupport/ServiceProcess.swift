@@ -50,6 +50,7 @@ public final class TemporaryDirectory: Sendable {
 public final class ServiceProcess: Sendable {
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
+        public init(description: String) { self.description = description }
     }
 
     public let logPath: String
@@ -155,21 +156,30 @@ public final class ServiceProcess: Sendable {
     }
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago, for processes that must know each
-/// other's addresses before they start (ring members).
-public func freeLoopbackPort() -> Int {
+/// `count` consecutive TCP ports on 127.0.0.1 that were free a moment ago, below the
+/// kernel's ephemeral range (so no outgoing connection of another test takes one meanwhile).
+public func freeLoopbackPortRange(_ count: Int) -> Int {
+    while true {
+        let base = Int.random(in: 10_000...(30_000 - count))
+        if (base..<(base + count)).allSatisfy(isFreeLoopbackPort) { return base }
+    }
+}
+
+/// Whether a TCP port on 127.0.0.1 can be bound now.
+public func isFreeLoopbackPort(_ port: Int) -> Bool {
     let socket = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(socket) }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = 0
+    address.sin_port = in_port_t(UInt16(port)).bigEndian
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw -> Bool in
-            bind(socket, raw, length) == 0 && getsockname(socket, raw, &length) == 0
-        }
+    return withUnsafePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
     }
-    precondition(bound, "cannot bind a loopback socket")
-    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago, for processes that must know each
+/// other's addresses before they start (ring members).
+public func freeLoopbackPort() -> Int {
+    freeLoopbackPortRange(1)
 }

@@ -28,6 +28,16 @@ public final class UpstreamStandIn: Sendable {
 
     public var client: JSONClient { JSONClient(base: base) }
 
+    /// The repository tests ask about, indexed on its default branch.
+    public static let indexedRepository = "github:main:acme/widgets"
+
+    /// Starts the stand-in with `indexedRepository` already indexed.
+    public static func startIndexed() async throws -> UpstreamStandIn {
+        let standIn = try await start()
+        try await standIn.control(["indexed": [indexedRepository]])
+        return standIn
+    }
+
     /// The credentials the stand-in accepts.
     public static let greptileKey = "standin-greptile-key"
     public static let githubToken = "standin-github-token"

@@ -14,8 +14,7 @@ struct RingStack {
 
     /// `hosts` hosts named host-1... on free ports, all with the same `--peers`; `workers` workers.
     static func start(hosts count: Int, workers workerCount: Int, ringVersion: Int = 1) async throws -> RingStack {
-        let standIn = try await UpstreamStandIn.start()
-        try await standIn.control(["indexed": [WorkerStack.indexedKey]])
+        let standIn = try await UpstreamStandIn.startIndexed()
         let ports = (1...count).map { _ in freeLoopbackPort() }
         let members = ports.enumerated().map { "host-\($0.offset + 1)=127.0.0.1:\($0.element)" }
         var hosts: [HostHarness] = []

@@ -13,14 +13,13 @@ struct WorkerStack {
 
     /// The repository the stand-in has indexed already, under its default branch.
     static var repository: [String: Any] { ["remote": "github", "repository": "acme/widgets"] }
-    static let indexedKey = "github:main:acme/widgets"
+    static let indexedKey = UpstreamStandIn.indexedRepository
 
     /// Starts everything; `durable: false` runs the workers without hosts (in-memory sessions).
     static func start(
         workers count: Int = 1, durable: Bool = true, workerArguments: [String] = [], workerEnvironment: [String: String] = [:]
     ) async throws -> WorkerStack {
-        let standIn = try await UpstreamStandIn.start()
-        try await standIn.control(["indexed": [indexedKey]])
+        let standIn = try await UpstreamStandIn.startIndexed()
         var host: HostHarness?
         if durable {
             let started = HostHarness()
