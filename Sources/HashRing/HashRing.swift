@@ -31,9 +31,17 @@ public struct HashRing: Sendable, Hashable {
 
     public var isEmpty: Bool { nodes.isEmpty }
 
-    /// The owner of `id`; nil only for an empty ring.
+    /// The owner of `id`; nil only for an empty ring. Ids that share their part before the
+    /// first `~` (`placementKey`) have the same owner: a record and its companions
+    /// (`mcp-<session>` and `mcp-<session>~events`) live on one host.
     public func owner(of id: String) -> String? {
-        ownerIndex(of: Self.hash(id)).map { nodes[$0] }
+        ownerIndex(of: Self.hash(Self.placementKey(of: id))).map { nodes[$0] }
+    }
+
+    /// The part of an id that places it: everything before the first `~`.
+    public static func placementKey(of id: String) -> String {
+        guard let tilde = id.firstIndex(of: "~") else { return id }
+        return String(id[..<tilde])
     }
 
     /// The owner's index in `nodes` for an id already hashed with `HashRing.hash`.

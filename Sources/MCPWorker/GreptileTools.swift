@@ -204,8 +204,14 @@ struct GreptileTools: Sendable {
         } else {
             answer = try await greptile.query(request, timeout: timeout)
         }
-        try await conversations.finish(
-            principal: principal, sessionID: sessionID, query: query, askedAt: askedAt, answer: answer.message, previousMessages: previous)
+        try Task.checkCancellation()
+        // Once the answer is whole it is stored whole, even if the caller cancels meanwhile:
+        // the exchange is recorded completely or (cancelled before this point) not at all.
+        let conversations = self.conversations
+        try await Task {
+            try await conversations.finish(
+                principal: principal, sessionID: sessionID, query: query, askedAt: askedAt, answer: answer.message, previousMessages: previous)
+        }.value
         return .object(["message": .string(answer.message), "sources": .array(answer.sources), "_session_id": .string(sessionID)])
     }
 
@@ -245,6 +251,8 @@ struct GreptileTools: Sendable {
                 break
             }
         }
+        // A transfer aborted by cancellation ends the chunk sequence early: that is no answer.
+        try Task.checkCancellation()
         if var whole {
             if whole.sources.isEmpty { whole.sources = sources }
             return whole

@@ -18,6 +18,11 @@ public struct MCPResponder: HTTPResponder {
     let worker: WorkerState
 
     static let sessionHeader = HTTPField.Name("MCP-Session-Id")!
+    static let instructions = """
+        Tools to ask questions about, and search, codebases indexed by Greptile. Index a repository \
+        first (index_repository), check it is ready (get_repository_info), then query_repository; \
+        pass the returned _session_id as session_id for follow-up questions.
+        """
     static let versionHeader = HTTPField.Name("MCP-Protocol-Version")!
 
     public func respond(to request: Request, context: Context) async throws -> Response {
@@ -66,14 +71,23 @@ public struct MCPResponder: HTTPResponder {
             response.headers[.wwwAuthenticate] = #"Bearer realm="greptile-mcp""#
             return response
         }
+        if let version = request.headers[Self.versionHeader], ModernTransport.versions.contains(version), request.method != .post {
+            var response = Self.rpcError(.methodNotAllowed, nil, .invalidRequest("Method Not Allowed: revision \(version) takes POST only"))
+            response.headers[.allow] = "POST"
+            return response
+        }
         switch request.method {
         case .post:
             return await post(request, principal: principal)
         case .delete:
             return await delete(request, principal: principal)
+        case .get where request.headers[Self.lastEventHeader] != nil:
+            return await resume(request, principal: principal)
         default:
-            // No standalone server-to-client stream is offered: this server sends nothing unasked.
-            var response = Self.rpcError(.methodNotAllowed, nil, .invalidRequest("Method Not Allowed: use POST (or DELETE to end a session)"))
+            // No standalone server-to-client stream is offered: this server sends nothing
+            // unasked. GET serves only to resume a stream (with Last-Event-ID).
+            var response = Self.rpcError(
+                .methodNotAllowed, nil, .invalidRequest("Method Not Allowed: use POST (DELETE ends a session; GET with Last-Event-ID resumes a stream)"))
             response.headers[.allow] = "POST, DELETE"
             return response
         }
@@ -101,6 +115,11 @@ public struct MCPResponder: HTTPResponder {
         case .success(let parsed): message = parsed
         case .failure(let failure): return Self.rpcError(.badRequest, failure.id, failure.error)
         }
+        if ModernTransport.applies(
+            versionHeader: request.headers[Self.versionHeader], sessionHeader: request.headers[Self.sessionHeader], params: message.params)
+        {
+            return await modern(message, request: request, principal: principal)
+        }
         if let version = request.headers[Self.versionHeader], !WorkerState.protocolVersions.contains(version) {
             return Self.rpcError(.badRequest, nil, .invalidRequest(
                 "Bad Request: unsupported MCP-Protocol-Version \(version.prefix(40)); supported: \(WorkerState.protocolVersions.joined(separator: ", "))"))
@@ -123,11 +142,21 @@ public struct MCPResponder: HTTPResponder {
         }
 
         switch message {
+        case .notification("notifications/cancelled", let params):
+            await cancel(params, in: session)
+            return Response(status: .accepted)
         case .notification(let method, _):
             if method == "notifications/initialized" { try? await worker.sessions.markInitialized(session) }
             return Response(status: .accepted)
         case .response:
             return Response(status: .accepted)
+        case .request(let id, "tools/call", let params) where Self.wantsStream(params):
+            do {
+                let call = try JSONRPC.decode(CallTool.Parameters.self, from: params)
+                return await streamedCall(id: id, call: call, params: params, principal: principal, session: session) { JSONRPC.result(id: id, $0) }
+            } catch {
+                return Self.json(bytes: JSONRPC.error(id: id, error))
+            }
         case .request(let id, let method, let params):
             let reply = await handle(method: method, id: id, params: params, principal: principal)
             return Self.json(bytes: reply)
@@ -161,11 +190,7 @@ public struct MCPResponder: HTTPResponder {
             protocolVersion: version,
             capabilities: Server.Capabilities(tools: .init(listChanged: false)),
             serverInfo: Server.Info(name: "greptile-mcp", version: WorkerServer.version, title: "Greptile code search"),
-            instructions: """
-                Tools to ask questions about, and search, codebases indexed by Greptile. Index a repository \
-                first (index_repository), check it is ready (get_repository_info), then query_repository; \
-                pass the returned _session_id as session_id for follow-up questions.
-                """)
+            instructions: Self.instructions)
         var response = Self.json(bytes: JSONRPC.result(id: id, result))
         response.headers[Self.sessionHeader] = session.id
         worker.logger.info("session started", metadata: ["principal": "\(principal)", "protocol": "\(version)", "client": "\(parameters.clientInfo.name)"])
@@ -196,6 +221,126 @@ public struct MCPResponder: HTTPResponder {
         }
     }
 
+    /// `notifications/cancelled`: stops the request here, or marks it for the worker running it.
+    private func cancel(_ params: Value?, in session: TransportSession) async {
+        let requestID: ID
+        switch params?.objectValue?["requestId"] {
+        case .string(let text)?: requestID = .string(text)
+        case .int(let number)?: requestID = .number(number)
+        default: return
+        }
+        let key = InFlightCalls.key(session: session.id, request: requestID)
+        if worker.inFlight.cancel(key) {
+            worker.logger.info("request cancelled by the client", metadata: ["principal": "\(session.principal)"])
+            return
+        }
+        try? await worker.sessions.requestCancel(session, request: InFlightCalls.text(of: requestID))
+    }
+
+    // MARK: Resuming a stream
+
+    static let lastEventHeader = HTTPField.Name("Last-Event-ID")!
+
+    /// `GET` with `Last-Event-ID`: the events of that stream after that one, from the
+    /// session's journal in the durable hosts, whichever worker sent them; then, while the
+    /// call still runs, the events it goes on sending, until its response.
+    private func resume(_ request: Request, principal: String) async -> Response {
+        guard let sessionID = request.headers[Self.sessionHeader] else {
+            return Self.rpcError(.badRequest, nil, .invalidRequest("Bad Request: MCP-Session-Id header is required"))
+        }
+        let session: TransportSession
+        do {
+            guard let found = try await worker.sessions.load(sessionID, principal: principal) else {
+                return Self.rpcError(.notFound, nil, .sessionNotFound)
+            }
+            session = found
+        } catch {
+            return Self.rpcError(.serviceUnavailable, nil, .internalError("the session store failed: \(error.message)"))
+        }
+        let lastEventID = request.headers[Self.lastEventHeader] ?? ""
+        guard let (stream, after) = EventJournal.parse(lastEventID) else {
+            return Self.rpcError(.badRequest, nil, .invalidRequest("Bad Request: Last-Event-ID '\(lastEventID.prefix(64))' is not an event id of this server"))
+        }
+        let journal = worker.journal
+        let first: (events: [(id: String, data: String)], ended: Bool)
+        do {
+            guard let found = try await journal.events(session: session.id, stream: stream, after: after) else {
+                return Self.rpcError(.notFound, nil, .invalidRequest("Not Found: no stream \(stream) in this session (it may have expired)"))
+            }
+            first = found
+        } catch {
+            return Self.rpcError(.serviceUnavailable, nil, .internalError("the session store failed: \(error.message)"))
+        }
+        let sessionKey = session.id
+        var response = Response(
+            status: .ok,
+            body: ResponseBody { writer in
+                var batch = first
+                var last = after
+                var idle = ContinuousClock.now
+                let deadline = ContinuousClock.now + .seconds(600)
+                while true {
+                    for event in batch.events {
+                        try await writer.write(ByteBuffer(string: "id: \(event.id)\ndata: \(event.data)\n\n"))
+                        last = EventJournal.parse(event.id)?.number ?? last
+                        idle = .now
+                    }
+                    if batch.ended || ContinuousClock.now > deadline { break }
+                    if ContinuousClock.now - idle > .seconds(1) {
+                        try await writer.write(ByteBuffer(string: ": keepalive\n\n"))
+                        idle = .now
+                    }
+                    try await Task.sleep(for: .milliseconds(100))
+                    guard let next = try? await journal.events(session: sessionKey, stream: stream, after: last) else { break }
+                    batch = next
+                }
+                try await writer.finish(nil)
+            })
+        response.headers[.contentType] = "text/event-stream"
+        response.headers[.cacheControl] = "no-cache"
+        return response
+    }
+
+    // MARK: Revision 2026-07-28
+
+    static let methodHeader = HTTPField.Name("Mcp-Method")!
+    static let nameHeader = HTTPField.Name("Mcp-Name")!
+
+    /// A request of the stateless revision: validated by its ladder, answered without a session.
+    private func modern(_ message: IncomingMessage, request: Request, principal: String) async -> Response {
+        guard case .request(let id, let method, let params) = message else {
+            // Clients of this revision post no responses; a stray notification changes nothing.
+            return Response(status: .accepted)
+        }
+        let headers = (request.headers[Self.versionHeader], request.headers[Self.methodHeader], request.headers[Self.nameHeader])
+        if let error = ModernTransport.validate(method: method, params: params, headers: headers) {
+            return Self.rpcError(HTTPResponse.Status(code: ModernTransport.status(of: error.code)), id, error)
+        }
+        switch method {
+        case "server/discover":
+            return Self.json(bytes: JSONRPC.result(id: id, ModernTransport.discoverResult(instructions: Self.instructions)))
+        case "tools/list":
+            return Self.json(bytes: JSONRPC.result(id: id, ModernTransport.complete(ListTools.Result(tools: GreptileTools.definitions), cacheFor: .seconds(300))))
+        case "tools/call":
+            do {
+                let call = try JSONRPC.decode(CallTool.Parameters.self, from: params)
+                if Self.wantsStream(params) {
+                    return await streamedCall(id: id, call: call, params: params, principal: principal, session: nil) {
+                        JSONRPC.result(id: id, ModernTransport.complete($0))
+                    }
+                }
+                let result = try await worker.tools.call(call.name, arguments: call.arguments, principal: principal)
+                return Self.json(bytes: JSONRPC.result(id: id, ModernTransport.complete(result)))
+            } catch let error as RPCError {
+                return Self.rpcError(HTTPResponse.Status(code: ModernTransport.status(of: error.code)), id, error)
+            } catch {
+                return Self.rpcError(.internalServerError, id, .internalError("the call was cancelled"))
+            }
+        default:
+            return Self.rpcError(.notFound, id, .methodNotFound(method))
+        }
+    }
+
     private func delete(_ request: Request, principal: String) async -> Response {
         guard let sessionID = request.headers[Self.sessionHeader] else {
             return Self.rpcError(.badRequest, nil, .invalidRequest("Bad Request: MCP-Session-Id header is required"))
@@ -205,6 +350,7 @@ public struct MCPResponder: HTTPResponder {
                 return Self.rpcError(.notFound, nil, .sessionNotFound)
             }
             try await worker.sessions.end(session)
+            await worker.journal.clear(session: session.id)
             worker.logger.info("session ended", metadata: ["principal": "\(principal)"])
             return Response(status: .noContent)
         } catch {
@@ -244,6 +390,13 @@ public struct MCPResponder: HTTPResponder {
 }
 
 extension IncomingMessage {
+    var params: Value? {
+        switch self {
+        case .request(_, _, let params), .notification(_, let params): params
+        case .response: nil
+        }
+    }
+
     var requestID: ID? {
         if case .request(let id, _, _) = self { return id }
         return nil

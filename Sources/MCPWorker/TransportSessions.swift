@@ -74,6 +74,17 @@ struct TransportSessions: Sendable {
         try await store.updateMetadata(Self.storageID(session.id), ["initialized": true])
     }
 
+    /// Marks a request of the session as cancelled, for the worker that runs it.
+    func requestCancel(_ session: TransportSession, request: String) async throws(SessionError) {
+        try await store.updateMetadata(Self.storageID(session.id), ["cancel:\(request)": .double(now())])
+    }
+
+    /// Whether a request of the session was marked as cancelled.
+    func isCancelRequested(sessionID: String, request: String) async -> Bool {
+        guard let record = try? await store.record(Self.storageID(sessionID)) else { return false }
+        return record.metadata["cancel:\(request)"] != nil
+    }
+
     func end(_ session: TransportSession) async throws(SessionError) {
         try await store.clear(Self.storageID(session.id))
     }

@@ -16,6 +16,8 @@ final class WorkerState: Sendable {
     let tools: GreptileTools
     let metrics: RouteMetrics
     let client: CurlClient
+    let inFlight = InFlightCalls()
+    let journal: EventJournal
     let logger: Logger
     private let started = ContinuousClock.now
 
@@ -28,6 +30,7 @@ final class WorkerState: Sendable {
         self.client = client
         self.metrics = metrics
         self.logger = logger
+        journal = EventJournal(store: store, logger: logger)
         sessions = TransportSessions(
             store: store, lifetime: Double(configuration.sessionLifetime.components.seconds),
             now: { Date().timeIntervalSince1970 })

@@ -73,6 +73,10 @@ struct HashRingTests {
             #expect(ring.owner(of: id) == owner, "\(id)")
         }
         #expect(HashRing(nodes: []).owner(of: "x") == nil)
+        // Companion records live with their record.
+        for id in Self.ids.prefix(1000) {
+            #expect(ring.owner(of: id + "~events") == ring.owner(of: id))
+        }
         #expect(HashRing(nodes: ["solo"]).owner(of: "x") == "solo")
     }
 

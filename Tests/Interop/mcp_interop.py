@@ -13,13 +13,14 @@ Prints one JSON object with what it saw and exits 0, or prints the failure and e
 """
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
 import urllib.parse
 
 import httpx2
+import interop_report
+from interop_report import answer_of, check
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
@@ -44,18 +45,8 @@ class Router(httpx2.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-def check(condition, message):
-    if not condition:
-        raise AssertionError(message)
-
-
 def text_of(result):
     return "".join(getattr(block, "text", "") for block in result.content)
-
-
-def answer_of(result):
-    check(not result.is_error, "tool failed: " + text_of(result))
-    return json.loads(text_of(result))
 
 
 async def wait_for(path, timeout):
@@ -159,17 +150,7 @@ def main():
     parser.add_argument("--phase-file", help="written when the first phase is done")
     parser.add_argument("--go-file", help="holds the base URL to continue through")
     parser.add_argument("--api-key", default="")
-    args = parser.parse_args()
-    try:
-        report = asyncio.run(scenario(args))
-    except BaseException as error:  # noqa: BLE001 - the test prints whatever went wrong
-        while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-            error = error.exceptions[0]
-        print(json.dumps({"ok": False, "error": "%s: %s" % (type(error).__name__, error)}), flush=True)
-        return 1
-    report["ok"] = True
-    print(json.dumps(report), flush=True)
-    return 0
+    return interop_report.report(scenario, parser.parse_args())
 
 
 if __name__ == "__main__":

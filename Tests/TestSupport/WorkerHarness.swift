@@ -81,7 +81,7 @@ public struct MCPTestClient: Sendable {
         guard response.status == 200 else {
             throw ServiceProcess.Failure(description: "\(method): HTTP \(response.status): \(String(decoding: response.body, as: UTF8.self))")
         }
-        return response.object
+        return response.rpcReply
     }
 
     /// initialize + notifications/initialized; keeps the session id.
@@ -120,5 +120,23 @@ public struct MCPTestClient: Sendable {
         public let isError: Bool
         public let text: String
         public let structured: [String: Any]
+    }
+}
+
+extension HTTPResponse {
+    /// The JSON-RPC response in the body: the body itself, or for an SSE answer the last
+    /// event that is a response (progress notifications come before it).
+    public var rpcReply: [String: Any] {
+        guard headers["Content-Type"]?.hasPrefix("text/event-stream") == true else { return object }
+        let text = String(decoding: body, as: UTF8.self)
+        var reply: [String: Any] = [:]
+        for line in text.split(separator: "\n") where line.hasPrefix("data: ") {
+            if let message = (try? JSONSerialization.jsonObject(with: Data(line.dropFirst(6).utf8))) as? [String: Any],
+                message["result"] != nil || message["error"] != nil
+            {
+                reply = message
+            }
+        }
+        return reply
     }
 }

@@ -1,0 +1,77 @@
+import Foundation
+import Logging
+import SessionClient
+import SessionModel
+
+/// The SSE events of a session's streams, kept in the durable host that owns the session,
+/// so that a client can resume a stream through any worker (`GET` with `Last-Event-ID`).
+///
+/// The events are the messages of the record `mcp-<session>~events` (placed with the
+/// session's own record by the ring), each `"<event id>\n<data>"`, with `"<stream>-end\n"`
+/// when a stream is over. Bounded: past `trimAbove` events, the oldest are dropped down to
+/// `keep` when a new stream starts.
+struct EventJournal: Sendable {
+    let store: any SessionManager
+    let logger: Logger
+    static let keep = 500
+    static let trimAbove = 1_000
+
+    static func recordID(session: String) -> String {
+        "\(TransportSessions.storageID(session))~events"
+    }
+
+    /// A stream starts: makes room if the journal is long.
+    func startStream(session: String) async {
+        let id = Self.recordID(session: session)
+        guard let history = try? await store.history(id), history.messages.count > Self.trimAbove else { return }
+        let kept = history.messages.suffix(Self.keep).map { MessageInput(role: $0.role, content: $0.content, timestamp: $0.timestamp) }
+        try? await store.setHistory(id, Array(kept))
+    }
+
+    /// Records an event before it is sent.
+    func append(session: String, eventID: String, data: String) async {
+        do {
+            try await store.appendMessage(Self.recordID(session: session), MessageInput(role: .system, content: "\(eventID)\n\(data)"))
+        } catch {
+            logger.warning("an event could not be kept for resumption", metadata: ["error": "\(error.message)"])
+        }
+    }
+
+    func end(session: String, stream: String) async {
+        await append(session: session, eventID: "\(stream)-end", data: "")
+    }
+
+    /// Events of `stream` after number `after`, in order, and whether the stream has ended.
+    /// Nil when the journal knows nothing of the stream.
+    func events(session: String, stream: String, after: Int) async throws(SessionError) -> (events: [(id: String, data: String)], ended: Bool)? {
+        let history = try await store.history(Self.recordID(session: session))
+        var events: [(id: String, data: String)] = []
+        var known = false
+        var ended = false
+        for message in history.messages {
+            guard let newline = message.content.firstIndex(of: "\n") else { continue }
+            let id = message.content[..<newline]
+            guard let dash = id.lastIndex(of: "-"), id[..<dash] == stream else { continue }
+            known = true
+            let suffix = id[id.index(after: dash)...]
+            if suffix == "end" {
+                ended = true
+            } else if let number = Int(suffix), number > after {
+                events.append((String(id), String(message.content[message.content.index(after: newline)...])))
+            }
+        }
+        return known ? (events, ended) : nil
+    }
+
+    func clear(session: String) async {
+        try? await store.clear(Self.recordID(session: session))
+    }
+
+    /// `<stream>-<n>` as its parts.
+    static func parse(_ eventID: String) -> (stream: String, number: Int)? {
+        guard let dash = eventID.lastIndex(of: "-"), let number = Int(eventID[eventID.index(after: dash)...]) else { return nil }
+        let stream = String(eventID[..<dash])
+        guard !stream.isEmpty, stream.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }) else { return nil }
+        return (stream, number)
+    }
+}
