@@ -49,7 +49,9 @@ final class Transfer: @unchecked Sendable {
 
     /// A header line as curl hands it over, CRLF included.
     func receiveHeaderLine(_ line: String) {
-        let trimmed = line.trimmingCharacters(in: .newlines)
+        // Byte-level trimming: Foundation's CharacterSet trimming costs more than the rest of
+        // a small request together (bench/ANALYSIS.md).
+        let trimmed = Self.trimmed(Substring(line))
         if trimmed.hasPrefix("HTTP/") {
             // A new response head (after a 1xx or a redirect): start over.
             let parts = trimmed.split(separator: " ", maxSplits: 2)
@@ -63,9 +65,18 @@ final class Transfer: @unchecked Sendable {
             }
         } else if let colon = trimmed.firstIndex(of: ":") {
             let name = String(trimmed[..<colon])
-            let value = trimmed[trimmed.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            let value = String(Self.trimmed(trimmed[trimmed.index(after: colon)...]))
             headers.add(name, value)
         }
+    }
+
+    /// `text` without leading and trailing spaces, tabs, CR and LF.
+    static func trimmed(_ text: Substring) -> Substring {
+        let utf8 = text.utf8
+        let isSpace: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x09 || $0 == 0x0D || $0 == 0x0A }
+        guard let first = utf8.firstIndex(where: { !isSpace($0) }) else { return text[text.endIndex...] }
+        let last = utf8.lastIndex(where: { !isSpace($0) })!
+        return text[first...last]
     }
 
     /// Body bytes; returns false when the transfer must pause because the reader is behind.

@@ -136,7 +136,7 @@ public final class GreptileClient: Sendable {
     /// `POST /search`: code locations matching a query.
     public func search(_ request: SearchRequest, timeout: Duration? = nil) async throws -> [JSONValue] {
         let response = try await send(.post, "/search", body: request, what: "searching", timeout: timeout ?? configuration.queryTimeout)
-        guard let value = try? JSONCoding.decoder.decode(JSONValue.self, from: response.body) else {
+        guard let value = JSONValue.parse(response.body) else {
             throw GreptileError(.invalidResponse, "Greptile's search answer is not JSON")
         }
         if case .array(let results) = value { return results }
@@ -184,7 +184,7 @@ public final class GreptileClient: Sendable {
     }
 
     private func object(_ response: HTTPResponse, what: String) throws -> JSONObject {
-        guard let object = try? JSONCoding.decoder.decode(JSONObject.self, from: response.body) else {
+        guard let object = JSONValue.parse(response.body)?.objectValue else {
             throw GreptileError(.invalidResponse, "Greptile's answer to \(what) is not a JSON object")
         }
         return object

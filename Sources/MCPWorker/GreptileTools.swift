@@ -150,7 +150,7 @@ struct GreptileTools: Sendable {
     }
 
     static func success(_ value: JSONValue) -> CallTool.Result {
-        let text = (try? JSONCoding.encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        let text = value.jsonText()
         let structured: Value? = value.objectValue != nil ? Value(value) : nil
         return CallTool.Result(content: [.text(text: text, annotations: nil, _meta: nil)], structuredContent: structured, isError: false)
     }

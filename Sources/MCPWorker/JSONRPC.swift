@@ -43,9 +43,12 @@ enum JSONRPC {
     /// Classifies a POST body: exactly one JSON-RPC message (no batches since 2025-06-18).
     /// On failure, the error and the request id when one could be read.
     static func parse(_ body: Data) -> Result<IncomingMessage, ParseFailure> {
-        guard let value = try? JSONDecoder().decode(Value.self, from: body) else {
+        // JSONSerialization, then a direct conversion: decoding the SDK's `Value` with
+        // JSONDecoder costs most of a request's CPU time (bench/ANALYSIS.md).
+        guard let object = try? JSONSerialization.jsonObject(with: body, options: [.fragmentsAllowed]) else {
             return .failure(ParseFailure(error: .parse("Parse error: the body is not valid JSON"), id: nil))
         }
+        let value = Value(jsonObject: object)
         guard case .object(let object) = value else {
             if case .array = value {
                 return .failure(ParseFailure(error: .invalidRequest("Invalid Request: batches are not supported; send one message per POST"), id: nil))
@@ -137,6 +140,19 @@ enum JSONRPC {
         let params: P
     }
 
+    /// `tools/call` parameters, read straight from the params.
+    static func callParameters(_ params: Value?) throws(RPCError) -> CallTool.Parameters {
+        guard let object = params?.objectValue else { throw .invalidParams("Invalid params: tools/call takes an object") }
+        guard case .string(let name)? = object["name"] else { throw .invalidParams("Invalid params: name is required") }
+        var arguments: [String: Value]?
+        switch object["arguments"] {
+        case .none, .null?: arguments = nil
+        case .object(let given)?: arguments = given
+        default: throw .invalidParams("Invalid params: arguments must be an object")
+        }
+        return CallTool.Parameters(name: name, arguments: arguments)
+    }
+
     /// Decodes params (a `Value`) as a typed parameter struct of the SDK.
     static func decode<T: Decodable>(_ type: T.Type, from params: Value?) throws(RPCError) -> T {
         do {
@@ -164,6 +180,30 @@ enum JSONRPC {
 }
 
 extension Value {
+    /// A value of `JSONSerialization` as the SDK's `Value`. Booleans are told from numbers by
+    /// their type (`c`), which JSONSerialization uses for nothing else.
+    init(jsonObject: Any) {
+        switch jsonObject {
+        case let text as String:
+            self = .string(text)
+        case let number as NSNumber:
+            let type = String(cString: number.objCType)
+            if type == "c" {
+                self = .bool(number.boolValue)
+            } else if type == "d" || type == "f" {
+                self = .double(number.doubleValue)
+            } else {
+                self = .int(number.intValue)
+            }
+        case let array as [Any]:
+            self = .array(array.map { Value(jsonObject: $0) })
+        case let object as [String: Any]:
+            self = .object(object.mapValues { Value(jsonObject: $0) })
+        default:
+            self = .null
+        }
+    }
+
     /// Our `JSONValue` as the SDK's `Value`.
     init(_ json: JSONValue) {
         switch json {

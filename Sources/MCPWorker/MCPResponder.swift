@@ -152,7 +152,7 @@ public struct MCPResponder: HTTPResponder {
             return Response(status: .accepted)
         case .request(let id, "tools/call", let params) where Self.wantsStream(params):
             do {
-                let call = try JSONRPC.decode(CallTool.Parameters.self, from: params)
+                let call = try JSONRPC.callParameters(params)
                 return await streamedCall(id: id, call: call, params: params, principal: principal, session: session) { JSONRPC.result(id: id, $0) }
             } catch {
                 return Self.json(bytes: JSONRPC.error(id: id, error))
@@ -206,7 +206,7 @@ public struct MCPResponder: HTTPResponder {
             return JSONRPC.result(id: id, ListTools.Result(tools: GreptileTools.definitions))
         case "tools/call":
             do {
-                let call = try JSONRPC.decode(CallTool.Parameters.self, from: params)
+                let call = try JSONRPC.callParameters(params)
                 let result = try await worker.tools.call(call.name, arguments: call.arguments, principal: principal)
                 return JSONRPC.result(id: id, result)
             } catch let error as RPCError {
@@ -323,7 +323,7 @@ public struct MCPResponder: HTTPResponder {
             return Self.json(bytes: JSONRPC.result(id: id, ModernTransport.complete(ListTools.Result(tools: GreptileTools.definitions), cacheFor: .seconds(300))))
         case "tools/call":
             do {
-                let call = try JSONRPC.decode(CallTool.Parameters.self, from: params)
+                let call = try JSONRPC.callParameters(params)
                 if Self.wantsStream(params) {
                     return await streamedCall(id: id, call: call, params: params, principal: principal, session: nil) {
                         JSONRPC.result(id: id, ModernTransport.complete($0))

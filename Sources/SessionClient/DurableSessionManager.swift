@@ -140,7 +140,7 @@ public final class DurableSessionManager: SessionManager, Service {
         guard await drainJournal(of: sessionID) else { return await fallback.record(sessionID) }
         switch await send(.get, sessionID, path: nil, body: nil, key: nil, operation: "record") {
         case .answered(let response):
-            guard let record = try? JSONCoding.decoder.decode(HostAPI.Record.self, from: response.body) else {
+            guard let record = HostAPI.Record.parse(response.body) else {
                 throw .unavailable("host answered the record of '\(sessionID)' with an unreadable body")
             }
             lastKnown.store(sessionID, record.data)

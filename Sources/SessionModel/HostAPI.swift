@@ -1,3 +1,4 @@
+import Foundation
 /// The wire shapes of the durable host's HTTP API (README, "Host API").
 ///
 /// Hosts produce them and workers consume them: both sides import these types, so neither
@@ -52,6 +53,17 @@ public enum HostAPI {
 
     /// `POST /sessions/{id}/update` and `DELETE /sessions/{id}/clear`: `{"success": true, "data": {...}}`.
     public struct Write: Codable, Sendable, Hashable {
+        /// The JSON of this answer, written directly: it is sent for every write, and a
+        /// generic encoder costs more than the rest of the reply path (bench/ANALYSIS.md).
+        /// The same bytes as `JSONCoding.encoder` would give, keys sorted.
+        public func encodedJSON() -> Data {
+            var text = "{\"data\":{"
+            if let cleared = data.cleared { text += "\"cleared\":\(cleared)," }
+            text += "\"created_at\":\(JSONValue.number(data.createdAt)),\"last_updated\":\(JSONValue.number(data.lastUpdated)),"
+            text += "\"message_count\":\(data.messageCount)},\"success\":\(success)}"
+            return Data(text.utf8)
+        }
+
         public var success: Bool
         public var data: WriteResult
 

@@ -53,6 +53,15 @@ extension JSONValue: Codable {
 
 extension JSONValue {
     /// The string, when this is a string.
+    /// An integer or a double, as a double.
+    public var numberValue: Double? {
+        switch self {
+        case .int(let value): Double(value)
+        case .double(let value): value
+        default: nil
+        }
+    }
+
     public var stringValue: String? {
         if case .string(let value) = self { return value }
         return nil
@@ -111,4 +120,128 @@ public enum JSONCoding {
     }()
 
     public static let decoder = JSONDecoder()
+}
+
+extension JSONValue {
+    /// A number as JSON text: integral values without a fraction, others in their shortest
+    /// round-tripping form.
+    public static func number(_ value: Double) -> String {
+        if value.isFinite, value == value.rounded(), abs(value) < 1e15 { return String(Int64(value)) }
+        return value.isFinite ? "\(value)" : "null"
+    }
+}
+
+extension JSONValue {
+    /// A value of `JSONSerialization` as a `JSONValue`. Booleans are told from numbers by
+    /// their type (`c`), which JSONSerialization uses for nothing else.
+    public init(jsonObject: Any) {
+        switch jsonObject {
+        case let text as String:
+            self = .string(text)
+        case let number as NSNumber:
+            switch String(cString: number.objCType) {
+            case "c": self = .bool(number.boolValue)
+            case "d", "f": self = .double(number.doubleValue)
+            default: self = .int(number.int64Value)
+            }
+        case let array as [Any]:
+            self = .array(array.map { JSONValue(jsonObject: $0) })
+        case let object as [String: Any]:
+            self = .object(object.mapValues { JSONValue(jsonObject: $0) })
+        default:
+            self = .null
+        }
+    }
+
+    /// Parses JSON text with JSONSerialization: several times faster than a `Decodable`
+    /// decode of a `JSONValue` (bench/ANALYSIS.md). Nil for text that is not JSON.
+    public static func parse(_ data: Data) -> JSONValue? {
+        (try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])).map { JSONValue(jsonObject: $0) }
+    }
+}
+
+extension HostAPI.Record {
+    /// Reads a `GET /sessions/{id}` answer through `JSONValue.parse` (the worker reads one
+    /// per MCP request).
+    public static func parse(_ data: Data) -> HostAPI.Record? {
+        guard case .object(let body)? = JSONValue.parse(data), case .object(let record)? = body["data"],
+            let id = record["id"]?.stringValue, let createdAt = record["created_at"]?.numberValue,
+            let lastUpdated = record["last_updated"]?.numberValue
+        else { return nil }
+        var messages: [Message] = []
+        if case .array(let items)? = record["messages"] {
+            for item in items {
+                guard case .object(let message) = item, let role = message["role"]?.stringValue.flatMap(Role.init(rawValue:)),
+                    let content = message["content"]?.stringValue, let timestamp = message["timestamp"]?.numberValue
+                else { return nil }
+                messages.append(Message(role: role, content: content, timestamp: timestamp))
+            }
+        }
+        var metadata: JSONObject = [:]
+        if case .object(let given)? = record["metadata"] { metadata = given }
+        return HostAPI.Record(data: SessionRecord(id: id, messages: messages, metadata: metadata, createdAt: createdAt, lastUpdated: lastUpdated))
+    }
+}
+
+extension JSONValue {
+    /// This value as compact JSON text, keys sorted: what `JSONCoding.encoder` writes, without
+    /// its cost (a tool's answer is written once per call).
+    public func jsonText() -> String {
+        var output = ""
+        write(to: &output)
+        return output
+    }
+
+    private func write(to output: inout String) {
+        switch self {
+        case .null: output += "null"
+        case .bool(let value): output += value ? "true" : "false"
+        case .int(let value): output += String(value)
+        case .double(let value): output += JSONValue.number(value)
+        case .string(let value): JSONValue.writeString(value, to: &output)
+        case .array(let values):
+            output += "["
+            for (index, value) in values.enumerated() {
+                if index > 0 { output += "," }
+                value.write(to: &output)
+            }
+            output += "]"
+        case .object(let object):
+            output += "{"
+            for (index, key) in object.keys.sorted().enumerated() {
+                if index > 0 { output += "," }
+                JSONValue.writeString(key, to: &output)
+                output += ":"
+                object[key]!.write(to: &output)
+            }
+            output += "}"
+        }
+    }
+
+    private static func writeString(_ text: String, to output: inout String) {
+        output += "\""
+        var plain = true
+        for byte in text.utf8 where byte < 0x20 || byte == 0x22 || byte == 0x5C {
+            plain = false
+            break
+        }
+        if plain {
+            output += text
+        } else {
+            for scalar in text.unicodeScalars {
+                switch scalar {
+                case "\"": output += "\\\""
+                case "\\": output += "\\\\"
+                case "\n": output += "\\n"
+                case "\r": output += "\\r"
+                case "\t": output += "\\t"
+                case _ where scalar.value < 0x20:
+                    let hex = String(scalar.value, radix: 16)
+                    output += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                default: output.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        output += "\""
+    }
 }

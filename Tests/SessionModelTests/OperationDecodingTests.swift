@@ -74,3 +74,42 @@ struct OperationDecodingTests {
         }
     }
 }
+
+@Suite("The host's write answer, written directly")
+struct WriteAnswerTests {
+    @Test("encodedJSON says what the generic encoder says, for every kind of answer")
+    func sameAsTheEncoder() throws {
+        let answers = [
+            HostAPI.Write(data: .init(messageCount: 3, createdAt: 1_795_572_992.8560202, lastUpdated: 1_795_572_993.25)),
+            HostAPI.Write(data: .init(messageCount: 0, createdAt: 0, lastUpdated: 1_700_000_000, cleared: true)),
+            HostAPI.Write(data: .init(messageCount: 0, createdAt: 12.5, lastUpdated: 13, cleared: false)),
+        ]
+        for answer in answers {
+            let direct = answer.encodedJSON()
+            #expect(try JSONCoding.decoder.decode(HostAPI.Write.self, from: direct) == answer)
+            let generic = try JSONCoding.encoder.encode(answer)
+            #expect(try JSONSerialization.jsonObject(with: direct) as? NSDictionary == JSONSerialization.jsonObject(with: generic) as? NSDictionary)
+        }
+    }
+}
+
+@Suite("JSONValue's fast paths")
+struct JSONValueFastPathTests {
+    @Test("jsonText and parse agree with the generic encoder and decoder")
+    func roundTrips() throws {
+        let value: JSONValue = [
+            "text": "quote \" backslash \\ newline \n tab \t bell \u{07} é 漢字 😀",
+            "int": 42, "negative": -7, "big": .int(12_345_678_901_234), "double": 1.5,
+            "bool": true, "false": false, "null": .null,
+            "array": [1, "two", [3], ["four": 4]],
+            "empty": [:], "list": [],
+        ]
+        let text = value.jsonText()
+        #expect(try JSONCoding.decoder.decode(JSONValue.self, from: Data(text.utf8)) == value)
+        #expect(JSONValue.parse(Data(text.utf8)) == value)
+        #expect(JSONValue.parse(try JSONCoding.encoder.encode(value)) == value)
+        #expect(JSONValue.parse(Data("not json".utf8)) == nil)
+        // A whole double is written without a fraction, as the generic encoder does.
+        #expect(JSONValue.double(2).jsonText() == "2")
+    }
+}

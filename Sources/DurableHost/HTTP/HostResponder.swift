@@ -205,14 +205,16 @@ public struct HostResponder: HTTPResponder {
         return try SessionID.validate(decoded, limits: limits)
     }
 
-    static func idempotencyKey(_ headers: HTTPFields, body: Data) throws(APIError) -> IdempotencyKey? {
+    /// The request's `Idempotency-Key`, with the hash of its operation (computed only when a
+    /// key is present: most writes carry none).
+    static func idempotencyKey(_ headers: HTTPFields, body: @autoclosure () -> Data) throws(APIError) -> IdempotencyKey? {
         guard let key = headers[HTTPField.Name(HostAPI.idempotencyKeyHeader)!] else { return nil }
         guard !key.isEmpty, key.utf8.count <= HostAPI.maxIdempotencyKeyLength,
             key.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F })
         else {
             throw APIError(.invalidIdempotencyKey, "Idempotency-Key must be 1 to \(HostAPI.maxIdempotencyKeyLength) visible ASCII characters")
         }
-        return IdempotencyKey(key: key, requestHash: fnv1a(body))
+        return IdempotencyKey(key: key, requestHash: fnv1a(body()))
     }
 
     static func isJSON(_ contentType: String) -> Bool {

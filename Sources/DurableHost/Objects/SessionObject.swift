@@ -250,7 +250,7 @@ actor SessionObject {
                 messageCount: state.record.messages.count, createdAt: state.record.createdAt,
                 lastUpdated: state.record.lastUpdated)
         }
-        let body = (try? JSONCoding.encoder.encode(HostAPI.Write(data: result))) ?? Data()
+        let body = HostAPI.Write(data: result).encodedJSON()
         return WriteReply(status: 200, body: body, replayed: false)
     }
 
