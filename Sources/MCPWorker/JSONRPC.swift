@@ -43,12 +43,12 @@ enum JSONRPC {
     /// Classifies a POST body: exactly one JSON-RPC message (no batches since 2025-06-18).
     /// On failure, the error and the request id when one could be read.
     static func parse(_ body: Data) -> Result<IncomingMessage, ParseFailure> {
-        // JSONSerialization, then a direct conversion: decoding the SDK's `Value` with
-        // JSONDecoder costs most of a request's CPU time (bench/ANALYSIS.md).
-        guard let object = try? JSONSerialization.jsonObject(with: body, options: [.fragmentsAllowed]) else {
+        // Our parser, then a direct conversion: decoding the SDK's `Value` with JSONDecoder
+        // cost most of a request's CPU time (bench/ANALYSIS.md).
+        guard let parsed = JSONValue.parse(body) else {
             return .failure(ParseFailure(error: .parse("Parse error: the body is not valid JSON"), id: nil))
         }
-        let value = Value(jsonObject: object)
+        let value = Value(parsed)
         guard case .object(let object) = value else {
             if case .array = value {
                 return .failure(ParseFailure(error: .invalidRequest("Invalid Request: batches are not supported; send one message per POST"), id: nil))
@@ -100,6 +100,43 @@ enum JSONRPC {
     /// `{"jsonrpc":"2.0","id":...,"result":...}`
     static func result(id: ID, _ result: some Encodable) -> Data {
         (try? encoder.encode(ResultEnvelope(id: id, result: result))) ?? error(id: id, .internalError("could not encode the result"))
+    }
+
+    /// The response to a `tools/call`, written directly when its content is text (always, for
+    /// our tools): the generic encoder was a tenth of a call's CPU time. `extra` members
+    /// (`resultType` of 2026-07-28) go into the result.
+    static func toolResult(id: ID, _ result: CallTool.Result, extra: [String: String] = [:]) -> Data {
+        var texts: [String] = []
+        for item in result.content {
+            guard case .text(let text, nil, nil) = item else {
+                return extra.isEmpty ? self.result(id: id, result) : self.result(id: id, ModernTransport.complete(result))
+            }
+            texts.append(text)
+        }
+        var output = "{\"id\":"
+        switch id {
+        case .number(let number): output += String(number)
+        case .string(let text): JSONValue.writeString(text, to: &output)
+        }
+        output += ",\"jsonrpc\":\"2.0\",\"result\":{\"content\":["
+        for (index, text) in texts.enumerated() {
+            if index > 0 { output += "," }
+            output += "{\"text\":"
+            JSONValue.writeString(text, to: &output)
+            output += ",\"type\":\"text\"}"
+        }
+        output += "],\"isError\":\(result.isError ?? false)"
+        for (key, value) in extra.sorted(by: { $0.key < $1.key }) {
+            output += ","
+            JSONValue.writeString(key, to: &output)
+            output += ":"
+            JSONValue.writeString(value, to: &output)
+        }
+        if let structured = result.structuredContent {
+            output += ",\"structuredContent\":" + JSONValue(structured).jsonText()
+        }
+        output += "}}"
+        return Data(output.utf8)
     }
 
     /// `{"jsonrpc":"2.0","id":...|null,"error":{...}}`
@@ -180,30 +217,6 @@ enum JSONRPC {
 }
 
 extension Value {
-    /// A value of `JSONSerialization` as the SDK's `Value`. Booleans are told from numbers by
-    /// their type (`c`), which JSONSerialization uses for nothing else.
-    init(jsonObject: Any) {
-        switch jsonObject {
-        case let text as String:
-            self = .string(text)
-        case let number as NSNumber:
-            let type = String(cString: number.objCType)
-            if type == "c" {
-                self = .bool(number.boolValue)
-            } else if type == "d" || type == "f" {
-                self = .double(number.doubleValue)
-            } else {
-                self = .int(number.intValue)
-            }
-        case let array as [Any]:
-            self = .array(array.map { Value(jsonObject: $0) })
-        case let object as [String: Any]:
-            self = .object(object.mapValues { Value(jsonObject: $0) })
-        default:
-            self = .null
-        }
-    }
-
     /// Our `JSONValue` as the SDK's `Value`.
     init(_ json: JSONValue) {
         switch json {

@@ -153,7 +153,7 @@ public struct MCPResponder: HTTPResponder {
         case .request(let id, "tools/call", let params) where Self.wantsStream(params):
             do {
                 let call = try JSONRPC.callParameters(params)
-                return await streamedCall(id: id, call: call, params: params, principal: principal, session: session) { JSONRPC.result(id: id, $0) }
+                return await streamedCall(id: id, call: call, params: params, principal: principal, session: session) { JSONRPC.toolResult(id: id, $0) }
             } catch {
                 return Self.json(bytes: JSONRPC.error(id: id, error))
             }
@@ -208,7 +208,7 @@ public struct MCPResponder: HTTPResponder {
             do {
                 let call = try JSONRPC.callParameters(params)
                 let result = try await worker.tools.call(call.name, arguments: call.arguments, principal: principal)
-                return JSONRPC.result(id: id, result)
+                return JSONRPC.toolResult(id: id, result)
             } catch let error as RPCError {
                 return JSONRPC.error(id: id, error)
             } catch {
@@ -326,11 +326,11 @@ public struct MCPResponder: HTTPResponder {
                 let call = try JSONRPC.callParameters(params)
                 if Self.wantsStream(params) {
                     return await streamedCall(id: id, call: call, params: params, principal: principal, session: nil) {
-                        JSONRPC.result(id: id, ModernTransport.complete($0))
+                        JSONRPC.toolResult(id: id, $0, extra: ["resultType": "complete"])
                     }
                 }
                 let result = try await worker.tools.call(call.name, arguments: call.arguments, principal: principal)
-                return Self.json(bytes: JSONRPC.result(id: id, ModernTransport.complete(result)))
+                return Self.json(bytes: JSONRPC.toolResult(id: id, result, extra: ["resultType": "complete"]))
             } catch let error as RPCError {
                 return Self.rpcError(HTTPResponse.Status(code: ModernTransport.status(of: error.code)), id, error)
             } catch {

@@ -118,7 +118,7 @@ public final class DurableSessionManager: SessionManager, Service {
         guard await drainJournal(of: sessionID) else { return await fallback.history(sessionID) }
         switch await send(.get, sessionID, path: "history", body: nil, key: nil, operation: "history") {
         case .answered(let response):
-            guard let history = try? JSONCoding.decoder.decode(HostAPI.History.self, from: response.body) else {
+            guard let history = HostAPI.History.parse(response.body) else {
                 throw .unavailable("host answered history of '\(sessionID)' with an unreadable body")
             }
             let now = Date().timeIntervalSince1970

@@ -132,31 +132,10 @@ extension JSONValue {
 }
 
 extension JSONValue {
-    /// A value of `JSONSerialization` as a `JSONValue`. Booleans are told from numbers by
-    /// their type (`c`), which JSONSerialization uses for nothing else.
-    public init(jsonObject: Any) {
-        switch jsonObject {
-        case let text as String:
-            self = .string(text)
-        case let number as NSNumber:
-            switch String(cString: number.objCType) {
-            case "c": self = .bool(number.boolValue)
-            case "d", "f": self = .double(number.doubleValue)
-            default: self = .int(number.int64Value)
-            }
-        case let array as [Any]:
-            self = .array(array.map { JSONValue(jsonObject: $0) })
-        case let object as [String: Any]:
-            self = .object(object.mapValues { JSONValue(jsonObject: $0) })
-        default:
-            self = .null
-        }
-    }
-
-    /// Parses JSON text with JSONSerialization: several times faster than a `Decodable`
-    /// decode of a `JSONValue` (bench/ANALYSIS.md). Nil for text that is not JSON.
+    /// Parses JSON text with `JSONParser`: several times faster than a `Decodable` decode of
+    /// a `JSONValue` (bench/ANALYSIS.md), and exact. Nil for text that is not JSON.
     public static func parse(_ data: Data) -> JSONValue? {
-        (try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])).map { JSONValue(jsonObject: $0) }
+        JSONParser.parse(data)
     }
 }
 
@@ -166,20 +145,51 @@ extension HostAPI.Record {
     public static func parse(_ data: Data) -> HostAPI.Record? {
         guard case .object(let body)? = JSONValue.parse(data), case .object(let record)? = body["data"],
             let id = record["id"]?.stringValue, let createdAt = record["created_at"]?.numberValue,
-            let lastUpdated = record["last_updated"]?.numberValue
+            let lastUpdated = record["last_updated"]?.numberValue, let messages = HostAPI.messages(record["messages"] ?? .array([]))
         else { return nil }
-        var messages: [Message] = []
-        if case .array(let items)? = record["messages"] {
-            for item in items {
-                guard case .object(let message) = item, let role = message["role"]?.stringValue.flatMap(Role.init(rawValue:)),
-                    let content = message["content"]?.stringValue, let timestamp = message["timestamp"]?.numberValue
-                else { return nil }
-                messages.append(Message(role: role, content: content, timestamp: timestamp))
-            }
-        }
         var metadata: JSONObject = [:]
         if case .object(let given)? = record["metadata"] { metadata = given }
         return HostAPI.Record(data: SessionRecord(id: id, messages: messages, metadata: metadata, createdAt: createdAt, lastUpdated: lastUpdated))
+    }
+}
+
+extension HostAPI.History {
+    /// Reads a `GET /sessions/{id}/history` answer through `JSONValue.parse`.
+    public static func parse(_ data: Data) -> HostAPI.History? {
+        guard case .object(let body)? = JSONValue.parse(data), let messages = HostAPI.messages(body["data"] ?? .array([])) else { return nil }
+        var metadata: JSONObject = [:]
+        if case .object(let given)? = body["metadata"] { metadata = given }
+        return HostAPI.History(data: messages, metadata: metadata)
+    }
+
+    /// This answer's JSON, written directly (a host answers one per conversation turn);
+    /// the same as `JSONCoding.encoder` writes, keys sorted.
+    public func encodedJSON() -> Data {
+        var output = "{\"data\":["
+        for (index, message) in data.enumerated() {
+            if index > 0 { output += "," }
+            output += "{\"content\":"
+            JSONValue.writeString(message.content, to: &output)
+            output += ",\"role\":\"\(message.role.rawValue)\",\"timestamp\":\(JSONValue.number(message.timestamp))}"
+        }
+        output += "],\"metadata\":" + JSONValue.object(metadata).jsonText() + ",\"success\":\(success)}"
+        return Data(output.utf8)
+    }
+}
+
+extension HostAPI {
+    /// Messages from their JSON form; nil when one is malformed.
+    static func messages(_ value: JSONValue) -> [Message]? {
+        guard case .array(let items) = value else { return nil }
+        var messages: [Message] = []
+        messages.reserveCapacity(items.count)
+        for item in items {
+            guard case .object(let message) = item, let role = message["role"]?.stringValue.flatMap(Role.init(rawValue:)),
+                let content = message["content"]?.stringValue, let timestamp = message["timestamp"]?.numberValue
+            else { return nil }
+            messages.append(Message(role: role, content: content, timestamp: timestamp))
+        }
+        return messages
     }
 }
 
@@ -218,7 +228,8 @@ extension JSONValue {
         }
     }
 
-    private static func writeString(_ text: String, to output: inout String) {
+    /// Writes `text` as a JSON string literal.
+    public static func writeString(_ text: String, to output: inout String) {
         output += "\""
         var plain = true
         for byte in text.utf8 where byte < 0x20 || byte == 0x22 || byte == 0x5C {

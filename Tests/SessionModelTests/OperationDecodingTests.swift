@@ -113,3 +113,42 @@ struct JSONValueFastPathTests {
         #expect(JSONValue.double(2).jsonText() == "2")
     }
 }
+
+@Suite("History answers, written and read directly")
+struct HistoryFastPathTests {
+    @Test("encodedJSON and parse agree with the generic encoder and decoder")
+    func sameAsTheCodableForms() throws {
+        let history = HostAPI.History(
+            data: [
+                Message(role: .user, content: "What does \"main\" do?\nAnd \\ this?", timestamp: 1_795_572_992.8560202),
+                Message(role: .assistant, content: "It starts the server. 漢字 😀", timestamp: 1_700_000_000),
+                Message(role: .system, content: "", timestamp: 0.25),
+            ],
+            metadata: ["repository": "owner/repo", "turns": 2, "nested": ["a": [1, 2.5, nil]]])
+        let direct = history.encodedJSON()
+        #expect(try JSONCoding.decoder.decode(HostAPI.History.self, from: direct) == history)
+        #expect(HostAPI.History.parse(try JSONCoding.encoder.encode(history)) == history)
+        #expect(HostAPI.History.parse(direct) == history)
+        let record = HostAPI.Record(data: SessionRecord(id: "s-1", messages: history.data, metadata: history.metadata, createdAt: 1.5, lastUpdated: 2))
+        #expect(HostAPI.Record.parse(try JSONCoding.encoder.encode(record)) == record)
+        #expect(HostAPI.History.parse(Data("{}".utf8)) == HostAPI.History(data: [], metadata: [:]))
+        #expect(HostAPI.History.parse(Data(#"{"data":[{"role":"robot","content":"x","timestamp":1}]}"#.utf8)) == nil)
+    }
+}
+
+@Suite("JSONParser")
+struct JSONParserTests {
+    @Test("reads what JSON allows, exactly, and refuses what it does not")
+    func acceptsAndRefuses() {
+        #expect(JSONValue.parse(Data(#" {"a" : [1, -2, 3.25e2, true, false, null, "x\u00e9\ud83d\ude00\n\"\/"]} "#.utf8))
+            == ["a": [1, -2, 325.0, true, false, nil, "xé😀\n\"/"]])
+        #expect(JSONValue.parse(Data("1795572992.8560202".utf8)) == .double(1_795_572_992.8560202))
+        #expect(JSONValue.parse(Data("9223372036854775807".utf8)) == .int(Int64.max))
+        #expect(JSONValue.parse(Data("1e400".utf8)) == nil)
+        for bad in ["", "{", "[1,]", "{\"a\":1,}", "01", "1.", "-", "\"abc", "\"\\x\"", "\"\u{01}\"", "tru", "{} x", "[1 2]", "\"\\ud83d\"",
+            String(repeating: "[", count: 600) + String(repeating: "]", count: 600)]
+        {
+            #expect(JSONValue.parse(Data(bad.utf8)) == nil, "\(bad.prefix(20))")
+        }
+    }
+}

@@ -121,7 +121,7 @@ public struct HostResponder: HTTPResponder {
         switch route {
         case .history:
             let state = try await host.directory.withObject(id) { object throws(APIError) in try await object.read() }
-            return Self.json(HostAPI.History(data: state.record.messages, metadata: state.record.metadata))
+            return Self.json(bytes: HostAPI.History(data: state.record.messages, metadata: state.record.metadata).encodedJSON())
         case .record:
             let state = try await host.directory.withObject(id) { object throws(APIError) in try await object.read() }
             guard state.exists else { throw APIError(.sessionNotFound, "no session '\(id)'") }
