@@ -173,6 +173,8 @@ extension MCPResponder {
             Task {
                 await work.value
                 watcher.cancel()
+                // Also when the call ended before it was registered.
+                inFlight.remove(key)
             }
         }
         var response = Response(
