@@ -45,7 +45,7 @@ let package = Package(
         .target(
             name: "ServiceMetrics",
             dependencies: [
-                "CurlHTTP",
+                "CurlHTTP", "HashRing", "SessionModel",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -57,6 +57,7 @@ let package = Package(
         .target(
             name: "SessionClient",
             dependencies: [
+                "ServiceMetrics",
                 "HashRing",
                 "SessionModel", "CurlHTTP", "Settings",
                 .product(name: "Logging", package: "swift-log"),

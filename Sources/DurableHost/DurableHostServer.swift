@@ -78,16 +78,9 @@ public struct DurableHostServer: Sendable {
 extension DurableHostServer {
     /// What the other members answer to `GET /ring` (those that answer).
     static func rings(of membership: Membership, except node: String, token: String?, client: CurlClient) async -> [RingInfo] {
-        var headers: HTTPHeaders = [:]
-        if let token { headers.add("Authorization", "Bearer \(token)") }
         var answers: [RingInfo] = []
         for member in membership.members where member.name != node {
-            let request = CurlHTTP.HTTPRequest(url: "http://\(member.address)/ring", headers: headers, timeout: .seconds(2), connectTimeout: .seconds(1))
-            if let response = try? await client.execute(request), response.status == 200,
-                let info = try? JSONCoding.decoder.decode(RingInfo.self, from: response.body)
-            {
-                answers.append(info)
-            }
+            if case .success(let info) = await client.ring(at: member.address, token: token) { answers.append(info) }
         }
         return answers
     }

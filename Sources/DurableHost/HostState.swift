@@ -88,18 +88,12 @@ final class HostState: Sendable {
         await withTaskGroup(of: PeerRing.self) { group in
             for member in ring.current.members where member.name != node {
                 group.addTask {
-                    var headers: HTTPHeaders = [:]
-                    if let token = self.token { headers.add("Authorization", "Bearer \(token)") }
-                    do {
-                        let response = try await self.peers.execute(
-                            HTTPRequest(url: "http://\(member.address)/ring", headers: headers, timeout: .seconds(1), connectTimeout: .seconds(1)))
-                        guard response.status == 200, let ring = try? JSONDecoder().decode(RingInfo.self, from: response.body) else {
-                            return PeerRing(name: member.name, address: member.address, reachable: false, agrees: nil, version: nil, error: "HTTP \(response.status)")
-                        }
+                    switch await self.peers.ring(at: member.address, token: self.token, timeout: .seconds(1)) {
+                    case .success(let ring):
                         return PeerRing(
                             name: member.name, address: member.address, reachable: true, agrees: ring.agrees(with: self.ring.info),
                             version: ring.version, error: nil)
-                    } catch {
+                    case .failure(let error):
                         return PeerRing(name: member.name, address: member.address, reachable: false, agrees: nil, version: nil, error: "\(error)")
                     }
                 }

@@ -33,11 +33,11 @@ public struct Membership: Sendable, Hashable, Codable {
         members.first { $0.name == name }
     }
 
-    /// A short fingerprint of the members (names and addresses): equal memberships have equal
-    /// fingerprints, so `/ring` answers can be compared at a glance.
+    /// A short fingerprint of the members' names: memberships that place every id alike have
+    /// equal fingerprints, so `/ring` answers can be compared at a glance. Addresses are left
+    /// out: they place nothing, and members may reach each other by different addresses.
     public var fingerprint: String {
-        let text = members.map { "\($0.name)=\($0.address)" }.joined(separator: ",")
-        return String(HashRing.hash(text), radix: 16)
+        String(HashRing.hash(members.map(\.name).joined(separator: ",")), radix: 16)
     }
 
     enum CodingKeys: String, CodingKey { case version, members }

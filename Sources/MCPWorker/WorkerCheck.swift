@@ -3,6 +3,7 @@ import Foundation
 import Greptile
 import HashRing
 import Logging
+import ServiceMetrics
 import SessionModel
 import Settings
 
@@ -79,20 +80,16 @@ public enum WorkerCheck {
         let ours = Membership(
             version: configuration.ringVersion, members: configuration.hosts.map { .init(name: $0.name, address: "\($0.address)") })
         var findings: [Finding] = []
-        var headers: HTTPHeaders = [:]
-        if let token = configuration.hostToken { headers.add("Authorization", "Bearer \(token)") }
         for host in configuration.hosts {
             let subject = "host \(host.name) (\(host.address))"
-            do {
-                let response = try await client.execute(HTTPRequest(url: "http://\(host.address)/ring", headers: headers, timeout: .seconds(3), connectTimeout: .seconds(2)))
-                if response.status == 401 {
-                    findings.append(Finding(ok: false, subject: subject, detail: "refuses our token: give workers and hosts the same DURABLE_HOST_TOKEN"))
-                    continue
-                }
-                guard response.status == 200, let info = try? JSONCoding.decoder.decode(RingInfo.self, from: response.body) else {
-                    findings.append(Finding(ok: false, subject: subject, detail: "answered /ring with HTTP \(response.status): is this a durable-host?"))
-                    continue
-                }
+            switch await client.ring(at: "\(host.address)", token: configuration.hostToken, timeout: .seconds(3)) {
+            case .failure(.unauthorized):
+                findings.append(Finding(ok: false, subject: subject, detail: "refuses our token: give workers and hosts the same DURABLE_HOST_TOKEN"))
+            case .failure(.unexpected(let status)):
+                findings.append(Finding(ok: false, subject: subject, detail: "answered /ring with HTTP \(status): is this a durable-host?"))
+            case .failure(.unreachable(let reason)):
+                findings.append(Finding(ok: false, subject: subject, detail: "unreachable (\(reason)): start it, or fix its address in --hosts"))
+            case .success(let info):
                 if info.node != host.name {
                     findings.append(Finding(ok: false, subject: subject, detail: "is node '\(info.node ?? "?")', not '\(host.name)': fix the name in --hosts"))
                 } else if info.version > ours.version {
@@ -102,8 +99,6 @@ public enum WorkerCheck {
                 } else {
                     findings.append(Finding(ok: true, subject: subject, detail: "reachable, ring version \(info.version) agreed"))
                 }
-            } catch {
-                findings.append(Finding(ok: false, subject: subject, detail: "unreachable (\(error)): start it, or fix its address in --hosts"))
             }
         }
         return findings

@@ -153,11 +153,7 @@ final class WorkerState: Sendable {
             probed.error = "\(error)"
             return probed
         }
-        var headers: HTTPHeaders = [:]
-        if let token = configuration.hostToken { headers.add("Authorization", "Bearer \(token)") }
-        if let response = try? await client.execute(HTTPRequest(url: "http://\(host.address)/ring", headers: headers, timeout: .seconds(1))),
-            response.status == 200, let info = try? JSONCoding.decoder.decode(RingInfo.self, from: response.body)
-        {
+        if case .success(let info) = await client.ring(at: "\(host.address)", token: configuration.hostToken, timeout: .seconds(1)) {
             probed.ringVersion = info.version
             probed.ringAgrees = info.agrees(with: ring)
         }

@@ -5,6 +5,7 @@ import Logging
 import Metrics
 import ServiceLifecycle
 import SessionModel
+import ServiceMetrics
 import Settings
 import Synchronization
 
@@ -384,12 +385,7 @@ public final class DurableSessionManager: SessionManager, Service {
     }
 
     private func ring(of host: Membership.Member) async -> RingInfo? {
-        var headers: HTTPHeaders = [:]
-        if let token = configuration.token { headers.add("Authorization", "Bearer \(token)") }
-        guard let response = try? await client.execute(HTTPRequest(url: "http://\(host.address)/ring", headers: headers, timeout: configuration.attemptTimeout)),
-            response.status == 200
-        else { return nil }
-        return try? JSONCoding.decoder.decode(RingInfo.self, from: response.body)
+        try? await client.ring(at: host.address, token: configuration.token, timeout: configuration.attemptTimeout).get()
     }
 
     /// Adopts `info` if it is newer than the ring in use; returns whether it did.

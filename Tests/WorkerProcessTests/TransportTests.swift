@@ -159,6 +159,42 @@ struct TransportTests {
         }
     }
 
+    @Test("mcp-worker check: secrets missing or rejected, hosts unreachable, ring disagreement, each with its fix")
+    func check() async throws {
+        let stack = try await WorkerStack.start(workers: 0)
+        let host = try #require(stack.host)
+        let directory = TemporaryDirectory("check")
+        func run(_ arguments: [String], _ environment: [String: String]) async throws -> (Int32, String) {
+            let process = try ServiceProcess(
+                executable: BuiltProducts.path("mcp-worker"), arguments: ["check"] + arguments, environment: environment,
+                logPath: directory.file("check-\(UUID().uuidString.prefix(6)).log"))
+            return (try await process.waitForExit(timeout: .seconds(60)), process.log)
+        }
+        let good = try await run(["--hosts", host.member], stack.standIn.workerEnvironment)
+        #expect(good.0 == 0, "\(good.1)")
+        #expect(good.1.contains("ok      GREPTILE_API_KEY: accepted"))
+        #expect(good.1.contains("ok      GITHUB_TOKEN: accepted"))
+        #expect(good.1.contains("ring version 1 agreed"))
+        #expect(good.1.contains("check: all good"))
+
+        var wrong = stack.standIn.workerEnvironment
+        wrong["GREPTILE_API_KEY"] = "not-the-key"
+        wrong["GITHUB_TOKEN"] = nil
+        let bad = try await run(["--hosts", "\(host.member),host-9=127.0.0.1:1", "--ring-version", "1"], wrong.merging(["GITHUB_TOKEN": ""]) { $1 })
+        #expect(bad.0 == 1)
+        #expect(bad.1.contains("problem GITHUB_TOKEN: not set"), "\(bad.1)")
+        #expect(bad.1.contains("problem host host-9 (127.0.0.1:1): unreachable"), "\(bad.1)")
+        #expect(bad.1.contains("with other members than ours"), "a ring of two members is not the host's ring of one: \(bad.1)")
+        #expect(!bad.1.contains("not-the-key"))
+
+        var rejected = stack.standIn.workerEnvironment
+        rejected["GREPTILE_API_KEY"] = "not-the-key"
+        let refused = try await run([], rejected)
+        #expect(refused.0 == 1)
+        #expect(refused.1.contains("problem GREPTILE_API_KEY: rejected by Greptile"), "\(refused.1)")
+        await stack.stop()
+    }
+
     @Test("/health reports the hosts and missing secrets; /metrics counts requests and tool calls")
     func healthAndMetrics() async throws {
         let stack = try await WorkerStack.start(workerEnvironment: ["GITHUB_TOKEN": ""])

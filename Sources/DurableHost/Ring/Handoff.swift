@@ -4,6 +4,7 @@ import HashRing
 import Logging
 import Metrics
 import ServiceLifecycle
+import ServiceMetrics
 import SessionModel
 
 /// Moving sessions between hosts when the ring changes, without losing or forking one.
@@ -128,10 +129,7 @@ final class Handoff: Sendable {
     func othersDone() async -> Bool {
         let version = ring.version
         for member in ring.otherMembers {
-            guard let response = try? await client.execute(
-                HTTPRequest(url: "http://\(member.address)/ring", headers: headers(json: false), timeout: .seconds(2))),
-                response.status == 200, let info = try? JSONCoding.decoder.decode(RingInfo.self, from: response.body)
-            else { return false }
+            guard case .success(let info) = await client.ring(at: member.address, token: token) else { return false }
             if info.version < version { return false }
             if info.version == version && info.pending != 0 { return false }
         }
