@@ -129,6 +129,10 @@ let package = Package(
 
         // MARK: Benchmarks (bench/, results in BENCHMARKS.md)
         .executableTarget(name: "ring-lookup-bench", dependencies: ["HashRing"], path: "bench/RingLookup", swiftSettings: strict),
+        .executableTarget(
+            name: "http-floor-bench",
+            dependencies: [.product(name: "Hummingbird", package: "hummingbird"), .product(name: "Logging", package: "swift-log")],
+            path: "bench/HTTPFloor", swiftSettings: strict),
 
         // MARK: Tests
         .target(
