@@ -37,6 +37,4 @@ final class InFlightCalls: Sendable {
         task.cancel()
         return true
     }
-
-    var count: Int { calls.withLock { $0.count } }
 }

@@ -230,8 +230,9 @@ extension Value {
         }
     }
 
-    /// Text of a string argument. The SDK reads strings shaped like `data:` URLs as binary;
-    /// a tool argument is always text, so such a value is turned back into its text.
+    /// Text of a string argument. Bodies are parsed by `JSONParser`, which yields strings;
+    /// a `.data` value (the SDK's own decoder makes one of a `data:` URL) is turned back into
+    /// its text all the same, since a tool argument is always text.
     var text: String? {
         switch self {
         case .string(let value): return value

@@ -19,7 +19,6 @@ enum ModernTransport {
 
     /// Error codes of this revision.
     static let headerMismatch = -32020
-    static let missingClientCapability = -32021
     static let unsupportedVersion = -32022
 
     /// Whether a POST speaks this revision: its version header, or (without a session) its
