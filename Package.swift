@@ -26,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/modelcontextprotocol/swift-sdk.git", from: "0.12.1"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
     ],
     targets: [
         // MARK: Libraries, lowest first (docs/ARCHITECTURE.md)
@@ -42,6 +44,15 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(name: "HashRing", swiftSettings: strict),
+        .target(
+            name: "HTTPServing",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "ServiceMetrics",
             dependencies: [
@@ -78,7 +89,8 @@ let package = Package(
             name: "MCPWorker",
             dependencies: [
                 "HashRing",
-                "SessionModel", "SessionClient", "Greptile", "CurlHTTP", "Settings", "ServiceMetrics",
+                .product(name: "Crypto", package: "swift-crypto"),
+                "SessionModel", "SessionClient", "Greptile", "CurlHTTP", "Settings", "ServiceMetrics", "HTTPServing",
                 .product(name: "MCP", package: "swift-sdk"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -92,11 +104,12 @@ let package = Package(
         .target(
             name: "DurableHost",
             dependencies: [
-                "HashRing", "CurlHTTP",
+                "HashRing", "CurlHTTP", "HTTPServing",
                 "SessionModel", "Settings", "ServiceMetrics",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

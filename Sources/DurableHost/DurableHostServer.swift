@@ -1,7 +1,7 @@
 import CurlHTTP
 import Foundation
+import HTTPServing
 import HashRing
-import Hummingbird
 import Logging
 import Prometheus
 import ServiceMetrics
@@ -47,31 +47,32 @@ public struct DurableHostServer: Sendable {
         try await store.saveRingState(try JSONCoding.encoder.encode(persisted))
         let ring = RingState(node: configuration.node, persisted: persisted)
         let handoff = Handoff(ring: ring, store: store, client: peers, token: configuration.token, stats: stats, logger: logger)
+        let held = HeldWrites(node: configuration.node, ring: ring, store: store, client: peers, token: configuration.token, logger: logger)
         let retention = configuration.idempotencyRetention
         let context = ObjectContext(
-            committer: committer, store: store, load: { id, since in try await handoff.load(id, idempotencySince: since) },
+            committer: committer, store: store,
+            load: { id, since in
+                // A held copy is this host's own data, whoever owns the session.
+                HeldWrites.isCopy(id) ? try await store.load(id, idempotencySince: since) : try await handoff.load(id, idempotencySince: since)
+            },
             limits: configuration.limits, idempotencyRetention: Double(retention.components.seconds), maxKeysPerSession: 1_000,
-            now: { Date().timeIntervalSince1970 }, ownsNow: { ring.ownsNow($0) })
+            now: { Date().timeIntervalSince1970 }, ownsNow: { ring.ownsNow($0) }, heldElsewhere: held.elsewhere)
         let directory = SessionDirectory(
             context: context, maxLive: configuration.maxLiveObjects, idleTimeout: configuration.idleTimeout)
         state = HostState(
             node: configuration.node, directory: directory, limits: configuration.limits,
             metrics: RouteMetrics(registry: registry, prefix: "host"), storage: stats, storePath: store.path,
-            token: configuration.token, ring: ring, store: store, peers: peers, logger: logger)
+            token: configuration.token, ring: ring, store: store, peers: peers, held: held, logger: logger)
         let upkeep = HostUpkeep(directory: directory, store: store, retention: retention, logger: logger)
-        let application = Application(
-            responder: HostResponder(host: state),
-            server: .http1(configuration: .init(idleTimeout: .seconds(75))),
-            configuration: ApplicationConfiguration(
-                address: .hostname(configuration.listen.host, port: configuration.listen.port),
-                serverName: "durable-host/\(Self.version)"),
-            onServerRunning: { channel in
-                let address = channel.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
-                onListening(address)
-            },
-            logger: logger)
+        let application = HTTPService.make(
+            responder: HostResponder(host: state), host: configuration.listen.host, port: configuration.listen.port,
+            serverName: "durable-host/\(Self.version)", readTimeout: configuration.requestReadTimeout, logger: logger,
+            onListening: onListening)
         let migrator = RingMigrator(handoff: handoff, logger: logger)
-        services = [CurlClientService(client: peers), committer, upkeep, migrator, application]
+        // Before serving anything: what did the other members hold for us while we were away?
+        await held.recover()
+        let courier = HeldWritesCourier(held: held, directory: directory, logger: logger)
+        services = [CurlClientService(client: peers), committer, upkeep, migrator, courier, application]
     }
 }
 

@@ -23,6 +23,8 @@ public struct HostConfiguration: Sendable {
     public var idempotencyRetention: Duration
     /// Most mutations committed in one transaction.
     public var maxBatch: Int
+    /// How long a request may take to arrive whole, from its first byte (slow clients are cut off).
+    public var requestReadTimeout: Duration = .seconds(30)
 
     public init(
         listen: ListenAddress = ListenAddress(host: "127.0.0.1", port: 7400),

@@ -19,6 +19,8 @@ final class HostState: Sendable {
     let store: any SessionStore
     /// Calls to the other members (ring checks).
     let peers: CurlClient
+    /// Writes held for unreachable owners, and ours held elsewhere.
+    let held: HeldWrites
     private let token: String?
     let logger: Logger
     private let started = ContinuousClock.now
@@ -26,8 +28,9 @@ final class HostState: Sendable {
     init(
         node: String, directory: SessionDirectory, limits: SessionLimits, metrics: RouteMetrics,
         storage: StorageStatus, storePath: String, token: String?, ring: RingState, store: any SessionStore, peers: CurlClient,
-        logger: Logger
+        held: HeldWrites, logger: Logger
     ) {
+        self.held = held
         self.ring = ring
         self.store = store
         self.peers = peers
@@ -44,9 +47,7 @@ final class HostState: Sendable {
     /// Checks `Authorization: Bearer <token>` when a token is configured.
     func authorize(_ header: String?) throws(APIError) {
         guard let token else { return }
-        guard let header, header.hasPrefix("Bearer "),
-            constantTimeEqual(Array(header.utf8.dropFirst(7)), Array(token.utf8))
-        else {
+        guard let presented = bearerToken(in: header), constantTimeEqual(Array(presented.utf8), Array(token.utf8)) else {
             throw APIError(.unauthorized, "missing or wrong bearer token (Authorization: Bearer <token>)")
         }
     }

@@ -21,11 +21,13 @@ public final class GitHubClient: Sendable {
 
     /// `GET /repos/{owner}/{repo}`.
     public func repository(_ fullName: String) async throws -> GitHubRepository {
-        let parts = fullName.split(separator: "/")
-        guard parts.count == 2, parts.allSatisfy({ !$0.isEmpty }) else {
-            throw GreptileError(.badRequest, "repository must be 'owner/name' (got '\(fullName.prefix(100))')")
+        do {
+            try RepositoryName.validate(fullName, remote: "github")
+        } catch {
+            throw GreptileError(.badRequest, error.message)
         }
-        let response = try await caller.call(request("/repos/\(parts[0])/\(parts[1])"), what: "looking up \(fullName) on GitHub")
+        let path = "/repos/" + fullName.split(separator: "/").map { String($0).percentEncodedPathSegment }.joined(separator: "/")
+        let response = try await caller.call(request(path), what: "looking up \(fullName) on GitHub")
         switch response.status {
         case 200:
             guard let repository = try? JSONCoding.decoder.decode(GitHubRepository.self, from: response.body) else {

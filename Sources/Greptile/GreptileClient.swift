@@ -41,7 +41,7 @@ public struct UpstreamConfiguration: Sendable {
     }
 }
 
-/// Greptile's API (../shared/reference/greptile-api.md): index, status, query, search.
+/// Greptile's API (docs/ARCHITECTURE.md, "Upstream"): index, status, query, search.
 public final class GreptileClient: Sendable {
     public let configuration: UpstreamConfiguration
     private let caller: UpstreamCaller
@@ -109,7 +109,7 @@ public final class GreptileClient: Sendable {
     /// Reads one `data:` payload of a streamed answer.
     static func chunks(in data: String) -> [QueryChunk] {
         guard !data.isEmpty, data != "[DONE]",
-            let value = try? JSONCoding.decoder.decode(JSONValue.self, from: Data(data.utf8))
+            let value = JSONValue.parseLeniently(Data(data.utf8))
         else { return [] }
         let items: [JSONValue]
         if case .array(let array) = value { items = array } else { items = [value] }
@@ -136,7 +136,7 @@ public final class GreptileClient: Sendable {
     /// `POST /search`: code locations matching a query.
     public func search(_ request: SearchRequest, timeout: Duration? = nil) async throws -> [JSONValue] {
         let response = try await send(.post, "/search", body: request, what: "searching", timeout: timeout ?? configuration.queryTimeout)
-        guard let value = JSONValue.parse(response.body) else {
+        guard let value = JSONValue.parseLeniently(response.body) else {
             throw GreptileError(.invalidResponse, "Greptile's search answer is not JSON")
         }
         if case .array(let results) = value { return results }
@@ -184,7 +184,7 @@ public final class GreptileClient: Sendable {
     }
 
     private func object(_ response: HTTPResponse, what: String) throws -> JSONObject {
-        guard let object = JSONValue.parse(response.body)?.objectValue else {
+        guard let object = JSONValue.parseLeniently(response.body)?.objectValue else {
             throw GreptileError(.invalidResponse, "Greptile's answer to \(what) is not a JSON object")
         }
         return object

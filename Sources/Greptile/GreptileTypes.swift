@@ -17,10 +17,7 @@ public struct RepositoryRef: Codable, Sendable, Hashable {
 
     /// Greptile's repository id: `remote:branch:owner/name`, every `:` and `/` percent-encoded.
     public var greptileID: String {
-        var allowed = CharacterSet.alphanumerics
-        allowed.insert(charactersIn: "-._~")
-        let raw = "\(remote):\(branch):\(repository)"
-        return raw.addingPercentEncoding(withAllowedCharacters: allowed) ?? raw
+        "\(remote):\(branch):\(repository)".percentEncodedPathSegment
     }
 }
 

@@ -38,6 +38,23 @@ public struct HashRing: Sendable, Hashable {
         ownerIndex(of: Self.hash(Self.placementKey(of: id))).map { nodes[$0] }
     }
 
+    /// The member that would own `id` if its owner were gone: where writes for the id are
+    /// held while the owner cannot be reached (hinted handoff). Nil with fewer than two members.
+    public func runnerUp(of id: String) -> String? {
+        guard seeds.count > 1, let owner = ownerIndex(of: Self.hash(Self.placementKey(of: id))) else { return nil }
+        let idHash = Self.hash(Self.placementKey(of: id))
+        var best: Int?
+        var bestScore: UInt64 = 0
+        for index in seeds.indices where index != owner {
+            let score = Self.mix(idHash ^ seeds[index])
+            if best == nil || score > bestScore {
+                best = index
+                bestScore = score
+            }
+        }
+        return best.map { nodes[$0] }
+    }
+
     /// The part of an id that places it: everything before the first `~`.
     public static func placementKey(of id: String) -> String {
         guard let tilde = id.firstIndex(of: "~") else { return id }

@@ -29,6 +29,16 @@ public struct Membership: Sendable, Hashable, Codable {
         ring.owner(of: id).flatMap { name in members.first { $0.name == name } }
     }
 
+    /// The member that holds writes for `id` while its owner cannot be reached.
+    public func runnerUp(of id: String) -> Member? {
+        ring.runnerUp(of: id).flatMap { name in members.first { $0.name == name } }
+    }
+
+    /// The member named `name`, if it is one.
+    public func member(named name: String) -> Member? {
+        members.first { $0.name == name }
+    }
+
     /// A short fingerprint of the members' names: memberships that place every id alike have
     /// equal fingerprints, so `/ring` answers can be compared at a glance. Addresses are left
     /// out: they place nothing, and members may reach each other by different addresses.

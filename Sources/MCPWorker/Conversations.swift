@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Greptile
 import SessionClient
@@ -19,6 +20,14 @@ struct Conversations: Sendable {
 
     static func storageID(principal: String, sessionID: String) -> String {
         "conv:\(principal):\(sessionID)"
+    }
+
+    /// The `sessionId` Greptile gets for a conversation: a digest of the principal and the
+    /// caller's id, so two principals who pick the same `session_id` (or one who reuses
+    /// another's) never share Greptile's own history of it.
+    static func upstreamSessionID(principal: String, sessionID: String) -> String {
+        let digest = SHA256.hash(data: Data("greptile-mcp/conversation\u{0}\(principal)\u{0}\(sessionID)".utf8))
+        return digest.prefix(16).map { byte in (byte < 16 ? "0" : "") + String(byte, radix: 16) }.joined()
     }
 
     /// Checks a caller's session id, or makes a new one when none is given.
@@ -47,9 +56,10 @@ struct Conversations: Sendable {
         return turns.map { QueryMessage(id: nil, content: $0.content, role: $0.role.rawValue) }
     }
 
-    /// Records the exchange once Greptile has answered: the user's turn, then the answer's
-    /// `message` as the assistant's turn (after replacing the history with `previousMessages`
-    /// when given). A failed query stores nothing, so no question is left unanswered.
+    /// Records the exchange once Greptile has answered, in one write: the user's turn and the
+    /// answer's `message` as the assistant's turn (replacing the history with
+    /// `previousMessages` when given). The write is atomic, so a refused answer (a limit)
+    /// stores the question neither; a failed query stores nothing.
     func finish(
         principal: String, sessionID: String, query: String, askedAt: Double, answer: String, previousMessages: [MessageInput]?
     ) async throws(SessionError) {
@@ -58,7 +68,7 @@ struct Conversations: Sendable {
         if let previousMessages {
             try await store.setHistory(id, previousMessages + exchange)
         } else {
-            for message in exchange { try await store.appendMessage(id, message) }
+            try await store.appendMessages(id, exchange)
         }
     }
 }

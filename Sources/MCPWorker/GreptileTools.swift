@@ -120,7 +120,7 @@ struct GreptileTools: Sendable {
             switch name {
             case "index_repository": value = try await indexRepository(arguments)
             case "query_repository": value = try await queryRepository(arguments, principal: principal, progress: progress)
-            case "search_repository": value = try await searchRepository(arguments)
+            case "search_repository": value = try await searchRepository(arguments, principal: principal)
             case "get_repository_info": value = try await repositoryInfo(arguments)
             default: throw RPCError.invalidParams("Unknown tool: \(name.prefix(100)); the tools are \(Self.names.joined(separator: ", "))")
             }
@@ -133,6 +133,9 @@ struct GreptileTools: Sendable {
             outcome = "upstream_error"
             logger.warning("tool failed upstream", metadata: ["tool": "\(name)", "error": "\(error.message)"])
             return Self.failure(error.message)
+        } catch let error as SessionError where error.isCancelled {
+            outcome = "cancelled"
+            throw CancellationError()
         } catch let error as SessionError {
             outcome = "session_error"
             return Self.failure("the conversation could not be stored: \(error.message)")
@@ -177,10 +180,12 @@ struct GreptileTools: Sendable {
         return .object(try await greptile.status(of: repository))
     }
 
-    private func searchRepository(_ arguments: ToolArguments) async throws -> JSONValue {
+    private func searchRepository(_ arguments: ToolArguments, principal: String) async throws -> JSONValue {
         let query = try arguments.string("query")
         let repositories = try await resolve(arguments.repositories("repositories"))
-        let sessionID = try arguments.optionalString("session_id")
+        let sessionID = try arguments.optionalString("session_id").map { given throws(ToolError) in
+            Conversations.upstreamSessionID(principal: principal, sessionID: try Conversations.sessionID(given))
+        }
         _ = try arguments.bool("genius", default: true)
         let results = try await greptile.search(SearchRequest(query: query, repositories: repositories, sessionId: sessionID))
         return .object(["results": .array(results), "count": .int(Int64(results.count))])
@@ -197,7 +202,9 @@ struct GreptileTools: Sendable {
 
         let askedAt = Date().timeIntervalSince1970
         let messages = try await conversations.begin(principal: principal, sessionID: sessionID, query: query, previousMessages: previous)
-        let request = QueryRequest(messages: messages, repositories: repositories, sessionId: sessionID, stream: stream, genius: genius)
+        let request = QueryRequest(
+            messages: messages, repositories: repositories,
+            sessionId: Conversations.upstreamSessionID(principal: principal, sessionID: sessionID), stream: stream, genius: genius)
         let answer: QueryAnswer
         if stream || progress != nil {
             answer = try await streamedAnswer(request, timeout: timeout, progress: progress)
@@ -271,11 +278,28 @@ struct GreptileTools: Sendable {
         return RepositoryRef(remote: input.remote, repository: input.repository, branch: branch)
     }
 
+    /// Resolves the branches of several repositories, a few GitHub lookups at a time.
     private func resolve(_ inputs: [RepositoryInput]) async throws -> [RepositoryRef] {
-        var resolved: [RepositoryRef] = []
-        for input in inputs { resolved.append(try await resolve(input)) }
-        return resolved
+        try await withThrowingTaskGroup(of: (Int, RepositoryRef).self) { group in
+            var resolved = [RepositoryRef?](repeating: nil, count: inputs.count)
+            var next = 0
+            func startNext() {
+                guard next < inputs.count else { return }
+                let index = next
+                next += 1
+                group.addTask { (index, try await self.resolve(inputs[index])) }
+            }
+            for _ in 0..<min(Self.concurrentLookups, inputs.count) { startNext() }
+            while let (index, reference) = try await group.next() {
+                resolved[index] = reference
+                startNext()
+            }
+            return resolved.map { $0! }
+        }
     }
+
+    /// GitHub lookups one call runs at once.
+    static let concurrentLookups = 4
 }
 
 /// Told the text of a streamed answer as it grows (SSE progress notifications).

@@ -20,6 +20,8 @@ struct RPCError: Error, Sendable, Encodable {
     static func methodNotFound(_ method: String) -> RPCError { RPCError(-32601, "Method not found: \(method.prefix(100))") }
     static func invalidParams(_ message: String) -> RPCError { RPCError(-32602, message) }
     static func internalError(_ message: String) -> RPCError { RPCError(-32603, message) }
+    /// The request was cancelled before it finished (its answer goes nowhere).
+    static let requestCancelled = RPCError(-32800, "Request cancelled")
     /// The session is unknown, expired, ended, or belongs to someone else.
     static let sessionNotFound = RPCError(-32001, "Session not found: start a new one with initialize")
 }
@@ -45,8 +47,11 @@ enum JSONRPC {
     static func parse(_ body: Data) -> Result<IncomingMessage, ParseFailure> {
         // Our parser, then a direct conversion: decoding the SDK's `Value` with JSONDecoder
         // cost most of a request's CPU time (bench/ANALYSIS.md).
-        guard let parsed = JSONValue.parse(body) else {
-            return .failure(ParseFailure(error: .parse("Parse error: the body is not valid JSON"), id: nil))
+        let parsed: JSONValue
+        do {
+            parsed = try JSONValue.parseStrictly(body)
+        } catch {
+            return .failure(ParseFailure(error: .parse("Parse error: the body is not valid JSON: \(error)"), id: nil))
         }
         let value = Value(parsed)
         guard case .object(let object) = value else {

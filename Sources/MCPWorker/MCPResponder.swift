@@ -1,4 +1,5 @@
 import Foundation
+import HTTPServing
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -8,13 +9,26 @@ import SessionClient
 import ServiceMetrics
 import SessionModel
 
+/// A request's context on a worker: Hummingbird's, plus the connection it arrived on (a call
+/// of the stateless revision stops when its client closes the connection).
+public struct WorkerRequestContext: Hummingbird.RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let channel: any Channel
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
+    }
+}
+
 /// The worker's HTTP surface: `/mcp` (MCP over Streamable HTTP), `/health`, `/metrics`.
 ///
-/// The transport follows ../shared/reference/mcp-transport.md for the session-based
-/// revisions (2025-11-25, 2025-06-18, 2025-03-26). Nothing of a session is kept in this
-/// process: each request loads its transport session from the durable hosts.
+/// The transport follows the Streamable HTTP rules of MCP's session-based revisions
+/// (2025-11-25, 2025-06-18, 2025-03-26) and of the stateless 2026-07-28 (docs/ARCHITECTURE.md,
+/// "Two revisions on one path"). Nothing of a session is kept in this process: each request
+/// loads its transport session from the durable hosts.
 public struct MCPResponder: HTTPResponder {
-    public typealias Context = BasicRequestContext
+    public typealias Context = WorkerRequestContext
     let worker: WorkerState
 
     static let sessionHeader = HTTPField.Name("MCP-Session-Id")!
@@ -33,7 +47,7 @@ public struct MCPResponder: HTTPResponder {
         switch path {
         case "/mcp", "/mcp/":
             route = "/mcp"
-            response = await mcp(request)
+            response = await mcp(request, channel: context.channel)
         case "/health":
             route = "/health"
             response = request.method == .get || request.method == .head
@@ -62,7 +76,7 @@ public struct MCPResponder: HTTPResponder {
 
     // MARK: /mcp
 
-    private func mcp(_ request: Request) async -> Response {
+    private func mcp(_ request: Request, channel: any Channel) async -> Response {
         guard worker.allows(origin: request.headers[.origin]) else {
             return Self.rpcError(.forbidden, nil, .invalidRequest("Forbidden: Origin \(request.headers[.origin] ?? "") is not allowed"))
         }
@@ -78,7 +92,7 @@ public struct MCPResponder: HTTPResponder {
         }
         switch request.method {
         case .post:
-            return await post(request, principal: principal)
+            return await post(request, principal: principal, channel: channel)
         case .delete:
             return await delete(request, principal: principal)
         case .get where request.headers[Self.lastEventHeader] != nil:
@@ -93,7 +107,7 @@ public struct MCPResponder: HTTPResponder {
         }
     }
 
-    private func post(_ request: Request, principal: String) async -> Response {
+    private func post(_ request: Request, principal: String, channel: any Channel) async -> Response {
         guard let type = request.headers[.contentType], Self.mediaType(type) == "application/json" else {
             return Self.rpcError(.unsupportedMediaType, nil, .invalidRequest("Unsupported Media Type: Content-Type must be application/json"))
         }
@@ -118,7 +132,7 @@ public struct MCPResponder: HTTPResponder {
         if ModernTransport.applies(
             versionHeader: request.headers[Self.versionHeader], sessionHeader: request.headers[Self.sessionHeader], params: message.params)
         {
-            return await modern(message, request: request, principal: principal)
+            return await modern(message, request: request, principal: principal, channel: channel)
         }
         if let version = request.headers[Self.versionHeader], !WorkerState.protocolVersions.contains(version) {
             return Self.rpcError(.badRequest, nil, .invalidRequest(
@@ -153,12 +167,14 @@ public struct MCPResponder: HTTPResponder {
         case .request(let id, "tools/call", let params) where Self.wantsStream(params):
             do {
                 let call = try JSONRPC.callParameters(params)
-                return await streamedCall(id: id, call: call, params: params, principal: principal, session: session) { JSONRPC.toolResult(id: id, $0) }
+                return await streamedCall(id: id, call: call, params: params, principal: principal, session: session, clientGone: nil) {
+                    JSONRPC.toolResult(id: id, $0)
+                }
             } catch {
                 return Self.json(bytes: JSONRPC.error(id: id, error))
             }
         case .request(let id, let method, let params):
-            let reply = await handle(method: method, id: id, params: params, principal: principal)
+            let reply = await handle(method: method, id: id, params: params, principal: principal, session: session)
             return Self.json(bytes: reply)
         }
     }
@@ -198,7 +214,7 @@ public struct MCPResponder: HTTPResponder {
     }
 
     /// A request inside a session: its JSON-RPC answer.
-    private func handle(method: String, id: ID, params: Value?, principal: String) async -> Data {
+    private func handle(method: String, id: ID, params: Value?, principal: String, session: TransportSession) async -> Data {
         switch method {
         case "ping":
             return JSONRPC.result(id: id, Empty())
@@ -207,12 +223,15 @@ public struct MCPResponder: HTTPResponder {
         case "tools/call":
             do {
                 let call = try JSONRPC.callParameters(params)
-                let result = try await worker.tools.call(call.name, arguments: call.arguments, principal: principal)
+                let tools = worker.tools
+                let result = try await worker.calls.run(.init(request: (session.id, id))) {
+                    try await tools.call(call.name, arguments: call.arguments, principal: principal)
+                }
                 return JSONRPC.toolResult(id: id, result)
             } catch let error as RPCError {
                 return JSONRPC.error(id: id, error)
             } catch {
-                return JSONRPC.error(id: id, .internalError("the call was cancelled"))
+                return JSONRPC.error(id: id, .requestCancelled)
             }
         case "initialize":
             return JSONRPC.error(id: id, .invalidRequest("initialize is not allowed inside a session"))
@@ -230,7 +249,7 @@ public struct MCPResponder: HTTPResponder {
         default: return
         }
         let key = InFlightCalls.key(session: session.id, request: requestID)
-        if worker.inFlight.cancel(key) {
+        if worker.calls.inFlight.cancel(key) {
             worker.logger.info("request cancelled by the client", metadata: ["principal": "\(session.principal)"])
             return
         }
@@ -307,7 +326,7 @@ public struct MCPResponder: HTTPResponder {
     static let nameHeader = HTTPField.Name("Mcp-Name")!
 
     /// A request of the stateless revision: validated by its ladder, answered without a session.
-    private func modern(_ message: IncomingMessage, request: Request, principal: String) async -> Response {
+    private func modern(_ message: IncomingMessage, request: Request, principal: String, channel: any Channel) async -> Response {
         guard case .request(let id, let method, let params) = message else {
             // Clients of this revision post no responses; a stray notification changes nothing.
             return Response(status: .accepted)
@@ -324,17 +343,23 @@ public struct MCPResponder: HTTPResponder {
         case "tools/call":
             do {
                 let call = try JSONRPC.callParameters(params)
+                // In this revision the connection is the call: a client that closes it cancels it.
+                let clientGone = await ConnectionGuard.closed(on: channel)
                 if Self.wantsStream(params) {
-                    return await streamedCall(id: id, call: call, params: params, principal: principal, session: nil) {
+                    return await streamedCall(id: id, call: call, params: params, principal: principal, session: nil, clientGone: clientGone) {
                         JSONRPC.toolResult(id: id, $0, extra: ["resultType": "complete"])
                     }
                 }
-                let result = try await worker.tools.call(call.name, arguments: call.arguments, principal: principal)
+                let tools = worker.tools
+                let result = try await worker.calls.run(.init(clientGone: clientGone.map { [$0] } ?? [])) {
+                    try await tools.call(call.name, arguments: call.arguments, principal: principal)
+                }
                 return Self.json(bytes: JSONRPC.toolResult(id: id, result, extra: ["resultType": "complete"]))
             } catch let error as RPCError {
                 return Self.rpcError(HTTPResponse.Status(code: ModernTransport.status(of: error.code)), id, error)
             } catch {
-                return Self.rpcError(.internalServerError, id, .internalError("the call was cancelled"))
+                // Nobody is left to read this answer.
+                return Self.rpcError(.internalServerError, id, .requestCancelled)
             }
         default:
             return Self.rpcError(.notFound, id, .methodNotFound(method))

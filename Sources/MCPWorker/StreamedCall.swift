@@ -1,4 +1,5 @@
 import Foundation
+import HTTPServing
 import HTTPTypes
 import Hummingbird
 import MCP
@@ -13,30 +14,46 @@ import Synchronization
 /// (`<stream>-<n>`, the stream id being random) and the stream opens with an event that
 /// carries only an id, so a client can resume from the start. The stateless revision has
 /// no resumption and gets no ids.
+///
+/// The buffer between the call and the HTTP response is bounded: a producer waits while
+/// `capacity` events are unread, so a slow reader slows the call (down to Greptile's stream,
+/// which libcurl pauses) instead of growing the worker's memory. Once the reader has gone
+/// (`readerLeft`), events are no longer buffered; under the session revisions they are still
+/// kept in the journal, for the client to resume.
 final class EventStream: Sendable {
     let streamID: String?
-    let events: AsyncStream<ByteBuffer>
-    private let continuation: AsyncStream<ByteBuffer>.Continuation
-    private let sequence = Mutex(0)
-    private let lastSent = Mutex(ContinuousClock.now)
     /// Where events are kept for resumption (session revisions), with the session's id.
     private let journal: (EventJournal, session: String)?
+    private let capacity: Int
+    private let sequence = Mutex(0)
+    private let state = Mutex(State())
+    /// Opened when the reader has gone: under 2026-07-28, a reason to stop the call.
+    let readerGone = Latch()
 
-    init(journal: (EventJournal, session: String)?) {
+    private struct State {
+        var buffer: [ByteBuffer] = []
+        var finished = false
+        var readerGone = false
+        var lastSent = ContinuousClock.now
+        var reader: CheckedContinuation<ByteBuffer?, Never>?
+        var writers: [CheckedContinuation<Void, Never>] = []
+    }
+
+    init(journal: (EventJournal, session: String)?, capacity: Int = 64) {
         self.journal = journal
+        self.capacity = capacity
         streamID = journal == nil ? nil : String(TransportSessions.newID().prefix(16))
-        (events, continuation) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .unbounded)
     }
 
     /// Sends one JSON-RPC message as an event, kept first when the stream is resumable.
     func send(_ message: Data) async {
         let data = String(decoding: message, as: UTF8.self)
         guard let id = nextID() else {
-            yield("data: \(data)\n\n")
+            await enqueue("data: \(data)\n\n", counts: true)
             return
         }
         if let (journal, session) = journal { await journal.append(session: session, eventID: id, data: data) }
-        yield("id: \(id)\ndata: \(data)\n\n")
+        await enqueue("id: \(id)\ndata: \(data)\n\n", counts: true)
     }
 
     /// The first event of a resumable stream: an id and no data.
@@ -46,21 +63,102 @@ final class EventStream: Sendable {
             await journal.startStream(session: session)
             await journal.append(session: session, eventID: id, data: "")
         }
-        yield("id: \(id)\nretry: 1000\ndata: \n\n")
+        await enqueue("id: \(id)\nretry: 1000\ndata: \n\n", counts: true)
     }
 
-    /// A comment line: keeps proxies from timing out, and finds out whether the client is gone.
+    /// A comment line: keeps proxies from timing out, and finds out whether the client is
+    /// gone. Skipped when events are waiting anyway.
     func keepAlive() {
-        continuation.yield(ByteBuffer(string: ": keepalive\n\n"))
+        let reader = state.withLock { state -> CheckedContinuation<ByteBuffer?, Never>? in
+            guard !state.readerGone, !state.finished, state.buffer.isEmpty else { return nil }
+            if let reader = state.reader {
+                state.reader = nil
+                return reader
+            }
+            state.buffer.append(ByteBuffer(string: ": keepalive\n\n"))
+            return nil
+        }
+        reader?.resume(returning: ByteBuffer(string: ": keepalive\n\n"))
     }
 
     /// Time since the last event (keep-alive comments do not count).
-    var idleFor: Duration { ContinuousClock.now - lastSent.withLock { $0 } }
+    var idleFor: Duration { ContinuousClock.now - state.withLock { $0.lastSent } }
 
     /// Ends the stream (and records its end for clients that resume it).
     func finish() async {
         if let (journal, session) = journal, let streamID { await journal.end(session: session, stream: streamID) }
-        continuation.finish()
+        let reader = state.withLock { state -> CheckedContinuation<ByteBuffer?, Never>? in
+            state.finished = true
+            defer { state.reader = nil }
+            return state.buffer.isEmpty ? state.reader : nil
+        }
+        reader?.resume(returning: nil)
+    }
+
+    /// The next event for the HTTP response; nil once the stream has ended.
+    func next() async -> ByteBuffer? {
+        await withCheckedContinuation { (continuation: CheckedContinuation<ByteBuffer?, Never>) in
+            let (event, writer) = state.withLock { state -> (ByteBuffer??, CheckedContinuation<Void, Never>?) in
+                if !state.buffer.isEmpty {
+                    let event = state.buffer.removeFirst()
+                    let writer = state.writers.isEmpty ? nil : state.writers.removeFirst()
+                    return (.some(event), writer)
+                }
+                if state.finished || state.readerGone { return (.some(nil), nil) }
+                state.reader = continuation
+                return (nil, nil)
+            }
+            writer?.resume()
+            if let event { continuation.resume(returning: event) }
+        }
+    }
+
+    /// The HTTP response has stopped reading (the client went away, or the stream ended).
+    func readerLeft() {
+        let (writers, reader) = state.withLock { state in
+            state.readerGone = true
+            state.buffer = []
+            defer {
+                state.writers = []
+                state.reader = nil
+            }
+            return (state.writers, state.reader)
+        }
+        for writer in writers { writer.resume() }
+        reader?.resume(returning: nil)
+        readerGone.open()
+    }
+
+    private func enqueue(_ text: String, counts: Bool) async {
+        let buffer = ByteBuffer(string: text)
+        while true {
+            enum Step { case delivered(CheckedContinuation<ByteBuffer?, Never>?), wait }
+            let step: Step = state.withLock { state in
+                if state.readerGone { return .delivered(nil) }
+                if counts { state.lastSent = .now }
+                if let reader = state.reader {
+                    state.reader = nil
+                    return .delivered(reader)
+                }
+                guard state.buffer.count < capacity else { return .wait }
+                state.buffer.append(buffer)
+                return .delivered(nil)
+            }
+            switch step {
+            case .delivered(let reader):
+                reader?.resume(returning: buffer)
+                return
+            case .wait:
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let proceed = state.withLock { state -> Bool in
+                        if state.readerGone || state.buffer.count < capacity { return true }
+                        state.writers.append(continuation)
+                        return false
+                    }
+                    if proceed { continuation.resume() }
+                }
+            }
+        }
     }
 
     private func nextID() -> String? {
@@ -70,11 +168,6 @@ final class EventStream: Sendable {
             return value
         }
         return "\(streamID)-\(number)"
-    }
-
-    private func yield(_ text: String) {
-        lastSent.withLock { $0 = .now }
-        continuation.yield(ByteBuffer(string: text))
     }
 }
 
@@ -107,81 +200,68 @@ extension MCPResponder {
         return object?["arguments"]?.objectValue?["stream"] == .bool(true)
     }
 
+    /// How often a stream with nothing to say sends a keep-alive, and after how long a call
+    /// that asked for progress gets a "still waiting" heartbeat.
+    static let keepAliveInterval: Duration = .seconds(1)
+    static let heartbeatAfter: Duration = .seconds(2)
+
     /// Answers a `tools/call` on an SSE stream: progress while it runs, then the response.
     ///
     /// The call runs in its own task, not the connection's. Under the session revisions a
-    /// client that goes away does not cancel it (its answer is still stored, and the stream
-    /// can be resumed); under the stateless revision closing the stream cancels it, which
-    /// aborts the upstream transfer.
+    /// client that goes away does not stop it (its answer is still stored, and the stream
+    /// can be resumed) but `notifications/cancelled` does; under the stateless revision
+    /// closing the stream stops it. Either way the upstream transfer is aborted.
     ///
-    /// `session` is nil under the stateless revision. Under the session revisions the call
-    /// can be cancelled with `notifications/cancelled`, on this worker or through a mark in
-    /// the session that this call looks for four times a second.
+    /// `session` is nil under the stateless revision.
     func streamedCall(
         id: ID, call: CallTool.Parameters, params: Value?, principal: String, session: TransportSession?,
-        encode: @escaping @Sendable (CallTool.Result) -> Data
+        clientGone: Latch?, encode: @escaping @Sendable (CallTool.Result) -> Data
     ) async -> Response {
-        let stateless = session == nil
         let events = EventStream(journal: session.map { (worker.journal, $0.id) })
         let token = params?.objectValue?["_meta"]?.objectValue?["progressToken"]
         let reporter = token.map { StreamProgress(token: $0, events: events) }
         let tools = worker.tools
-        let inFlight = worker.inFlight
-        let sessions = worker.sessions
-        let key = session.map { InFlightCalls.key(session: $0.id, request: id) }
-        await events.prime()
-        let work = Task {
+        var stoppers = CallSupervisor.Stoppers()
+        if let session {
+            stoppers.request = (session.id, id)
+        } else {
+            stoppers.clientGone = [events.readerGone] + (clientGone.map { [$0] } ?? [])
+        }
+        let supervisor = worker.calls
+        // Every second: a keep-alive comment, and for a long call that asked for progress a
+        // "still waiting" heartbeat.
+        let heartbeat: @Sendable () async -> Void = {
             let started = ContinuousClock.now
-            // Every second: a keep-alive comment, and for a long call a progress heartbeat.
-            let ticker = Task {
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .seconds(1))
-                    if Task.isCancelled { break }
-                    if let reporter, events.idleFor >= .seconds(2) {
-                        let waited = Int((ContinuousClock.now - started).components.seconds)
-                        await reporter.send(progress: 0, message: "waiting for Greptile (\(waited) s)")
-                    } else {
-                        events.keepAlive()
-                    }
+            while !Task.isCancelled {
+                try? await Task.sleep(for: Self.keepAliveInterval)
+                if Task.isCancelled { break }
+                if let reporter, events.idleFor >= Self.heartbeatAfter {
+                    let waited = Int((ContinuousClock.now - started).components.seconds)
+                    await reporter.send(progress: 0, message: "waiting for Greptile (\(waited) s)")
+                } else {
+                    events.keepAlive()
                 }
             }
+        }
+        await events.prime()
+        Task {
             do {
-                let result = try await tools.call(call.name, arguments: call.arguments, principal: principal, progress: reporter)
+                let result = try await supervisor.run(stoppers, companions: [heartbeat]) {
+                    try await tools.call(call.name, arguments: call.arguments, principal: principal, progress: reporter)
+                }
                 await events.send(encode(result))
             } catch let error as RPCError {
                 await events.send(JSONRPC.error(id: id, error))
             } catch {
-                // Cancelled: the client closed the stream (stateless revision) or cancelled the request.
+                // Stopped: the client closed the stream (stateless revision) or cancelled the request.
             }
-            ticker.cancel()
-            if let key { inFlight.remove(key) }
             await events.finish()
-        }
-        if let key, let session {
-            inFlight.register(key, work)
-            // Four times a second, while the call runs: was it cancelled through another worker?
-            let request = InFlightCalls.text(of: id)
-            let watcher = Task {
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .milliseconds(250))
-                    if !Task.isCancelled, await sessions.isCancelRequested(sessionID: session.id, request: request) {
-                        work.cancel()
-                        return
-                    }
-                }
-            }
-            Task {
-                await work.value
-                watcher.cancel()
-                // Also when the call ended before it was registered.
-                inFlight.remove(key)
-            }
         }
         var response = Response(
             status: .ok,
             body: ResponseBody { writer in
                 await withTaskCancellationHandler {
-                    for await buffer in events.events {
+                    while let buffer = await events.next() {
                         do {
                             try await writer.write(buffer)
                         } catch {
@@ -189,12 +269,9 @@ extension MCPResponder {
                         }
                     }
                 } onCancel: {
-                    if stateless { work.cancel() }
+                    events.readerLeft()
                 }
-                if stateless && !work.isCancelled {
-                    // The stream ended before the call did (the client went away): cancel it.
-                    work.cancel()
-                }
+                events.readerLeft()
                 try? await writer.finish(nil)
             })
         response.headers[.contentType] = "text/event-stream"

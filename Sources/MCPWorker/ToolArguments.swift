@@ -12,6 +12,8 @@ struct ToolError: Error, Sendable {
 /// A tool call's arguments, read field by field with errors that name the field.
 struct ToolArguments {
     let values: [String: Value]
+    /// Most repositories one call may name: each may cost a GitHub lookup with the server's token.
+    static let maxRepositories = 10
 
     init(_ values: [String: Value]?) {
         self.values = values ?? [:]
@@ -57,6 +59,9 @@ struct ToolArguments {
         guard case .array(let items) = value, !items.isEmpty else {
             throw ToolError("\(name) must be a non-empty list of {remote, repository, branch}")
         }
+        guard items.count <= Self.maxRepositories else {
+            throw ToolError("\(name) names \(items.count) repositories; one call may name at most \(Self.maxRepositories)")
+        }
         var result: [RepositoryInput] = []
         for (index, item) in items.enumerated() {
             guard case .object(let fields) = item else { throw ToolError("\(name)[\(index)] must be an object {remote, repository, branch}") }
@@ -98,12 +103,15 @@ struct RepositoryInput: Sendable, Hashable {
         let remote = try arguments.optionalString("remote")?.lowercased() ?? "github"
         guard remote == "github" || remote == "gitlab" else { throw ToolError("remote must be github or gitlab (got '\(remote.prefix(40))')") }
         let repository = try arguments.string("repository")
-        let parts = repository.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count >= 2, parts.allSatisfy({ !$0.isEmpty && !$0.contains(" ") }) else {
-            throw ToolError("repository must be 'owner/name' (got '\(repository.prefix(100))')")
+        let branch = try arguments.optionalString("branch")
+        do {
+            try RepositoryName.validate(repository, remote: remote)
+            if let branch { try RepositoryName.validateBranch(branch) }
+        } catch {
+            throw ToolError(error.message)
         }
         self.remote = remote
         self.repository = repository
-        branch = try arguments.optionalString("branch")
+        self.branch = branch
     }
 }

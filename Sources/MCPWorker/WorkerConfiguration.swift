@@ -27,6 +27,8 @@ public struct WorkerConfiguration: Sendable {
     public var hostRetry: RetryPolicy
     public var hostTimeout: Duration
     public var limits: SessionLimits
+    /// How long a request may take to arrive whole, from its first byte (slow clients are cut off).
+    public var requestReadTimeout: Duration = .seconds(30)
 
     public init(
         listen: ListenAddress = ListenAddress(host: "127.0.0.1", port: 8080),

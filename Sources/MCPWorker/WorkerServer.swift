@@ -1,6 +1,6 @@
 import CurlHTTP
 import Foundation
-import Hummingbird
+import HTTPServing
 import Logging
 import Prometheus
 import ServiceLifecycle
@@ -28,17 +28,10 @@ public struct WorkerServer: Sendable {
         let state = WorkerState(
             configuration: configuration, store: store, client: client,
             metrics: RouteMetrics(registry: registry, prefix: "worker"), logger: logger)
-        let application = Application(
-            responder: MCPResponder(worker: state),
-            server: .http1(configuration: .init(idleTimeout: .seconds(75))),
-            configuration: ApplicationConfiguration(
-                address: .hostname(configuration.listen.host, port: configuration.listen.port),
-                serverName: "mcp-worker/\(Self.version)"),
-            onServerRunning: { channel in
-                let address = channel.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
-                onListening(address)
-            },
-            logger: logger)
+        let application = HTTPService.make(
+            responder: MCPResponder(worker: state), host: configuration.listen.host, port: configuration.listen.port,
+            serverName: "mcp-worker/\(Self.version)", readTimeout: configuration.requestReadTimeout, logger: logger,
+            onListening: onListening)
         var services: [any Service] = [CurlClientService(client: client)]
         if let durable = store as? DurableSessionManager { services.append(durable) }
         services.append(application)

@@ -16,7 +16,7 @@ final class WorkerState: Sendable {
     let tools: GreptileTools
     let metrics: RouteMetrics
     let client: CurlClient
-    let inFlight = InFlightCalls()
+    let calls: CallSupervisor
     let journal: EventJournal
     let logger: Logger
     private let started = ContinuousClock.now
@@ -34,6 +34,7 @@ final class WorkerState: Sendable {
         sessions = TransportSessions(
             store: store, lifetime: Double(configuration.sessionLifetime.components.seconds),
             now: { Date().timeIntervalSince1970 })
+        calls = CallSupervisor(sessions: sessions)
         tools = GreptileTools(
             greptile: GreptileClient(configuration: configuration.upstream, client: client, logger: logger),
             github: GitHubClient(configuration: configuration.upstream, client: client, logger: logger),
@@ -44,8 +45,8 @@ final class WorkerState: Sendable {
     /// The principal behind an `Authorization` header; nil when it must be refused.
     func principal(authorization: String?) -> String? {
         if configuration.apiKeys.isEmpty { return "local" }
-        guard let authorization, authorization.hasPrefix("Bearer ") else { return nil }
-        return configuration.apiKeys.principal(forKey: String(authorization.dropFirst(7)))
+        guard let key = bearerToken(in: authorization) else { return nil }
+        return configuration.apiKeys.principal(forKey: String(key))
     }
 
     /// Whether a request's `Origin` may use the endpoint: absent, localhost, or configured.

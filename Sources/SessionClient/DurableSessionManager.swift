@@ -76,6 +76,8 @@ public final class DurableSessionManager: SessionManager, Service {
     private let failedAttempts = Metrics.Counter(label: "worker_host_failed_attempts_total")
     private let replayed = Metrics.Counter(label: "worker_session_replayed_writes_total")
     private let misdirected = Metrics.Counter(label: "worker_host_misdirected_total")
+    private let heldCalls = Metrics.Counter(label: "worker_session_held_calls_total")
+    private let availability = HostAvailability()
 
     public init(configuration: Configuration, client: CurlClient, logger: Logger) {
         precondition(!configuration.hosts.isEmpty, "a durable session manager needs at least one host")
@@ -102,6 +104,10 @@ public final class DurableSessionManager: SessionManager, Service {
         try await mutate(sessionID, .appendMessage(message))
     }
 
+    public func appendMessages(_ sessionID: String, _ messages: [MessageInput]) async throws(SessionError) {
+        try await mutate(sessionID, .appendMessages(messages))
+    }
+
     public func setHistory(_ sessionID: String, _ messages: [MessageInput]) async throws(SessionError) {
         try await mutate(sessionID, .setHistory(messages))
     }
@@ -118,17 +124,20 @@ public final class DurableSessionManager: SessionManager, Service {
         try validate(sessionID)
         guard await drainJournal(of: sessionID) else { return await fallback.history(sessionID) }
         switch await send(.get, sessionID, path: "history", body: nil, key: nil, operation: "history") {
-        case .answered(let response):
+        case .answered(let response, _):
             guard let history = HostAPI.History.parse(response.body) else {
                 throw .unavailable("host answered history of '\(sessionID)' with an unreadable body")
             }
             let now = Date().timeIntervalSince1970
             lastKnown.store(
                 sessionID, history.data.isEmpty && history.metadata.isEmpty
-                    ? nil : SessionRecord(id: sessionID, messages: history.data, metadata: history.metadata, createdAt: now, lastUpdated: now))
+                    ? nil : SessionRecord(id: sessionID, messages: history.data, metadata: history.metadata, createdAt: now, lastUpdated: now),
+                now: now)
             return SessionHistory(messages: history.data, metadata: history.metadata)
         case .refused(let error):
             throw .rejected(error)
+        case .cancelled:
+            throw .cancelled
         case .unreachable(let reason):
             noteFallback(sessionID, operation: "history", reason: reason)
             await fallback.seed(sessionID, lastKnown.state(of: sessionID))
@@ -140,17 +149,19 @@ public final class DurableSessionManager: SessionManager, Service {
         try validate(sessionID)
         guard await drainJournal(of: sessionID) else { return await fallback.record(sessionID) }
         switch await send(.get, sessionID, path: nil, body: nil, key: nil, operation: "record") {
-        case .answered(let response):
+        case .answered(let response, _):
             guard let record = HostAPI.Record.parse(response.body) else {
                 throw .unavailable("host answered the record of '\(sessionID)' with an unreadable body")
             }
-            lastKnown.store(sessionID, record.data)
+            lastKnown.store(sessionID, record.data, now: Date().timeIntervalSince1970)
             return record.data
         case .refused(let error) where error.code == .sessionNotFound:
-            lastKnown.store(sessionID, nil)
+            lastKnown.store(sessionID, nil, now: Date().timeIntervalSince1970)
             return nil
         case .refused(let error):
             throw .rejected(error)
+        case .cancelled:
+            throw .cancelled
         case .unreachable(let reason):
             noteFallback(sessionID, operation: "record", reason: reason)
             await fallback.seed(sessionID, lastKnown.state(of: sessionID))
@@ -176,6 +187,7 @@ public final class DurableSessionManager: SessionManager, Service {
     public func run() async throws {
         var lastRingCheck = ContinuousClock.now
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            await probeDownHosts()
             let ids = journal.withLock { $0.order }
             for id in ids { _ = await drainJournal(of: id) }
             if ContinuousClock.now - lastRingCheck >= configuration.ringCheckInterval {
@@ -187,6 +199,22 @@ public final class DurableSessionManager: SessionManager, Service {
         let left = journal.withLock { $0.count }
         if left > 0 {
             logger.error("stopping with writes that never reached their host", metadata: ["writes": "\(left)"])
+        }
+    }
+
+    /// Asks each host found unreachable whether it answers again (`GET /health`).
+    private func probeDownHosts() async {
+        let ring = membership
+        for name in availability.downHosts {
+            guard let member = ring.member(named: name) else {
+                availability.markUp(name)
+                continue
+            }
+            let probe = HTTPRequest(url: "http://\(member.address)/health", timeout: .milliseconds(500), connectTimeout: .milliseconds(500))
+            if let response = try? await client.execute(probe), response.status == 200 {
+                availability.markUp(name)
+                logger.notice("a host answers again", metadata: ["host": "\(name)"])
+            }
         }
     }
 
@@ -216,6 +244,9 @@ public final class DurableSessionManager: SessionManager, Service {
             return
         case .refused(let error):
             throw .rejected(error)
+        case .cancelled:
+            // The caller gave up: whether the write arrived is not known, and it does not ask.
+            throw .cancelled
         case .unreachable(let reason):
             await fallback.seed(sessionID, lastKnown.state(of: sessionID))
             try await fallback.apply(operation, to: sessionID)
@@ -228,7 +259,7 @@ public final class DurableSessionManager: SessionManager, Service {
         if case .clear = operation {
             return await send(.delete, sessionID, path: "clear", body: nil, key: key, operation: "clear", attempts: attempts)
         }
-        let body = try? JSONCoding.encoder.encode(operation)
+        let body = operation.canonicalJSON
         return await send(.post, sessionID, path: "update", body: body, key: key, operation: operation.name, attempts: attempts)
     }
 
@@ -260,7 +291,7 @@ public final class DurableSessionManager: SessionManager, Service {
                     await fallback.forget(sessionID)
                     logger.notice("writes made in memory reached their host", metadata: ["session": "\(sessionID)"])
                 }
-            case .unreachable:
+            case .unreachable, .cancelled:
                 return false
             }
         }
@@ -277,14 +308,16 @@ public final class DurableSessionManager: SessionManager, Service {
     }
 
     enum Outcome {
-        case answered(HTTPResponse)
+        /// Answered by the owner, or held by its runner-up (`heldBy`).
+        case answered(HTTPResponse, heldBy: String?)
         case refused(APIError)
         case unreachable(String)
+        /// The calling task was cancelled: no fallback, nothing journaled.
+        case cancelled
     }
 
-    /// One call to the owner of `sessionID`, with retries. A 421 (the host says another
-    /// member owns the id) is not a failure: the worker reads that host's ring, adopts it if
-    /// it is newer, and tries the owner once more.
+    /// One call for `sessionID`, driven by `HostCall`: to the owner, with retries and ring
+    /// changes; held by the owner's runner-up when the owner stays unreachable.
     private func send(
         _ method: HTTPRequest.Method, _ sessionID: String, path: String?, body: Data?, key: String?, operation: String,
         attempts: Int? = nil
@@ -294,83 +327,108 @@ public final class DurableSessionManager: SessionManager, Service {
         if body != nil { headers.add("Content-Type", "application/json") }
         if let key { headers.add(HostAPI.idempotencyKeyHeader, key) }
         let suffix = "/sessions/\(sessionID)" + (path.map { "/\($0)" } ?? "")
-        let attempts = attempts ?? configuration.retry.attempts
-        var redirected = false
-
-        var reason = ""
-        var attempt = 1
-        while attempt <= attempts {
-            let (host, routedBy) = ring.withLock { ($0.owner(of: sessionID)!, $0.version) }
-            let request = HTTPRequest(method: method, url: "http://\(host.address)\(suffix)", headers: headers, body: body, timeout: configuration.attemptTimeout)
-            do {
-                let response = try await client.execute(request)
-                if (200..<300).contains(response.status) { return .answered(response) }
-                if response.status == 421 {
-                    let refusedBy = response.headers[RingHeaders.version].flatMap { Int($0) }
-                    switch await refreshRing(from: host, sessionID: sessionID, routedBy: routedBy, refusedBy: refusedBy) {
-                    case .adopted where !redirected:
-                        // The owner changed: going there is not a failed attempt.
-                        redirected = true
-                        continue
-                    case .hostBehind:
-                        // Our ring is newer: the change is still reaching that host. Wait and retry.
-                        reason = "host \(host.name) has not yet received the ring this worker uses"
-                    default:
-                        return .refused(Self.apiError(from: response))
-                    }
-                } else if !RetryPolicy.isRetryable(status: response.status) {
-                    return .refused(Self.apiError(from: response))
-                } else {
-                    reason = "HTTP \(response.status)"
+        var policy = configuration.retry
+        if let attempts { policy.attempts = attempts }
+        var call = HostCall(id: sessionID, ring: membership, policy: policy)
+        let ownerDown = membership.owner(of: sessionID).map { availability.isDown($0.name) } ?? false
+        var action = call.start(ownerKnownDown: ownerDown, random: .random(in: 0...1))
+        var last: HTTPResponse?
+        while true {
+            switch action {
+            case .send(let member, let owner):
+                var sent = headers
+                if let owner {
+                    sent.add(HostAPI.hintedForHeader, owner)
+                    sent.add(HostAPI.hintSeedVersionHeader, JSONValue.number(lastKnown.snapshot(of: sessionID)?.observedAt ?? 0))
                 }
-            } catch is CancellationError {
-                return .unreachable("cancelled")
-            } catch {
-                reason = "\(error)"
-                // A host that does not answer may have left the ring: ask the others.
-                if membership.members.count > 1 { await refreshRingFromMembers(except: host.name) }
+                let request = HTTPRequest(
+                    method: method, url: "http://\(member.address)\(suffix)", headers: sent, body: body, timeout: configuration.attemptTimeout)
+                do {
+                    let response = try await client.execute(request)
+                    last = response
+                    let code = response.status >= 400 ? Self.apiError(from: response).code.rawValue : nil
+                    action = call.answered(
+                        status: response.status, ringVersion: response.headers[RingHeaders.version].flatMap { Int($0) }, errorCode: code,
+                        random: .random(in: 0...1))
+                } catch is CancellationError {
+                    return .cancelled
+                } catch {
+                    action = call.noAnswer("\(error)", random: .random(in: 0...1))
+                }
+            case .readRing(let member):
+                misdirected.increment()
+                let info = await ring(of: member)
+                if let info {
+                    _ = adopt(info, from: member)
+                } else {
+                    logger.warning(
+                        "a host refused an id as not its own, and its ring could not be read",
+                        metadata: ["host": "\(member.name)", "session": "\(sessionID)"])
+                }
+                action = call.ringRead(info, ring: membership, random: .random(in: 0...1))
+            case .refreshRing(let failing):
+                await refreshRingFromMembers(except: failing)
+                action = call.ringsRefreshed(membership, random: .random(in: 0...1))
+            case .seed(let member, let owner):
+                let (accepted, reason) = await seed(sessionID, at: member, owner: owner)
+                action = call.seeded(accepted: accepted, reason: reason)
+            case .wait(let delay):
+                failedAttempts.increment()
+                let host = call.ring.owner(of: sessionID)
+                logger.warning(
+                    "host attempt \(call.attempts - 1)/\(policy.attempts) failed; retrying",
+                    metadata: [
+                        "host": "\(host?.name ?? "?")=\(host?.address ?? "?")", "operation": "\(operation)", "reason": "\(call.lastFailure)",
+                        "retry_in": "\(delay)",
+                    ])
+                do {
+                    try await Task.sleep(for: delay)
+                } catch {
+                    return .cancelled
+                }
+                action = call.waited()
+            case .finish(let outcome):
+                availability.record(call.observed)
+                switch outcome {
+                case .answered(let holder):
+                    guard let last else { return .unreachable("no answer") }
+                    if let holder {
+                        heldCalls.increment()
+                        logger.notice(
+                            "owner unreachable; the call was held by its runner-up",
+                            metadata: ["session": "\(sessionID)", "operation": "\(operation)", "holder": "\(holder)"])
+                    }
+                    return .answered(last, heldBy: holder)
+                case .refused:
+                    guard let last else { return .unreachable("no answer") }
+                    return .refused(Self.apiError(from: last))
+                case .unreachable(let reason):
+                    failedAttempts.increment()
+                    return .unreachable(reason)
+                }
             }
-            failedAttempts.increment()
-            guard let delay = configuration.retry.delay(afterAttempt: attempt, random: Double.random(in: 0...1)) else { break }
-            logger.warning(
-                "host attempt \(attempt)/\(attempts) failed; retrying",
-                metadata: ["host": "\(host.name)=\(host.address)", "operation": "\(operation)", "reason": "\(reason)", "retry_in": "\(delay)"])
-            do {
-                try await Task.sleep(for: delay)
-            } catch {
-                return .unreachable("cancelled")
-            }
-            attempt += 1
         }
-        return .unreachable(reason)
     }
 
-    enum RingRefresh {
-        /// The host's ring is newer than the one the request was routed by; ours is now at least as new.
-        case adopted
-        /// The host's ring is older than ours: it has not received the change yet.
-        case hostBehind
-        /// Same version, or unreadable: the members disagree.
-        case disagreement
-    }
-
-    /// After a 421: compares the ring version the host refused by (its `Ring-Version`) with
-    /// the one the request was routed by. Newer: read and adopt the host's ring, then go to
-    /// the owner. Older: the change has not reached that host yet; wait and retry. Equal:
-    /// the members disagree about the same version.
-    private func refreshRing(from host: Membership.Member, sessionID: String, routedBy: Int, refusedBy: Int?) async -> RingRefresh {
-        misdirected.increment()
-        if let refusedBy, refusedBy < routedBy { return .hostBehind }
-        guard let info = await ring(of: host) else {
-            logger.warning("a host refused an id as not its own, and its ring could not be read", metadata: ["host": "\(host.name)", "session": "\(sessionID)"])
-            return .hostBehind
+    /// Sends the last state this worker knows of `sessionID` to `member`, as the seed of the
+    /// copy it holds for `owner`.
+    private func seed(_ sessionID: String, at member: Membership.Member, owner: String) async -> (Bool, String) {
+        let snapshot = lastKnown.snapshot(of: sessionID)
+        let record = snapshot.flatMap { $0.state.exists ? $0.state.record : nil }
+        var headers: HTTPHeaders = ["Content-Type": "application/json"]
+        if let token = configuration.token { headers.add("Authorization", "Bearer \(token)") }
+        headers.add(HostAPI.hintedForHeader, owner)
+        headers.add(HostAPI.hintSeedVersionHeader, JSONValue.number(snapshot?.observedAt ?? 0))
+        let body = (try? JSONCoding.encoder.encode(HostAPI.HintSeed(record: record))) ?? Data()
+        do {
+            let response = try await client.execute(
+                HTTPRequest(
+                    method: .post, url: "http://\(member.address)/hints/\(sessionID)/seed", headers: headers, body: body,
+                    timeout: configuration.attemptTimeout))
+            return (response.status == 200, "HTTP \(response.status)")
+        } catch {
+            return (false, "\(error)")
         }
-        _ = adopt(info, from: host)
-        if (refusedBy ?? info.version) > routedBy || info.version > routedBy { return .adopted }
-        logger.warning(
-            "a host refused an id as not its own under the same ring version as ours: check that every member has the same peers and ring_version",
-            metadata: ["host": "\(host.name)", "session": "\(sessionID)", "version": "\(routedBy)"])
-        return .disagreement
     }
 
     /// Asks the members, other than `failing`, for their ring and adopts a newer one: how a

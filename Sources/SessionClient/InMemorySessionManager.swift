@@ -17,6 +17,10 @@ public actor InMemorySessionManager: SessionManager {
         try apply(.appendMessage(message), to: sessionID)
     }
 
+    public func appendMessages(_ sessionID: String, _ messages: [MessageInput]) throws(SessionError) {
+        try apply(.appendMessages(messages), to: sessionID)
+    }
+
     public func history(_ sessionID: String) -> SessionHistory {
         guard let state = sessions[sessionID] else { return SessionHistory() }
         return SessionHistory(messages: state.record.messages, metadata: state.record.metadata)

@@ -12,6 +12,8 @@ final class LastKnownSessions: Sendable {
     private struct Entry {
         var state: SessionState
         var lastUse: UInt64
+        /// When this worker learned the state (read it, or had its own write accepted).
+        var observedAt: Double
     }
 
     private struct Contents {
@@ -35,12 +37,18 @@ final class LastKnownSessions: Sendable {
         contents.withLock { $0.entries[sessionID]?.state }
     }
 
-    /// Remembers what a host answered; nil: the session does not exist.
-    func store(_ sessionID: String, _ record: SessionRecord?) {
+    /// The remembered state and when it was learned: the seed a holder of writes for an
+    /// unreachable owner starts from, newer seeds replacing older ones.
+    func snapshot(of sessionID: String) -> (state: SessionState, observedAt: Double)? {
+        contents.withLock { contents in contents.entries[sessionID].map { ($0.state, $0.observedAt) } }
+    }
+
+    /// Remembers what a host answered at time `now`; nil: the session does not exist.
+    func store(_ sessionID: String, _ record: SessionRecord?, now: Double) {
         contents.withLock { contents in
             Self.remove(sessionID, from: &contents)
             let state = record.map { SessionState(stored: $0) } ?? SessionState(absent: sessionID)
-            Self.insert(sessionID, state, into: &contents, maxSessions: maxSessions, maxBytes: maxBytes)
+            Self.insert(sessionID, state, observedAt: now, into: &contents, maxSessions: maxSessions, maxBytes: maxBytes)
         }
     }
 
@@ -50,13 +58,13 @@ final class LastKnownSessions: Sendable {
         contents.withLock { contents in
             guard var state = contents.entries[sessionID]?.state else {
                 if case .clear = operation {
-                    Self.insert(sessionID, SessionState(absent: sessionID), into: &contents, maxSessions: maxSessions, maxBytes: maxBytes)
+                    Self.insert(sessionID, SessionState(absent: sessionID), observedAt: now, into: &contents, maxSessions: maxSessions, maxBytes: maxBytes)
                 }
                 return
             }
             Self.remove(sessionID, from: &contents)
             guard (try? state.apply(operation, now: now, limits: limits)) != nil else { return }
-            Self.insert(sessionID, state, into: &contents, maxSessions: maxSessions, maxBytes: maxBytes)
+            Self.insert(sessionID, state, observedAt: now, into: &contents, maxSessions: maxSessions, maxBytes: maxBytes)
         }
     }
 
@@ -68,10 +76,12 @@ final class LastKnownSessions: Sendable {
         }
     }
 
-    private static func insert(_ sessionID: String, _ state: SessionState, into contents: inout Contents, maxSessions: Int, maxBytes: Int) {
+    private static func insert(
+        _ sessionID: String, _ state: SessionState, observedAt: Double, into contents: inout Contents, maxSessions: Int, maxBytes: Int
+    ) {
         guard state.contentBytes <= maxBytes else { return }
         contents.clock += 1
-        contents.entries[sessionID] = Entry(state: state, lastUse: contents.clock)
+        contents.entries[sessionID] = Entry(state: state, lastUse: contents.clock, observedAt: observedAt)
         contents.bytes += state.contentBytes
         // Over budget: drop the least recently used half of the excess at once, so eviction is rare.
         if contents.entries.count > maxSessions || contents.bytes > maxBytes {

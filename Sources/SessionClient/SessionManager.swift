@@ -5,6 +5,8 @@ import SessionModel
 public protocol SessionManager: Sendable {
     /// Appends one message.
     func appendMessage(_ sessionID: String, _ message: MessageInput) async throws(SessionError)
+    /// Appends every message or, refused, none: one conversation turn is one write.
+    func appendMessages(_ sessionID: String, _ messages: [MessageInput]) async throws(SessionError)
     /// The messages and metadata; empty for a session never written.
     func history(_ sessionID: String) async throws(SessionError) -> SessionHistory
     /// The whole record, or nil when the session does not exist.
@@ -56,7 +58,7 @@ public struct SessionStoreHealth: Sendable, Hashable, Codable {
 
 /// Why a session operation failed.
 public struct SessionError: Error, Sendable, CustomStringConvertible {
-    private enum Kind: Sendable { case rejected, unavailable }
+    private enum Kind: Sendable { case rejected, unavailable, cancelled }
     private let kind: Kind
     /// The host's error, for a refused operation.
     public let apiError: APIError?
@@ -72,6 +74,10 @@ public struct SessionError: Error, Sendable, CustomStringConvertible {
         SessionError(kind: .unavailable, apiError: nil, message: message)
     }
 
+    /// The caller's task was cancelled before an answer came.
+    public static let cancelled = SessionError(kind: .cancelled, apiError: nil, message: "the operation was cancelled")
+
     public var isRejected: Bool { kind == .rejected }
+    public var isCancelled: Bool { kind == .cancelled }
     public var description: String { message }
 }

@@ -34,6 +34,11 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
     case misdirected = "misdirected"
     /// A ring change is moving the session between hosts; retry shortly.
     case ringChanging = "ring_changing"
+    /// A hinted request found no copy of the session held for its owner: send `POST
+    /// /hints/{id}/seed` with the last state you know, then the request again.
+    case hintSeedRequired = "hint_seed_required"
+    /// The host will not hold writes for this session: its owner answers again (send there).
+    case hintRefused = "hint_refused"
     case storageUnavailable = "storage_unavailable"
     case shuttingDown = "shutting_down"
     case internalError = "internal_error"
@@ -50,8 +55,9 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
         case .payloadTooLarge: 413
         case .unsupportedMediaType: 415
         case .misdirected: 421
+        case .hintSeedRequired: 409
         case .limitExceeded, .idempotencyKeyReused: 422
-        case .storageUnavailable, .shuttingDown, .ringChanging: 503
+        case .storageUnavailable, .shuttingDown, .ringChanging, .hintRefused: 503
         case .internalError: 500
         }
     }

@@ -100,3 +100,76 @@ public enum HostAPI {
     /// Longest accepted idempotency key, in bytes.
     public static let maxIdempotencyKeyLength = 200
 }
+
+// MARK: Hinted handoff
+
+extension HostAPI {
+    /// On a session request sent to the owner's runner-up because the owner cannot be reached:
+    /// the owner's node name. The runner-up serves the request from a copy it holds for the
+    /// owner and keeps every write, to hand back when the owner returns.
+    public static let hintedForHeader = "Hinted-For"
+    /// On a hinted request: `last_updated` of the newest state of the session the caller knows
+    /// (0 for none). A holder whose copy is older, and holds no write yet, asks for it (409).
+    public static let hintSeedVersionHeader = "Hint-Seed-Version"
+
+    /// `POST /hints/{id}/seed`: the state a hinted copy starts from (nil: no session).
+    public struct HintSeed: Codable, Sendable, Hashable {
+        public var record: SessionRecord?
+
+        public init(record: SessionRecord?) {
+            self.record = record
+        }
+    }
+
+    /// One write a runner-up held for an owner, as applied there: the operation with every
+    /// time filled in, and the answer given, so that a retry with the same key is answered
+    /// alike by the owner.
+    public struct HeldWrite: Codable, Sendable, Hashable {
+        /// Order of the write among those held for the session.
+        public var seq: Int64
+        public var operation: JSONValue
+        public var key: String
+        public var requestHash: Int64
+        public var status: Int
+        /// The answer's JSON text.
+        public var response: String
+        public var createdAt: Double
+
+        public init(seq: Int64, operation: JSONValue, key: String, requestHash: Int64, status: Int, response: String, createdAt: Double) {
+            self.seq = seq
+            self.operation = operation
+            self.key = key
+            self.requestHash = requestHash
+            self.status = status
+            self.response = response
+            self.createdAt = createdAt
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case seq, operation, key, status, response
+            case requestHash = "request_hash"
+            case createdAt = "created_at"
+        }
+    }
+
+    /// `POST /hints/{id}/handback`: every write held for the asking owner, oldest first.
+    public struct Handback: Codable, Sendable, Hashable {
+        public var writes: [HeldWrite]
+
+        public init(writes: [HeldWrite]) {
+            self.writes = writes
+        }
+    }
+
+    /// `GET /hints?owner=NODE` and `POST /hints/notify`: the sessions a member holds writes for.
+    public struct HeldSessions: Codable, Sendable, Hashable {
+        /// The member holding them.
+        public var holder: String
+        public var ids: [String]
+
+        public init(holder: String, ids: [String]) {
+            self.holder = holder
+            self.ids = ids
+        }
+    }
+}

@@ -13,17 +13,22 @@ public struct MessageInput: Codable, Sendable, Hashable {
     }
 }
 
-/// The operations on one session: the seed's three, plus clear.
+/// The operations on one session: the seed's three, one atomic append of several messages,
+/// and clear.
 ///
-/// Wire form of the first three (the body of `POST /sessions/{id}/update`):
+/// Wire form of the first four (the body of `POST /sessions/{id}/update`):
 /// ```json
 /// {"operation": "append_message", "message": {"role": "user", "content": "hi"}}
+/// {"operation": "append_messages", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
 /// {"operation": "set_history", "messages": [{"role": "user", "content": "hi"}]}
 /// {"operation": "update_metadata", "metadata": {"repo": "owner/name"}}
 /// ```
 /// `clear` is `DELETE /sessions/{id}/clear`.
 public enum SessionOperation: Sendable, Hashable {
     case appendMessage(MessageInput)
+    /// Appends every message or none: one conversation turn (a question and its answer) is
+    /// one operation, so a refused answer never leaves its question behind.
+    case appendMessages([MessageInput])
     case setHistory([MessageInput])
     /// Merged into the stored metadata key by key; a key set to `null` is removed.
     case updateMetadata(JSONObject)
@@ -33,6 +38,7 @@ public enum SessionOperation: Sendable, Hashable {
     public var name: String {
         switch self {
         case .appendMessage: "append_message"
+        case .appendMessages: "append_messages"
         case .setHistory: "set_history"
         case .updateMetadata: "update_metadata"
         case .clear: "clear"
@@ -40,7 +46,7 @@ public enum SessionOperation: Sendable, Hashable {
     }
 
     /// The operations `POST /update` accepts.
-    public static let updateOperationNames = ["append_message", "set_history", "update_metadata"]
+    public static let updateOperationNames = ["append_message", "append_messages", "set_history", "update_metadata"]
 }
 
 extension SessionOperation: Encodable {
@@ -51,7 +57,7 @@ extension SessionOperation: Encodable {
         try container.encode(name, forKey: .operation)
         switch self {
         case .appendMessage(let message): try container.encode(message, forKey: .message)
-        case .setHistory(let messages): try container.encode(messages, forKey: .messages)
+        case .appendMessages(let messages), .setHistory(let messages): try container.encode(messages, forKey: .messages)
         case .updateMetadata(let metadata): try container.encode(metadata, forKey: .metadata)
         case .clear: break
         }
@@ -62,117 +68,137 @@ extension SessionOperation {
     /// The operation's canonical JSON (keys sorted): equal operations give equal bytes however
     /// the client wrote them, so a retry is recognised by what it asks, not by its spelling.
     public var canonicalJSON: Data {
-        (try? JSONCoding.encoder.encode(self)) ?? Data(name.utf8)
+        Data(jsonValue.jsonText().utf8)
+    }
+
+    /// The operation's wire form as a JSON value.
+    public var jsonValue: JSONValue {
+        var object: JSONObject = ["operation": .string(name)]
+        switch self {
+        case .appendMessage(let message): object["message"] = message.jsonValue
+        case .appendMessages(let messages), .setHistory(let messages): object["messages"] = .array(messages.map(\.jsonValue))
+        case .updateMetadata(let metadata): object["metadata"] = .object(metadata)
+        case .clear: break
+        }
+        return .object(object)
     }
 
     /// Decodes the body of `POST /sessions/{id}/update`, naming the field at fault when it cannot.
+    ///
+    /// The body is read by the strict `JSONParser`, so it means the same here as in every other
+    /// service: UTF-8 only, no repeated key, no integer beyond 64 bits.
     public static func decodeUpdate(from body: Data) throws(APIError) -> SessionOperation {
+        let value: JSONValue
         do {
-            return try JSONCoding.decoder.decode(UpdateBody.self, from: body).operation
-        } catch let error as APIError {
-            throw error
-        } catch let error as DecodingError {
-            throw APIError(decoding: error)
+            value = try JSONValue.parseStrictly(body)
         } catch {
-            throw APIError(.invalidJSON, "request body is not valid JSON")
+            throw APIError(.invalidJSON, "request body is not valid JSON: \(error)")
         }
+        return try decode(value)
     }
-}
 
-/// The update body, decoded field by field so each failure can say which field and why.
-private struct UpdateBody: Decodable {
-    let operation: SessionOperation
-
-    init(from decoder: any Decoder) throws {
-        let container: KeyedDecodingContainer<SessionOperation.CodingKeys>
-        do {
-            container = try decoder.container(keyedBy: SessionOperation.CodingKeys.self)
-        } catch {
+    /// Reads an operation from its wire form (`jsonValue`).
+    public static func decode(_ value: JSONValue) throws(APIError) -> SessionOperation {
+        guard case .object(let body) = value else {
             throw APIError(.invalidRequest, "request body must be a JSON object")
         }
-        let name = try container.decode(String.self, forKey: .operation)
+        let fields = Fields(body, path: "")
+        let name = try fields.string("operation")
         switch name {
         case "append_message":
-            operation = .appendMessage(try container.decode(WireMessage.self, forKey: .message).input)
+            return .appendMessage(try message(fields.object("message"), path: "message"))
+        case "append_messages":
+            let messages = try self.messages(fields, "messages")
+            guard !messages.isEmpty else { throw APIError(.invalidField, "messages must hold at least one message") }
+            return .appendMessages(messages)
         case "set_history":
-            operation = .setHistory(try container.decode([WireMessage].self, forKey: .messages).map(\.input))
+            return .setHistory(try self.messages(fields, "messages"))
         case "update_metadata":
-            operation = .updateMetadata(try container.decode(JSONObject.self, forKey: .metadata))
+            return .updateMetadata(try fields.object("metadata"))
         default:
-            let known = SessionOperation.updateOperationNames.joined(separator: ", ")
+            let known = updateOperationNames.joined(separator: ", ")
             throw APIError(.unknownOperation, "unknown operation '\(name.prefix(64))'; expected one of \(known)")
         }
     }
-}
 
-/// A message on the wire, with its role checked here so the error can list the allowed roles.
-private struct WireMessage: Decodable {
-    let input: MessageInput
+    private static func messages(_ fields: Fields, _ key: String) throws(APIError) -> [MessageInput] {
+        let items = try fields.array(key)
+        var messages: [MessageInput] = []
+        messages.reserveCapacity(items.count)
+        for (index, item) in items.enumerated() {
+            let path = "\(key)[\(index)]"
+            guard case .object(let object) = item else {
+                throw APIError(.invalidField, "\(path) must be a JSON object")
+            }
+            messages.append(try message(object, path: path))
+        }
+        return messages
+    }
 
-    enum CodingKeys: String, CodingKey { case role, content, timestamp }
-
-    init(from decoder: any Decoder) throws {
-        let container = try decoder.container(keyedBy: CodingKeys.self)
-        let roleName = try container.decode(String.self, forKey: .role)
+    private static func message(_ object: JSONObject, path: String) throws(APIError) -> MessageInput {
+        let fields = Fields(object, path: path)
+        let roleName = try fields.string("role")
         guard let role = Role(rawValue: roleName) else {
-            let path = fieldPath(container.codingPath + [CodingKeys.role])
-            throw APIError(.invalidField, "\(path) must be one of user, assistant, system (got '\(roleName.prefix(32))')")
+            throw APIError(.invalidField, "\(path).role must be one of user, assistant, system (got '\(roleName.prefix(32))')")
         }
-        let content = try container.decode(String.self, forKey: .content)
-        let timestamp = try container.decodeIfPresent(Double.self, forKey: .timestamp)
+        let content = try fields.string("content")
+        let timestamp = try fields.optionalNumber("timestamp")
         if let timestamp, !(timestamp.isFinite && timestamp >= 0) {
-            let path = fieldPath(container.codingPath + [CodingKeys.timestamp])
-            throw APIError(.invalidField, "\(path) must be a non-negative number of seconds since the epoch")
+            throw APIError(.invalidField, "\(path).timestamp must be a non-negative number of seconds since the epoch")
         }
-        input = MessageInput(role: role, content: content, timestamp: timestamp)
+        return MessageInput(role: role, content: content, timestamp: timestamp)
     }
 }
 
-/// `message.role`, `messages[2].content`: a coding path as a person writes it.
-func fieldPath(_ path: [any CodingKey]) -> String {
-    var text = ""
-    for key in path {
-        if let index = key.intValue {
-            text += "[\(index)]"
-        } else {
-            text += text.isEmpty ? key.stringValue : ".\(key.stringValue)"
-        }
-    }
-    return text.isEmpty ? "body" : text
-}
-
-extension APIError {
-    /// Turns a decoding failure into the field-level error a client can act on.
-    init(decoding error: DecodingError) {
-        switch error {
-        case .keyNotFound(let key, let context):
-            self.init(.missingField, "\(fieldPath(context.codingPath + [key])) is required")
-        case .valueNotFound(_, let context):
-            self.init(.invalidField, "\(fieldPath(context.codingPath)) must not be null")
-        case .typeMismatch(let type, let context):
-            self.init(.invalidField, "\(fieldPath(context.codingPath)) must be \(jsonTypeName(type))")
-        case .dataCorrupted(let context) where context.codingPath.isEmpty:
-            self.init(.invalidJSON, "request body is not valid JSON")
-        case .dataCorrupted(let context):
-            self.init(.invalidField, "\(fieldPath(context.codingPath)) is not valid")
-        @unknown default:
-            self.init(.invalidRequest, "request body could not be read")
-        }
+extension MessageInput {
+    /// The wire form: `{"role", "content"}` and `timestamp` when given.
+    public var jsonValue: JSONValue {
+        var object: JSONObject = ["role": .string(role.rawValue), "content": .string(content)]
+        if let timestamp { object["timestamp"] = .double(timestamp) }
+        return .object(object)
     }
 }
 
-private func jsonTypeName(_ type: Any.Type) -> String {
-    switch type {
-    case is String.Type: "a string"
-    case is Double.Type, is Int64.Type, is Int.Type: "a number"
-    case is Bool.Type: "a boolean"
-    case is JSONObject.Type: "a JSON object"
-    default:
-        // Containers are reported by their generic type, whatever their element.
-        switch String(describing: type) {
-        case let name where name.hasPrefix("Dictionary"): "a JSON object"
-        case let name where name.hasPrefix("Array"): "an array"
-        default: "of the expected type"
-        }
+/// The members of one JSON object of a request, read with errors that name the field
+/// (`message.content is required`, `messages[2].role must be a string`).
+private struct Fields {
+    let object: JSONObject
+    let path: String
+
+    init(_ object: JSONObject, path: String) {
+        self.object = object
+        self.path = path
+    }
+
+    private func name(_ key: String) -> String {
+        path.isEmpty ? key : "\(path).\(key)"
+    }
+
+    private func value(_ key: String) throws(APIError) -> JSONValue {
+        guard let value = object[key] else { throw APIError(.missingField, "\(name(key)) is required") }
+        guard value != .null else { throw APIError(.invalidField, "\(name(key)) must not be null") }
+        return value
+    }
+
+    func string(_ key: String) throws(APIError) -> String {
+        guard case .string(let text) = try value(key) else { throw APIError(.invalidField, "\(name(key)) must be a string") }
+        return text
+    }
+
+    func object(_ key: String) throws(APIError) -> JSONObject {
+        guard case .object(let object) = try value(key) else { throw APIError(.invalidField, "\(name(key)) must be a JSON object") }
+        return object
+    }
+
+    func array(_ key: String) throws(APIError) -> [JSONValue] {
+        guard case .array(let items) = try value(key) else { throw APIError(.invalidField, "\(name(key)) must be an array") }
+        return items
+    }
+
+    /// A number, or nil when absent or null.
+    func optionalNumber(_ key: String) throws(APIError) -> Double? {
+        guard let value = object[key], value != .null else { return nil }
+        guard let number = value.numberValue else { throw APIError(.invalidField, "\(name(key)) must be a number") }
+        return number
     }
 }

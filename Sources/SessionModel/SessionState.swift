@@ -23,9 +23,21 @@ public struct SessionState: Sendable, Hashable {
         contentBytes = record.contentBytes
     }
 
+    /// A whole record someone else sends (a seed, an import), checked against `limits` as
+    /// if its messages and metadata had been written one by one.
+    public static func validated(_ record: SessionRecord, limits: SessionLimits) throws(APIError) -> SessionState {
+        var state = SessionState(absent: record.id)
+        _ = try state.apply(
+            .setHistory(record.messages.map { MessageInput(role: $0.role, content: $0.content, timestamp: $0.timestamp) }),
+            now: record.lastUpdated, limits: limits)
+        _ = try state.apply(.updateMetadata(record.metadata), now: record.lastUpdated, limits: limits)
+        return SessionState(stored: record)
+    }
+
     /// What an applied operation changed: what storage must persist.
     public enum Change: Sendable, Hashable {
-        case appended(Message, index: Int)
+        /// `messages` appended, the first at index `firstIndex` of the history.
+        case appended([Message], firstIndex: Int)
         case replacedMessages
         case replacedMetadata
         case cleared
@@ -39,19 +51,10 @@ public struct SessionState: Sendable, Hashable {
     ) throws(APIError) -> Change {
         switch operation {
         case .appendMessage(let input):
-            try Self.check(content: input.content, at: "message.content", limits: limits)
-            guard record.messages.count < limits.maxMessagesPerSession else {
-                throw APIError(.limitExceeded, "session holds \(record.messages.count) messages; the limit is \(limits.maxMessagesPerSession)")
-            }
-            let bytes = input.content.utf8.count
-            guard contentBytes + bytes <= limits.maxSessionBytes else {
-                throw APIError(.limitExceeded, "session would hold \(contentBytes + bytes) bytes of content; the limit is \(limits.maxSessionBytes)")
-            }
-            let message = Message(role: input.role, content: input.content, timestamp: input.timestamp ?? now)
-            touch(now)
-            record.messages.append(message)
-            contentBytes += bytes
-            return .appended(message, index: record.messages.count - 1)
+            return try append([input], now: now, limits: limits, paths: { _ in "message.content" })
+
+        case .appendMessages(let inputs):
+            return try append(inputs, now: now, limits: limits, paths: { "messages[\($0)].content" })
 
         case .setHistory(let inputs):
             guard inputs.count <= limits.maxMessagesPerSession else {
@@ -87,6 +90,31 @@ public struct SessionState: Sendable, Hashable {
             self = SessionState(absent: record.id)
             return .cleared
         }
+    }
+
+    /// Appends every input or none.
+    private mutating func append(
+        _ inputs: [MessageInput], now: Double, limits: SessionLimits, paths: (Int) -> String
+    ) throws(APIError) -> Change {
+        var bytes = 0
+        for (index, input) in inputs.enumerated() {
+            try Self.check(content: input.content, at: paths(index), limits: limits)
+            bytes += input.content.utf8.count
+        }
+        guard record.messages.count + inputs.count <= limits.maxMessagesPerSession else {
+            throw APIError(
+                .limitExceeded,
+                "session holds \(record.messages.count) messages\(inputs.count > 1 ? " and \(inputs.count) more were sent" : ""); the limit is \(limits.maxMessagesPerSession)")
+        }
+        guard contentBytes + bytes <= limits.maxSessionBytes else {
+            throw APIError(.limitExceeded, "session would hold \(contentBytes + bytes) bytes of content; the limit is \(limits.maxSessionBytes)")
+        }
+        let messages = inputs.map { Message(role: $0.role, content: $0.content, timestamp: $0.timestamp ?? now) }
+        touch(now)
+        let firstIndex = record.messages.count
+        record.messages.append(contentsOf: messages)
+        contentBytes += bytes
+        return .appended(messages, firstIndex: firstIndex)
     }
 
     private mutating func touch(_ now: Double) {

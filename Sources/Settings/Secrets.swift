@@ -8,3 +8,19 @@ public func constantTimeEqual(_ lhs: [UInt8], _ rhs: [UInt8]) -> Bool {
     }
     return difference == 0
 }
+
+/// The credentials of an `Authorization: Bearer <token>` header, or nil for another scheme.
+///
+/// The scheme is matched without regard to case and may be followed by several spaces
+/// (RFC 9110, section 11.1): `bearer abc` and `BEARER  abc` carry the token `abc`.
+public func bearerToken(in header: String?) -> Substring? {
+    guard let header else { return nil }
+    let scheme = "bearer"
+    let utf8 = header.utf8
+    guard utf8.count > scheme.utf8.count,
+        utf8.prefix(scheme.utf8.count).elementsEqual(scheme.utf8, by: { $0 | 0x20 == $1 }),
+        utf8.dropFirst(scheme.utf8.count).first == UInt8(ascii: " ")
+    else { return nil }
+    let token = header.dropFirst(scheme.count).drop { $0 == " " }
+    return token.isEmpty ? nil : token
+}

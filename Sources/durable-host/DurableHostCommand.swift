@@ -58,11 +58,13 @@ struct DurableHostCommand: AsyncParsableCommand {
     var maxMetadataBytes: Int?
     @Option(name: .customLong("max-body-bytes"), help: "Largest request body in bytes (default 16777216).")
     var maxBodyBytes: Int?
+    @Option(name: .customLong("request-read-timeout"), help: "Seconds a request may take to arrive whole, from its first byte (default 30).")
+    var requestReadTimeout: Double?
 
     static let settingKeys: Set<String> = [
         "listen", "node", "data", "peers", "ring_version", "token_file", "log_level", "synchronous", "max_live_objects",
         "idle_timeout", "idempotency_retention", "max_batch", "max_id_length", "max_content_bytes",
-        "max_messages_per_session", "max_session_bytes", "max_metadata_bytes", "max_body_bytes",
+        "max_messages_per_session", "max_session_bytes", "max_metadata_bytes", "max_body_bytes", "request_read_timeout",
     ]
 
     func run() async throws {
@@ -127,6 +129,8 @@ struct DurableHostCommand: AsyncParsableCommand {
         configuration.idempotencyRetention = .seconds(
             try settings.seconds("idempotency_retention", flag: idempotencyRetention, default: 86_400, in: 1...(30 * 86_400)))
         configuration.maxBatch = try settings.int("max_batch", flag: maxBatch, default: configuration.maxBatch, in: 1...100_000)
+        configuration.requestReadTimeout = .milliseconds(
+            Int64(1000 * (try settings.seconds("request_read_timeout", flag: requestReadTimeout, default: 30, in: 0.1...3600))))
         var limits = SessionLimits()
         limits.maxIdLength = try settings.int("max_id_length", flag: maxIdLength, default: limits.maxIdLength, in: 1...1024)
         limits.maxContentBytes = try settings.int("max_content_bytes", flag: maxContentBytes, default: limits.maxContentBytes)

@@ -130,11 +130,13 @@ struct WorkerOptions: ParsableArguments {
     var upstreamAttempts: Int?
     @Option(name: .customLong("max-body-bytes"), help: "Largest request body on /mcp in bytes (default 1048576).")
     var maxBodyBytes: Int?
+    @Option(name: .customLong("request-read-timeout"), help: "Seconds a request may take to arrive whole, from its first byte (default 30).")
+    var requestReadTimeout: Double?
 
     static let settingKeys: Set<String> = [
         "listen", "hosts", "ring_version", "log_level", "api_keys_file", "host_token_file", "allowed_origins", "history_window",
         "session_lifetime", "host_timeout", "host_attempts", "query_timeout", "upstream_timeout", "upstream_attempts",
-        "max_body_bytes", "greptile_base_url", "github_api_url",
+        "max_body_bytes", "greptile_base_url", "github_api_url", "request_read_timeout",
     ]
 
     func resolve() throws -> (WorkerConfiguration, Logger.Level) {
@@ -159,6 +161,8 @@ struct WorkerOptions: ParsableArguments {
             Int64(1000 * (try settings.seconds("host_timeout", flag: hostTimeout, default: 2, in: 0.05...300))))
         configuration.hostRetry.attempts = try settings.int("host_attempts", flag: hostAttempts, default: 3, in: 1...10)
         configuration.maxBodyBytes = try settings.int("max_body_bytes", flag: maxBodyBytes, default: configuration.maxBodyBytes, in: 1024...(64 << 20))
+        configuration.requestReadTimeout = .milliseconds(
+            Int64(1000 * (try settings.seconds("request_read_timeout", flag: requestReadTimeout, default: 30, in: 0.1...3600))))
 
         // Base URLs: the variables the original server read, or the config file.
         var upstream = UpstreamConfiguration(

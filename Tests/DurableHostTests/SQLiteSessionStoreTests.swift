@@ -22,8 +22,8 @@ struct SQLiteSessionStoreTests {
         let hello = Message(role: .user, content: "hello", timestamp: 1)
         let reply = Message(role: .assistant, content: "hi there", timestamp: 2)
         try await store.commit([
-            mutation("a", .append(hello, seq: 0), count: 1, metadata: ["repo": "o/r"]),
-            mutation("a", .append(reply, seq: 1), count: 2),
+            mutation("a", .append([hello], firstSeq: 0), count: 1, metadata: ["repo": "o/r"]),
+            mutation("a", .append([reply], firstSeq: 1), count: 2),
             mutation("b", .touch, count: 0, metadata: ["x": 1]),
         ])
         try await store.close()
@@ -45,7 +45,7 @@ struct SQLiteSessionStoreTests {
         let directory = TemporaryDirectory("store")
         let store = try SQLiteSessionStore(directory: directory.path)
         let messages = (0..<3).map { Message(role: .user, content: "m\($0)", timestamp: Double($0)) }
-        try await store.commit(messages.enumerated().map { mutation("s", .append($1, seq: Int64($0)), count: $0 + 1) })
+        try await store.commit(messages.enumerated().map { mutation("s", .append([$1], firstSeq: Int64($0)), count: $0 + 1) })
         let replacement = [Message(role: .system, content: "only", timestamp: 9)]
         try await store.commit([mutation("s", .replaceMessages(replacement), count: 1)])
         #expect(try await store.load("s", idempotencySince: 0)?.record?.messages == replacement)
@@ -66,11 +66,11 @@ struct SQLiteSessionStoreTests {
         let directory = TemporaryDirectory("store")
         let store = try SQLiteSessionStore(directory: directory.path)
         let message = Message(role: .user, content: "x", timestamp: 1)
-        try await store.commit([mutation("s", .append(message, seq: 0), count: 1)])
+        try await store.commit([mutation("s", .append([message], firstSeq: 0), count: 1)])
         await #expect(throws: (any Error).self) {
             try await store.commit([
-                mutation("other", .append(message, seq: 0), count: 1),
-                mutation("s", .append(message, seq: 0), count: 2),  // seq 0 exists: the constraint fails
+                mutation("other", .append([message], firstSeq: 0), count: 1),
+                mutation("s", .append([message], firstSeq: 0), count: 2),  // seq 0 exists: the constraint fails
             ])
         }
         #expect(try await store.load("other", idempotencySince: 0) == nil)

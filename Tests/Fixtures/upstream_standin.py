@@ -3,8 +3,8 @@
 
 It serves, on one loopback port:
   - generic endpoints for exercising the HTTP client (/echo, /slow, /stream, /big, /status/N);
-  - Greptile's API under /v2 and GitHub's API under /github (see ../shared/reference/greptile-api.md),
-    checking the auth headers the real services require;
+  - Greptile's API under /v2 and GitHub's API under /github, as their public documentation
+    describes them (docs/ARCHITECTURE.md, "Upstream"), checking the auth headers they require;
   - control endpoints (/_control, /_requests, /_events) with which a test makes it slow or failing
     and reads back what it received.
 

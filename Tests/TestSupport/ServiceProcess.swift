@@ -68,6 +68,8 @@ public final class ServiceProcess: Sendable {
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         log.seekToEndOfFile()
         process = Process()
+        // Foundation starts the child as the leader of a process group of its own, so the
+        // whole group (nginx's or PostgreSQL's children too) can be signalled at once.
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
@@ -86,6 +88,7 @@ public final class ServiceProcess: Sendable {
         }
         try process.run()
         try? log.close()
+        ProcessReaper.shared.adopt(process.processIdentifier)
     }
 
     public var pid: Int32 { process.processIdentifier }
@@ -113,6 +116,11 @@ public final class ServiceProcess: Sendable {
     /// Sends a signal (SIGTERM, SIGKILL, SIGHUP...).
     public func signal(_ signal: Int32) {
         kill(process.processIdentifier, signal)
+    }
+
+    /// Sends a signal to the process and everything it started.
+    public func signalGroup(_ signal: Int32) {
+        kill(-process.processIdentifier, signal)
     }
 
     public var exitStatus: Int32? { exit.state.withLock { $0.status } }
@@ -152,7 +160,49 @@ public final class ServiceProcess: Sendable {
     }
 
     deinit {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        if process.isRunning {
+            kill(-process.processIdentifier, SIGKILL)
+            kill(process.processIdentifier, SIGKILL)
+        }
+    }
+}
+
+/// Kills every process a test started if the test runner itself dies (a crash in a test), so
+/// none is left running: a small shell process, started once per run, that waits for the
+/// runner to go and then kills each recorded process group.
+final class ProcessReaper: Sendable {
+    static let shared = ProcessReaper()
+    private let file: String
+    private let started = Mutexed(false)
+
+    private init() {
+        file = FileManager.default.temporaryDirectory.appendingPathComponent("greptile-mcp-test-pids-\(getpid())").path
+        _ = FileManager.default.createFile(atPath: file, contents: nil)
+    }
+
+    func adopt(_ pid: Int32) {
+        if let handle = FileHandle(forWritingAtPath: file) {
+            handle.seekToEndOfFile()
+            handle.write(Data("\(pid)\n".utf8))
+            try? handle.close()
+        }
+        let first = started.update { started -> Bool in
+            defer { started = true }
+            return !started
+        }
+        guard first else { return }
+        let reaper = Process()
+        reaper.executableURL = URL(fileURLWithPath: "/bin/sh")
+        let script = """
+            while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done
+            while read pid; do kill -9 -"$pid" "$pid" 2>/dev/null; done < '\(file)'
+            rm -f '\(file)'
+            """
+        reaper.arguments = ["-c", script]
+        reaper.standardInput = FileHandle.nullDevice
+        reaper.standardOutput = FileHandle.nullDevice
+        reaper.standardError = FileHandle.nullDevice
+        try? reaper.run()
     }
 }
 

@@ -65,7 +65,12 @@ struct ConversationTests {
         #expect(WorkerStack.turns(queries[0]) == ["user: How are requests routed?"])
         #expect(WorkerStack.turns(queries[1]) == ["user: How are requests routed?", "assistant: \(answer1)", "user: And errors?"])
         let secondBody = WorkerStack.body(queries[1])
-        #expect(secondBody["sessionId"] as? String == conversation)
+        // Greptile's own session is derived from the principal and the conversation: stable
+        // across turns, never the caller's raw id (other principals may pick the same one).
+        let upstreamSession = try #require(secondBody["sessionId"] as? String)
+        #expect(upstreamSession != conversation)
+        #expect(upstreamSession.count == 32 && upstreamSession.allSatisfy(\.isHexDigit))
+        #expect(WorkerStack.body(queries[0])["sessionId"] as? String == upstreamSession)
         #expect(secondBody["genius"] as? Bool == false)
         #expect(secondBody["stream"] as? Bool == false)
         #expect((secondBody["repositories"] as? [[String: Any]])?.first?["branch"] as? String == "main")

@@ -25,13 +25,19 @@ public struct HostResponder: HTTPResponder {
         case history = "/sessions/{id}/history"
         case update = "/sessions/{id}/update"
         case clear = "/sessions/{id}/clear"
+        case heldList = "/hints"
+        case heldItem = "/hints/{id}"
+        case heldSeed = "/hints/{id}/seed"
+        case heldHandback = "/hints/{id}/handback"
         case unknown = "unknown"
 
         var methods: [HTTPRequest.Method] {
             switch self {
-            case .update, .handoff, .adopt: [.post]
+            case .update, .handoff, .adopt, .heldSeed, .heldHandback: [.post]
             case .clear: [.delete]
             case .ring: [.get, .put]
+            // `POST /hints/notify`, `DELETE /hints/{id}`.
+            case .heldItem: [.delete, .post]
             default: [.get]
             }
         }
@@ -103,6 +109,16 @@ public struct HostResponder: HTTPResponder {
             return Self.json(["adopted": id])
         case .record, .history, .update, .clear:
             let id = try Self.sessionID(rawID, limits: host.limits)
+            if let owner = request.headers[Self.hintedFor] {
+                // The owner cannot be reached: served from the copy held for it.
+                try host.held.checkHolding(id, for: owner)
+                let version = Self.seedVersion(request.headers)
+                if try await host.held.needsSeed(id, callerVersion: version) {
+                    throw APIError(.hintSeedRequired, "no copy of '\(id)' is held for \(owner) yet: POST /hints/{id}/seed with the last state you know")
+                }
+                return try await sessionRoute(route, id: id, object: HeldWrites.copyID(id), holdingFor: owner, request: request)
+            }
+            await host.held.ensureCurrent()
             do {
                 try host.checkOwnership(of: id)
             } catch {
@@ -111,34 +127,109 @@ public struct HostResponder: HTTPResponder {
                 response.headers[HTTPField.Name(RingHeaders.version)!] = "\(error.version)"
                 return response
             }
-            return try await sessionRoute(route, id: id, request: request)
+            return try await sessionRoute(route, id: id, object: id, holdingFor: nil, request: request)
+        case .heldList:
+            guard let owner = request.uri.queryParameters["owner"].map(String.init), !owner.isEmpty else {
+                throw APIError(.missingField, "GET /hints takes ?owner=NODE")
+            }
+            return Self.json(try await host.held.list(for: owner))
+        case .heldItem where request.method == .post:
+            guard rawID == "notify" else { throw APIError(.methodNotAllowed, "/hints/{id} takes DELETE") }
+            let body = try await readJSONBody(request)
+            guard let notice = try? JSONCoding.decoder.decode(HostAPI.HeldSessions.self, from: body) else {
+                throw APIError(.invalidField, "POST /hints/notify takes {\"holder\": NODE, \"ids\": [...]}")
+            }
+            host.held.noteHeld(notice.ids.filter { host.ring.ownsNow($0) }, by: notice.holder)
+            return Self.json(["noted": notice.ids.count])
+        case .heldItem:
+            let id = try Self.sessionID(rawID, limits: host.limits)
+            guard let through = request.uri.queryParameters["through"].flatMap({ Int64(String($0)) }) else {
+                throw APIError(.missingField, "DELETE /hints/{id} takes ?through=SEQ")
+            }
+            let gone: Bool
+            do {
+                gone = try await host.store.dropHeld(id, through: through)
+            } catch {
+                throw APIError(.storageUnavailable, "could not forget the held writes of '\(id)'; retry")
+            }
+            if gone { host.directory.forget(HeldWrites.copyID(id)) }
+            return Self.json(["forgotten": gone])
+        case .heldSeed:
+            let id = try Self.sessionID(rawID, limits: host.limits)
+            guard let owner = request.headers[Self.hintedFor] else {
+                throw APIError(.missingField, "POST /hints/{id}/seed needs the Hinted-For header")
+            }
+            try host.held.checkHolding(id, for: owner)
+            let body = try await readJSONBody(request)
+            guard let seed = try? JSONCoding.decoder.decode(HostAPI.HintSeed.self, from: body) else {
+                throw APIError(.invalidField, "POST /hints/{id}/seed takes {\"record\": {...} or null}")
+            }
+            if var record = seed.record {
+                record.id = HeldWrites.copyID(id)
+                _ = try SessionState.validated(record, limits: host.limits)
+            }
+            let version = Self.seedVersion(request.headers)
+            let seeded = try await host.directory.withObject(HeldWrites.copyID(id)) { object throws(APIError) in
+                try await object.seed(seed.record, version: version, owner: owner)
+            }
+            return Self.json(["seeded": seeded])
+        case .heldHandback:
+            let id = try Self.sessionID(rawID, limits: host.limits)
+            let body = try await readJSONBody(request)
+            guard let asked = try? JSONCoding.decoder.decode([String: String].self, from: body), let owner = asked["to"] else {
+                throw APIError(.invalidField, "POST /hints/{id}/handback takes {\"to\": NODE}")
+            }
+            let info: HeldInfo?
+            let writes: [HostAPI.HeldWrite]
+            do {
+                info = try await host.store.heldInfo(id)
+            } catch {
+                throw APIError(.storageUnavailable, "could not read the held copy of '\(id)'; retry")
+            }
+            guard let info else { throw APIError(.notFound, "no writes of '\(id)' are held here") }
+            guard info.owner == owner else { throw APIError(.hintRefused, "the writes of '\(id)' are held for \(info.owner), not \(owner)") }
+            try await host.directory.withObject(HeldWrites.copyID(id)) { object throws(APIError) in try await object.beginHandingBack() }
+            do {
+                writes = try await host.store.heldWrites(id)
+            } catch {
+                throw APIError(.storageUnavailable, "could not read the held writes of '\(id)'; retry")
+            }
+            return Self.json(HostAPI.Handback(writes: writes))
         case .unknown:
             throw APIError(.notFound, "no such route")
         }
     }
 
-    private func sessionRoute(_ route: Route, id: String, request: Request) async throws(APIError) -> Response {
+    /// A session route, served by the live object `object`: the session's own, or the copy
+    /// held for `holdingFor`, its unreachable owner.
+    private func sessionRoute(
+        _ route: Route, id: String, object objectID: String, holdingFor owner: String?, request: Request
+    ) async throws(APIError) -> Response {
         switch route {
         case .history:
-            let state = try await host.directory.withObject(id) { object throws(APIError) in try await object.read() }
+            let state = try await host.directory.withObject(objectID) { object throws(APIError) in try await object.read() }
             return Self.json(bytes: HostAPI.History(data: state.record.messages, metadata: state.record.metadata).encodedJSON())
         case .record:
-            let state = try await host.directory.withObject(id) { object throws(APIError) in try await object.read() }
+            let state = try await host.directory.withObject(objectID) { object throws(APIError) in try await object.read() }
             guard state.exists else { throw APIError(.sessionNotFound, "no session '\(id)'") }
-            return Self.json(HostAPI.Record(data: state.record))
+            var record = state.record
+            record.id = id
+            return Self.json(HostAPI.Record(data: record))
         case .update:
             let body = try await readJSONBody(request)
             let operation = try SessionOperation.decodeUpdate(from: body)
             let key = try Self.idempotencyKey(request.headers, body: operation.canonicalJSON)
-            let reply = try await host.directory.withObject(id) { object throws(APIError) in
-                try await object.write(operation, idempotency: key)
+            let reply = try await host.directory.withObject(objectID) { object throws(APIError) in
+                try await object.write(operation, idempotency: key, holdingFor: owner)
             }
+            if owner != nil { host.held.countHeld() }
             return Self.reply(reply)
         case .clear:
             let key = try Self.idempotencyKey(request.headers, body: SessionOperation.clear.canonicalJSON)
-            let reply = try await host.directory.withObject(id) { object throws(APIError) in
-                try await object.write(.clear, idempotency: key)
+            let reply = try await host.directory.withObject(objectID) { object throws(APIError) in
+                try await object.write(.clear, idempotency: key, holdingFor: owner)
             }
+            if owner != nil { host.held.countHeld() }
             return Self.reply(reply)
         default:
             throw APIError(.notFound, "no such route")
@@ -176,6 +267,7 @@ public struct HostResponder: HTTPResponder {
             case "health": return (.health, nil)
             case "metrics": return (.metrics, nil)
             case "ring": return (.ring, nil)
+            case "hints": return (.heldList, nil)
             default: return (.unknown, nil)
             }
         case 2 where segments.first == "sessions":
@@ -184,6 +276,12 @@ public struct HostResponder: HTTPResponder {
             return (.handoff, segments.last!)
         case 3 where segments.first == "handoff" && segments.last == "adopt":
             return (.adopt, segments[segments.startIndex + 1])
+        case 2 where segments.first == "hints":
+            return (.heldItem, segments.last!)
+        case 3 where segments.first == "hints" && segments.last == "seed":
+            return (.heldSeed, segments[segments.startIndex + 1])
+        case 3 where segments.first == "hints" && segments.last == "handback":
+            return (.heldHandback, segments[segments.startIndex + 1])
         case 3 where segments.first == "sessions":
             let id = segments[segments.startIndex + 1]
             switch segments.last! {
@@ -215,6 +313,13 @@ public struct HostResponder: HTTPResponder {
             throw APIError(.invalidIdempotencyKey, "Idempotency-Key must be 1 to \(HostAPI.maxIdempotencyKeyLength) visible ASCII characters")
         }
         return IdempotencyKey(key: key, requestHash: fnv1a(body()))
+    }
+
+    static let hintedFor = HTTPField.Name(HostAPI.hintedForHeader)!
+
+    /// `Hint-Seed-Version`: when the caller learned the state it knows of the session.
+    static func seedVersion(_ headers: HTTPFields) -> Double {
+        headers[HTTPField.Name(HostAPI.hintSeedVersionHeader)!].flatMap { Double($0) }.map { $0.isFinite ? $0 : 0 } ?? 0
     }
 
     static func isJSON(_ contentType: String) -> Bool {

@@ -72,6 +72,12 @@ public final class SessionDirectory: Sendable {
         }
     }
 
+    /// Drops the live object of `id`, if any: its next use loads it afresh (a held copy whose
+    /// writes its owner took back).
+    func forget(_ id: String) {
+        _ = entries.withLock { $0.removeValue(forKey: id) }
+    }
+
     /// Evicts idle objects: all idle past the timeout, then the least recently used idle ones
     /// while over `maxLive`. Returns how many were evicted.
     @discardableResult

@@ -16,12 +16,14 @@ struct ObjectContext: Sendable {
     let now: @Sendable () -> Double
     /// Whether this host owns an id under its current ring (always, for a ring of one).
     let ownsNow: @Sendable (String) -> Bool
+    /// Writes another host held for our sessions while this one could not be reached.
+    let heldElsewhere: HeldElsewhere?
 
     init(
         committer: GroupCommitter, store: any SessionStore,
         load: (@Sendable (_ id: String, _ idempotencySince: Double) async throws -> StoredSession?)? = nil,
         limits: SessionLimits, idempotencyRetention: Double, maxKeysPerSession: Int, now: @escaping @Sendable () -> Double,
-        ownsNow: @escaping @Sendable (String) -> Bool = { _ in true }
+        ownsNow: @escaping @Sendable (String) -> Bool = { _ in true }, heldElsewhere: HeldElsewhere? = nil
     ) {
         self.ownsNow = ownsNow
         self.committer = committer
@@ -31,7 +33,17 @@ struct ObjectContext: Sendable {
         self.idempotencyRetention = idempotencyRetention
         self.maxKeysPerSession = maxKeysPerSession
         self.now = now
+        self.heldElsewhere = heldElsewhere
     }
+}
+
+/// Writes another member held for one of this host's sessions while this host could not be
+/// reached (hinted handoff), as a live object needs them: whether some wait, fetching them
+/// from their holder, and telling the holder which it may forget.
+struct HeldElsewhere: Sendable {
+    let isPending: @Sendable (_ id: String) -> Bool
+    let pull: @Sendable (_ id: String) async throws -> [HostAPI.HeldWrite]
+    let acknowledge: @Sendable (_ id: String, _ throughSeq: Int64) async -> Void
 }
 
 /// What a session's previous owner hands to its new owner.
@@ -68,11 +80,17 @@ public struct WriteReply: Sendable {
 /// parallel. A write applies the operation to the in-memory state, queues the mutation with
 /// the group committer, and answers only once it is durable. A read answers only once every
 /// write it has seen is durable: the output gate of Durable Objects.
+///
+/// The same actor serves a copy of another host's session held while that host cannot be
+/// reached (`HeldWrites.copyID`): each of its writes is also kept, in the same transaction,
+/// to be handed back.
 actor SessionObject {
     let id: String
     let incarnation: UInt64
     private let context: ObjectContext
     private let onPoisoned: @Sendable (SessionObject) -> Void
+    /// Whether this is a copy held for another host (not counted among the host's sessions).
+    private let isHeldCopy: Bool
 
     private struct Loaded {
         var state: SessionState
@@ -97,23 +115,29 @@ actor SessionObject {
 
     private var loaded: Loaded?
     private var loading: Task<StoredSession?, any Error>?
+    /// Writes held elsewhere being merged in: operations wait for it.
+    private var merging: Task<Void, Never>?
     /// The last mutation queued: reads wait for it.
     private var lastTicket: CommitTicket?
     private var poisoned = false
+    /// A held copy whose writes its owner is taking back: refuses writes until then.
+    private var handingBackUntil: ContinuousClock.Instant?
 
     init(id: String, incarnation: UInt64, context: ObjectContext, onPoisoned: @escaping @Sendable (SessionObject) -> Void) {
         self.id = id
         self.incarnation = incarnation
         self.context = context
         self.onPoisoned = onPoisoned
+        isHeldCopy = HeldWrites.isCopy(id)
     }
 
     // MARK: Operations
 
     /// The session's state once everything it reflects is durable.
     func read() async throws(APIError) -> SessionState {
-        try await ensureLoaded()
+        try await ensureReady()
         try refuseIfMoved()
+        try refuseIfHandingBack()
         let snapshot = loaded!.state
         if let ticket = lastTicket, !ticket.isResolved {
             try await wait(for: ticket)
@@ -121,10 +145,12 @@ actor SessionObject {
         return snapshot
     }
 
-    /// Applies a write and answers once it is durable.
-    func write(_ operation: SessionOperation, idempotency: IdempotencyKey?) async throws(APIError) -> WriteReply {
-        try await ensureLoaded()
+    /// Applies a write and answers once it is durable. With `holdingFor`, this is a held copy
+    /// and the write is kept for that owner as well.
+    func write(_ operation: SessionOperation, idempotency: IdempotencyKey?, holdingFor owner: String? = nil) async throws(APIError) -> WriteReply {
+        try await ensureReady()
         try refuseIfMoved()
+        try refuseIfHandingBack()
 
         if let idempotency, let entry = loaded!.keys[idempotency.key] {
             guard entry.requestHash == idempotency.requestHash else {
@@ -140,58 +166,14 @@ actor SessionObject {
             }
         }
 
-        // From here to enqueue nothing suspends, so the in-memory state and the commit queue
-        // see this actor's writes in the same order. The state is changed in place (no copy
-        // of the history); `apply` validates before it changes anything.
-        let existed = loaded!.state.exists
-        let createdBefore = loaded!.state.record.createdAt
-        let now = context.now()
-        let change = try loaded!.state.apply(operation, now: now, limits: context.limits)
-        let state = loaded!.state
-
-        if case .cleared = change, !existed {
-            // Nothing to clear: answer once earlier writes are durable, write nothing.
-            if let ticket = lastTicket, !ticket.isResolved { try await wait(for: ticket) }
-            return reply(for: state, cleared: false, now: now, createdAt: 0)
+        let (answer, ticket) = try applyNow(operation, idempotency: idempotency, holdingFor: owner, now: context.now())
+        guard let ticket else {
+            // Nothing to write (a clear of nothing): answer once earlier writes are durable.
+            if let last = lastTicket, !last.isResolved { try await wait(for: last) }
+            return answer
         }
-
-        let storedChange: SessionMutation.Change
-        switch change {
-        case .appended(let message, _):
-            storedChange = .append(message, seq: loaded!.nextSeq)
-            loaded!.nextSeq += 1
-        case .replacedMessages:
-            storedChange = .replaceMessages(state.record.messages)
-            loaded!.nextSeq = Int64(state.record.messages.count)
-        case .replacedMetadata:
-            storedChange = .touch
-        case .cleared:
-            storedChange = .delete
-            loaded!.nextSeq = 0
-        }
-        let answer = reply(for: state, cleared: change == .cleared ? true : nil, now: now, createdAt: createdBefore)
-        let record = idempotency.map {
-            IdempotencyRecord(key: $0.key, requestHash: $0.requestHash, status: answer.status, response: answer.body, createdAt: now)
-        }
-        let metadataChanged = change == .replacedMetadata || !existed
-        let mutation = SessionMutation(
-            id: id, incarnation: incarnation, change: storedChange,
-            createdAt: state.record.createdAt, lastUpdated: state.record.lastUpdated,
-            messageCount: state.record.messages.count,
-            metadata: metadataChanged ? state.record.metadata.encodedJSON() : nil,
-            idempotency: record,
-            sessionsDelta: change == .cleared ? -1 : (existed ? 0 : 1))
-
-        let ticket = context.committer.enqueue(mutation)
-        lastTicket = ticket
-        if let idempotency {
-            remember(idempotency.key, .pending(requestHash: idempotency.requestHash, ticket: ticket, reply: answer))
-        }
-
         try await wait(for: ticket)
-        if let record, case .pending(_, let pendingTicket, _)? = loaded?.keys[record.key], pendingTicket === ticket {
-            loaded?.keys[record.key] = .done(record)
-        }
+        markDone(idempotency?.key, ticket: ticket)
         return answer
     }
 
@@ -233,7 +215,111 @@ actor SessionObject {
             record: snapshot.state.exists ? snapshot.state.record : nil, nextSeq: snapshot.nextSeq, idempotency: keys)
     }
 
+    // MARK: A copy held for another host
+
+    /// Starts this held copy from `record`: when there is none yet, or when the one there
+    /// holds no write and was seeded from an older state. Returns whether it was replaced.
+    func seed(_ record: SessionRecord?, version: Double, owner: String) async throws(APIError) -> Bool {
+        if let loading { _ = try? await loading.value }
+        if let ticket = lastTicket, !ticket.isResolved { try await wait(for: ticket) }
+        let session = HeldWrites.sessionID(ofCopy: id)
+        do {
+            if let info = try await context.store.heldInfo(session), info.writes > 0 || info.seedVersion >= version { return false }
+            try await context.store.seedHeld(session, owner: owner, record: record, version: version)
+        } catch {
+            throw APIError(.storageUnavailable, "could not store the held copy; retry")
+        }
+        // Loaded afresh on the next use.
+        loaded = nil
+        return true
+    }
+
+    /// Stops taking writes for a while: the owner is taking back what was held. What was
+    /// acknowledged is durable when this returns. The owner forgets the writes when it has
+    /// them (`HeldWrites.forget`); if it never says so, writes are taken again after `lease`.
+    func beginHandingBack(lease: Duration = .seconds(30)) async throws(APIError) {
+        handingBackUntil = .now + lease
+        if let ticket = lastTicket, !ticket.isResolved { try await wait(for: ticket) }
+    }
+
     // MARK: Internals
+
+    /// Applies `operation` to the in-memory state and queues its mutation, without suspending,
+    /// so the in-memory state and the commit queue see this actor's writes in the same order.
+    /// Returns the answer and the ticket to wait for (nil when there is nothing to write).
+    /// `recorded` is the answer a holder already gave for a merged held write.
+    private func applyNow(
+        _ operation: SessionOperation, idempotency: IdempotencyKey?, holdingFor owner: String?, now: Double,
+        recorded: WriteReply? = nil
+    ) throws(APIError) -> (WriteReply, CommitTicket?) {
+        let existed = loaded!.state.exists
+        let createdBefore = loaded!.state.record.createdAt
+        // The state is changed in place (no copy of the history); `apply` validates first.
+        let change = try loaded!.state.apply(operation, now: now, limits: context.limits)
+        let state = loaded!.state
+
+        if case .cleared = change, !existed {
+            return (recorded ?? reply(for: state, cleared: false, now: now, createdAt: 0), nil)
+        }
+
+        let storedChange: SessionMutation.Change
+        let applied: SessionOperation
+        switch change {
+        case .appended(let messages, _):
+            storedChange = .append(messages, firstSeq: loaded!.nextSeq)
+            loaded!.nextSeq += Int64(messages.count)
+            applied = .appendMessages(messages.map { MessageInput(role: $0.role, content: $0.content, timestamp: $0.timestamp) })
+        case .replacedMessages:
+            storedChange = .replaceMessages(state.record.messages)
+            loaded!.nextSeq = Int64(state.record.messages.count)
+            applied = .setHistory(state.record.messages.map { MessageInput(role: $0.role, content: $0.content, timestamp: $0.timestamp) })
+        case .replacedMetadata:
+            storedChange = .touch
+            applied = operation
+        case .cleared:
+            storedChange = .delete
+            loaded!.nextSeq = 0
+            applied = .clear
+        }
+        let answer = recorded ?? reply(for: state, cleared: change == .cleared ? true : nil, now: now, createdAt: createdBefore)
+        let record = idempotency.map {
+            IdempotencyRecord(key: $0.key, requestHash: $0.requestHash, status: answer.status, response: answer.body, createdAt: now)
+        }
+        let held = owner.map { owner in
+            HeldWriteRecord(
+                sessionID: HeldWrites.sessionID(ofCopy: id), owner: owner, operation: applied.canonicalJSON,
+                key: idempotency?.key ?? "held-\(UUID().uuidString)", requestHash: idempotency?.requestHash ?? 0,
+                status: answer.status, response: answer.body, createdAt: now)
+        }
+        let metadataChanged = change == .replacedMetadata || !existed
+        let mutation = SessionMutation(
+            id: id, incarnation: incarnation, change: storedChange,
+            createdAt: state.record.createdAt, lastUpdated: state.record.lastUpdated,
+            messageCount: state.record.messages.count,
+            metadata: metadataChanged ? state.record.metadata.encodedJSON() : nil,
+            idempotency: record,
+            sessionsDelta: isHeldCopy ? 0 : (change == .cleared ? -1 : (existed ? 0 : 1)),
+            held: held)
+
+        let ticket = context.committer.enqueue(mutation)
+        lastTicket = ticket
+        if let idempotency {
+            remember(idempotency.key, .pending(requestHash: idempotency.requestHash, ticket: ticket, reply: answer))
+        }
+        return (answer, ticket)
+    }
+
+    private func markDone(_ key: String?, ticket: CommitTicket) {
+        guard let key, case .pending(let hash, let pendingTicket, let reply)? = loaded?.keys[key], pendingTicket === ticket else { return }
+        loaded?.keys[key] = .done(
+            IdempotencyRecord(key: key, requestHash: hash, status: reply.status, response: reply.body, createdAt: context.now()))
+    }
+
+    private func refuseIfHandingBack() throws(APIError) {
+        if let until = handingBackUntil, ContinuousClock.now < until {
+            throw APIError(.hintRefused, "the owner of '\(HeldWrites.sessionID(ofCopy: id))' is taking its writes back: send to it")
+        }
+    }
 
     private func refuseIfMoved() throws(APIError) {
         if let movedTo = loaded?.movedTo {
@@ -286,6 +372,51 @@ actor SessionObject {
         onPoisoned(self)
     }
 
+    /// Loads the session, then merges in writes another member held for it, before anything
+    /// is served: so every write is answered on a history that has all the earlier ones.
+    private func ensureReady() async throws(APIError) {
+        try await ensureLoaded()
+        guard !isHeldCopy, let source = context.heldElsewhere, merging != nil || source.isPending(id) else { return }
+        let task: Task<Void, Never>
+        if let merging {
+            task = merging
+        } else {
+            task = Task { await self.mergeHeld(from: source) }
+            merging = task
+        }
+        await task.value
+        guard loaded != nil, !poisoned else {
+            throw APIError(.storageUnavailable, "an earlier write of this session failed; retry")
+        }
+    }
+
+    /// Applies, in order, the writes another member held for this session, each under its
+    /// own idempotency key (a write merged before is recognised and skipped), then lets the
+    /// holder forget them. A holder that cannot be reached is tried again later.
+    private func mergeHeld(from source: HeldElsewhere) async {
+        defer { merging = nil }
+        guard let writes = try? await source.pull(id), loaded != nil else { return }
+        var queued: [(key: String, ticket: CommitTicket)] = []
+        for write in writes {
+            guard loaded != nil, loaded!.keys[write.key] == nil, let operation = try? SessionOperation.decode(write.operation) else {
+                continue
+            }
+            let key = IdempotencyKey(key: write.key, requestHash: write.requestHash)
+            let recorded = WriteReply(status: write.status, body: Data(write.response.utf8), replayed: false)
+            // A write this history cannot take (a limit) is dropped, as the owner would have refused it.
+            if let (_, ticket) = try? applyNow(operation, idempotency: key, holdingFor: nil, now: write.createdAt, recorded: recorded),
+                let ticket
+            {
+                queued.append((write.key, ticket))
+            }
+        }
+        if let last = queued.last {
+            guard (try? await wait(for: last.ticket)) != nil else { return }
+        }
+        for (key, ticket) in queued { markDone(key, ticket: ticket) }
+        await source.acknowledge(id, writes.last?.seq ?? 0)
+    }
+
     /// Makes `loaded` non-nil, loading from storage once however many callers wait.
     private func ensureLoaded() async throws(APIError) {
         guard !poisoned else {
@@ -293,7 +424,7 @@ actor SessionObject {
         }
         // Handed away earlier, and ours again after a later ring change: load it afresh (from
         // the host that has it now), not from the frozen copy.
-        if loaded?.movedTo != nil, loading == nil, context.ownsNow(id) { loaded = nil }
+        if loaded?.movedTo != nil, loading == nil, !isHeldCopy, context.ownsNow(id) { loaded = nil }
         if loaded != nil { return }
         let task: Task<StoredSession?, any Error>
         if let loading {

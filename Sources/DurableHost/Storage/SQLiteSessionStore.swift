@@ -82,6 +82,25 @@ public final class SQLiteSessionStore: SessionStore {
                     """
             )
         }
+        migrator.registerMigration("v3: hinted handoff") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE held_sessions (id TEXT PRIMARY KEY NOT NULL, owner TEXT NOT NULL, seed_version REAL NOT NULL) WITHOUT ROWID;
+                    CREATE TABLE held_writes (
+                        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                        session_id TEXT NOT NULL,
+                        owner TEXT NOT NULL,
+                        operation BLOB NOT NULL,
+                        key TEXT NOT NULL,
+                        request_hash INTEGER NOT NULL,
+                        status INTEGER NOT NULL,
+                        response BLOB NOT NULL,
+                        created_at REAL NOT NULL
+                    );
+                    CREATE INDEX held_writes_by_session ON held_writes (session_id, seq);
+                    """
+            )
+        }
         return migrator
     }()
 
@@ -112,7 +131,7 @@ public final class SQLiteSessionStore: SessionStore {
                 arguments: [id])
             while let row = try rows.next() {
                 let role: String = row[1]
-                messages.append(Message(role: Role(rawValue: role) ?? .user, content: row[2], timestamp: row[3]))
+                messages.append(Message(role: Role(rawValue: role) ?? .user, content: Self.content(row[2]), timestamp: row[3]))
                 nextSeq = (row[0] as Int64) + 1
             }
             let metadataData: Data = session[0]
@@ -134,23 +153,28 @@ public final class SQLiteSessionStore: SessionStore {
     private static func apply(_ mutation: SessionMutation, in db: Database) throws {
         let id = mutation.id
         switch mutation.change {
-        case .append(let message, let seq):
+        case .append(let messages, let firstSeq):
             try upsertSession(mutation, in: db)
-            try db.cachedStatement(sql: "INSERT INTO messages (session_id, seq, role, content, timestamp) VALUES (?, ?, ?, ?, ?)")
-                .execute(arguments: [id, seq, message.role.rawValue, message.content, message.timestamp])
+            try insert(messages, of: id, from: firstSeq, in: db)
         case .replaceMessages(let messages):
             try upsertSession(mutation, in: db)
             try db.cachedStatement(sql: "DELETE FROM messages WHERE session_id = ?").execute(arguments: [id])
-            let insert = try db.cachedStatement(
-                sql: "INSERT INTO messages (session_id, seq, role, content, timestamp) VALUES (?, ?, ?, ?, ?)")
-            for (seq, message) in messages.enumerated() {
-                try insert.execute(arguments: [id, seq, message.role.rawValue, message.content, message.timestamp])
-            }
+            try insert(messages, of: id, from: 0, in: db)
         case .touch:
             try upsertSession(mutation, in: db)
         case .delete:
             try db.cachedStatement(sql: "DELETE FROM messages WHERE session_id = ?").execute(arguments: [id])
             try db.cachedStatement(sql: "DELETE FROM sessions WHERE id = ?").execute(arguments: [id])
+        }
+        if let held = mutation.held {
+            try db.cachedStatement(
+                sql: """
+                    INSERT INTO held_writes (session_id, owner, operation, key, request_hash, status, response, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    """
+            ).execute(arguments: [
+                held.sessionID, held.owner, held.operation, held.key, held.requestHash, held.status, held.response, held.createdAt,
+            ])
         }
         if let record = mutation.idempotency {
             try db.cachedStatement(
@@ -159,6 +183,30 @@ public final class SQLiteSessionStore: SessionStore {
                     VALUES (?, ?, ?, ?, ?, ?)
                     """
             ).execute(arguments: [id, record.key, record.requestHash, record.status, record.response, record.createdAt])
+        }
+    }
+
+    /// Inserts messages at consecutive sequence numbers from `firstSeq`.
+    private static func insert(_ messages: [Message], of id: String, from firstSeq: Int64, in db: Database) throws {
+        let insert = try db.cachedStatement(sql: "INSERT INTO messages (session_id, seq, role, content, timestamp) VALUES (?, ?, ?, ?, ?)")
+        for (offset, message) in messages.enumerated() {
+            try insert.execute(arguments: [id, firstSeq + Int64(offset), message.role.rawValue, contentValue(message.content), message.timestamp])
+        }
+    }
+
+    /// Message content as SQLite must receive it to keep every byte: a blob of its UTF-8.
+    /// (Bound as text, GRDB hands SQLite a C string, which ends at the first NUL: "abc\u{0}def"
+    /// would be stored as "abc".) The empty string stays text: an empty blob binds as NULL.
+    private static func contentValue(_ content: String) -> any DatabaseValueConvertible {
+        content.isEmpty ? "" : Data(content.utf8)
+    }
+
+    /// Reads content stored by `contentValue` (or as text, by earlier versions) byte for byte.
+    private static func content(_ value: DatabaseValue) -> String {
+        switch value.storage {
+        case .blob(let data): String(decoding: data, as: UTF8.self)
+        case .string(let text): text
+        default: ""
         }
     }
 
@@ -182,7 +230,7 @@ public final class SQLiteSessionStore: SessionStore {
     }
 
     public func sessionCount() async throws -> Int {
-        try await pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM sessions") ?? 0 }
+        try await pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM sessions WHERE id NOT LIKE '!%'") ?? 0 }
     }
 
     public func pruneIdempotency(before cutoff: Double) async throws -> Int {
@@ -195,7 +243,7 @@ public final class SQLiteSessionStore: SessionStore {
     public func sessionIDs(after cursor: String?, limit: Int) async throws -> [String] {
         try await pool.read { db in
             try String.fetchAll(
-                db, sql: "SELECT id FROM sessions WHERE id > ? ORDER BY id LIMIT ?", arguments: [cursor ?? "", limit])
+                db, sql: "SELECT id FROM sessions WHERE id > ? AND id NOT LIKE '!%' ORDER BY id LIMIT ?", arguments: [cursor ?? "", limit])
         }
     }
 
@@ -220,13 +268,8 @@ public final class SQLiteSessionStore: SessionStore {
                 try db.execute(
                     sql: "INSERT INTO sessions (id, metadata, created_at, last_updated, message_count) VALUES (?, ?, ?, ?, ?)",
                     arguments: [id, record.metadata.encodedJSON(), record.createdAt, record.lastUpdated, record.messages.count])
-                let insert = try db.cachedStatement(
-                    sql: "INSERT INTO messages (session_id, seq, role, content, timestamp) VALUES (?, ?, ?, ?, ?)")
                 // Sequence numbers continue from the previous owner's, so later appends follow on.
-                let first = session.nextSeq - Int64(record.messages.count)
-                for (offset, message) in record.messages.enumerated() {
-                    try insert.execute(arguments: [id, first + Int64(offset), message.role.rawValue, message.content, message.timestamp])
-                }
+                try Self.insert(record.messages, of: id, from: session.nextSeq - Int64(record.messages.count), in: db)
             }
             let keys = try db.cachedStatement(
                 sql: """
@@ -256,6 +299,86 @@ public final class SQLiteSessionStore: SessionStore {
             try db.execute(sql: "DELETE FROM idempotency WHERE session_id = ?", arguments: [id])
             try db.execute(sql: "DELETE FROM sessions WHERE id = ?", arguments: [id])
             return db.changesCount > 0
+        }
+    }
+
+    // MARK: Hinted handoff
+
+    public func seedHeld(_ id: String, owner: String, record: SessionRecord?, version: Double) async throws {
+        let copy = HeldWrites.copyID(id)
+        try await pool.write { db in
+            try db.execute(sql: "DELETE FROM messages WHERE session_id = ?", arguments: [copy])
+            try db.execute(sql: "DELETE FROM sessions WHERE id = ?", arguments: [copy])
+            try db.execute(sql: "DELETE FROM moved WHERE id = ?", arguments: [copy])
+            if let record {
+                try db.execute(
+                    sql: "INSERT INTO sessions (id, metadata, created_at, last_updated, message_count) VALUES (?, ?, ?, ?, ?)",
+                    arguments: [copy, record.metadata.encodedJSON(), record.createdAt, record.lastUpdated, record.messages.count])
+                try Self.insert(record.messages, of: copy, from: 0, in: db)
+            }
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO held_sessions (id, owner, seed_version) VALUES (?, ?, ?)", arguments: [id, owner, version])
+        }
+    }
+
+    public func heldInfo(_ id: String) async throws -> HeldInfo? {
+        try await pool.read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT owner, seed_version FROM held_sessions WHERE id = ?", arguments: [id]) else {
+                return nil
+            }
+            let writes = try Int.fetchOne(db, sql: "SELECT count(*) FROM held_writes WHERE session_id = ?", arguments: [id]) ?? 0
+            return HeldInfo(id: id, owner: row[0], seedVersion: row[1], writes: writes)
+        }
+    }
+
+    public func heldSessions(owner: String?) async throws -> [HeldInfo] {
+        try await pool.read { db in
+            let rows: [Row]
+            let sql = """
+                SELECT h.id, h.owner, h.seed_version, (SELECT count(*) FROM held_writes w WHERE w.session_id = h.id)
+                FROM held_sessions h
+                """
+            if let owner {
+                rows = try Row.fetchAll(db, sql: sql + " WHERE h.owner = ? ORDER BY h.id", arguments: [owner])
+            } else {
+                rows = try Row.fetchAll(db, sql: sql + " ORDER BY h.id")
+            }
+            return rows.map { HeldInfo(id: $0[0], owner: $0[1], seedVersion: $0[2], writes: $0[3]) }
+        }
+    }
+
+    public func heldWrites(_ id: String) async throws -> [HostAPI.HeldWrite] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT seq, operation, key, request_hash, status, response, created_at FROM held_writes
+                    WHERE session_id = ? ORDER BY seq
+                    """,
+                arguments: [id]
+            ).compactMap { row in
+                let operation: Data = row[1]
+                let response: Data = row[5]
+                guard let value = JSONValue.parse(operation) else { return nil }
+                return HostAPI.HeldWrite(
+                    seq: row[0], operation: value, key: row[2], requestHash: row[3], status: row[4],
+                    response: String(decoding: response, as: UTF8.self), createdAt: row[6])
+            }
+        }
+    }
+
+    public func dropHeld(_ id: String, through seq: Int64) async throws -> Bool {
+        let copy = HeldWrites.copyID(id)
+        return try await pool.write { db in
+            try db.execute(sql: "DELETE FROM held_writes WHERE session_id = ? AND seq <= ?", arguments: [id, seq])
+            let left = try Int.fetchOne(db, sql: "SELECT count(*) FROM held_writes WHERE session_id = ?", arguments: [id]) ?? 0
+            guard left == 0 else { return false }
+            try db.execute(sql: "DELETE FROM held_sessions WHERE id = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM messages WHERE session_id = ?", arguments: [copy])
+            try db.execute(sql: "DELETE FROM idempotency WHERE session_id = ?", arguments: [copy])
+            try db.execute(sql: "DELETE FROM moved WHERE id = ?", arguments: [copy])
+            try db.execute(sql: "DELETE FROM sessions WHERE id = ?", arguments: [copy])
+            return true
         }
     }
 

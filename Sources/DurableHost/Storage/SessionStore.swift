@@ -34,6 +34,44 @@ public protocol SessionStore: Sendable {
     /// Deletes the data of a session handed to another host (its marker stays). Returns
     /// whether a session row was deleted.
     func purgeMoved(_ id: String) async throws -> Bool
+
+    // MARK: Hinted handoff (see `HeldWrites`)
+
+    /// Replaces the copy of `id` held for `owner` with `record` (nil: no session) as its seed.
+    /// The copy's rows live under `HeldWrites.copyID(id)`; the writes held stay.
+    func seedHeld(_ id: String, owner: String, record: SessionRecord?, version: Double) async throws
+    /// What is held of `id`: for whom, from which seed, and how many writes; nil when nothing.
+    func heldInfo(_ id: String) async throws -> HeldInfo?
+    /// Sessions with a copy held here, for `owner` (for every owner when nil).
+    func heldSessions(owner: String?) async throws -> [HeldInfo]
+    /// The writes held for `id`, oldest first.
+    func heldWrites(_ id: String) async throws -> [HostAPI.HeldWrite]
+    /// Forgets the writes held for `id` up to `seq`, and the copy when no write is left;
+    /// returns whether the copy is gone.
+    func dropHeld(_ id: String, through seq: Int64) async throws -> Bool
+}
+
+/// A copy of a session held for its owner while the owner could not be reached.
+public struct HeldInfo: Sendable, Hashable {
+    public var id: String
+    public var owner: String
+    /// `last_updated` of the state the copy was seeded from (0 for none).
+    public var seedVersion: Double
+    public var writes: Int
+}
+
+/// A write held for an owner, stored with the held copy's mutation in one transaction.
+public struct HeldWriteRecord: Sendable, Hashable {
+    /// The session's own id (not the held copy's).
+    public var sessionID: String
+    public var owner: String
+    /// The operation as applied, times filled in (`SessionOperation.canonicalJSON`).
+    public var operation: Data
+    public var key: String
+    public var requestHash: Int64
+    public var status: Int
+    public var response: Data
+    public var createdAt: Double
 }
 
 /// A session as loaded from storage.
@@ -77,8 +115,8 @@ public struct IdempotencyRecord: Sendable, Hashable, Codable {
 /// One applied operation, as storage must persist it.
 public struct SessionMutation: Sendable, Hashable {
     public enum Change: Sendable, Hashable {
-        /// One message appended at sequence number `seq`.
-        case append(Message, seq: Int64)
+        /// Messages appended, the first at sequence number `firstSeq`, the others after it.
+        case append([Message], firstSeq: Int64)
         /// Every message replaced.
         case replaceMessages([Message])
         /// Only the session row changes (metadata, times).
@@ -99,12 +137,15 @@ public struct SessionMutation: Sendable, Hashable {
     public var idempotency: IdempotencyRecord?
     /// +1 when the mutation creates the session, -1 when it deletes it: keeps the count exact.
     public var sessionsDelta: Int
+    /// For a write to a copy held for an unreachable owner: the write to hand back.
+    public var held: HeldWriteRecord?
 
     public init(
         id: String, incarnation: UInt64, change: Change, createdAt: Double, lastUpdated: Double,
-        messageCount: Int, metadata: Data?, idempotency: IdempotencyRecord?, sessionsDelta: Int = 0
+        messageCount: Int, metadata: Data?, idempotency: IdempotencyRecord?, sessionsDelta: Int = 0, held: HeldWriteRecord? = nil
     ) {
         self.sessionsDelta = sessionsDelta
+        self.held = held
         self.id = id
         self.incarnation = incarnation
         self.change = change

@@ -1,0 +1,299 @@
+import CurlHTTP
+import Foundation
+import HashRing
+import Logging
+import Metrics
+import ServiceLifecycle
+import ServiceMetrics
+import SessionModel
+import Synchronization
+
+/// Hinted handoff (Dynamo, Cassandra) between the hosts of a ring on SQLite: while a
+/// session's owner cannot be reached, its runner-up in the ring holds the session, and gives
+/// every write back when the owner returns.
+///
+/// **The holder** (the owner's runner-up for the id, `Membership.runnerUp`) serves requests a
+/// worker marks `Hinted-For: OWNER` from a copy of the session kept under
+/// `copyID(id)`. The copy starts from the newest state a worker knows (`POST
+/// /hints/{id}/seed`, asked for with 409 `hint_seed_required`), and each write to it is also
+/// stored as a held write, in the same transaction. Every worker sends the session's calls
+/// to the same holder, so a conversation goes on as one copy, however many workers serve it.
+///
+/// **The owner**, when it starts, and when it finds it was paused (its heartbeat stopped for
+/// `pauseThreshold`), asks every other member which of its sessions they hold writes for;
+/// each holder also tells it (`POST /hints/notify`) once it can reach it again. Before it
+/// serves such a session, the owner's live object takes the held writes
+/// (`POST /hints/{id}/handback`, which stops the holder taking more), applies them in order
+/// under their own idempotency keys, waits until they are durable, and lets the holder forget
+/// them (`DELETE /hints/{id}`). A write merged twice is recognised by its key, so a crash at
+/// any step loses nothing and applies nothing twice.
+///
+/// Limits, said plainly: the copy starts from what a worker last saw of the session, so an
+/// answer given during the outage may miss a turn the owner took just before it died (the
+/// turn is not lost: the owner still has it, and the held turns follow it). With two hosts
+/// down at once, or an owner reachable by some workers and not others, held turns are still
+/// all kept, whole, but may follow turns the owner took meanwhile. PostgreSQL storage, where
+/// a session is re-created from the shared database, has none of these limits.
+final class HeldWrites: Sendable {
+    static let copyPrefix = "!held/"
+
+    /// Where the copy of `id` held for its owner is stored: a prefix no session id can have.
+    static func copyID(_ id: String) -> String { copyPrefix + id }
+    static func isCopy(_ id: String) -> Bool { id.hasPrefix(copyPrefix) }
+    static func sessionID(ofCopy copy: String) -> String {
+        isCopy(copy) ? String(copy.dropFirst(copyPrefix.count)) : copy
+    }
+
+    /// A heartbeat older than this means the host was paused (or starved) long enough for
+    /// workers to send its sessions elsewhere.
+    static let pauseThreshold: Duration = .seconds(2)
+
+    let node: String
+    let ring: RingState
+    let store: any SessionStore
+    let client: CurlClient
+    let token: String?
+    let logger: Logger
+    /// Our sessions with writes held elsewhere, by the member holding them.
+    private let pending = Mutex<[String: String]>([:])
+    private let pendingCount = Atomic<Int>(0)
+    private let started = ContinuousClock.now
+    /// Nanoseconds since `started` of the last heartbeat.
+    private let lastBeat = Atomic<Int64>(0)
+    private let recovering = Mutex<Task<Void, Never>?>(nil)
+    private let merged = Metrics.Counter(label: "host_held_writes_merged_total")
+    private let heldHere = Metrics.Counter(label: "host_held_writes_total")
+
+    init(node: String, ring: RingState, store: any SessionStore, client: CurlClient, token: String?, logger: Logger) {
+        self.node = node
+        self.ring = ring
+        self.store = store
+        self.client = client
+        self.token = token
+        self.logger = logger
+    }
+
+    // MARK: The owner's side
+
+    /// What live objects use to merge held writes.
+    var elsewhere: HeldElsewhere {
+        HeldElsewhere(
+            isPending: { [self] id in pendingCount.load(ordering: .relaxed) > 0 && pending.withLock { $0[id] != nil } },
+            pull: { [self] id in try await pull(id) },
+            acknowledge: { [self] id, seq in await acknowledge(id, through: seq) })
+    }
+
+    /// Records that `holder` holds writes for `ids`.
+    func noteHeld(_ ids: [String], by holder: String) {
+        guard !ids.isEmpty else { return }
+        let count = pending.withLock { pending in
+            for id in ids { pending[id] = holder }
+            return pending.count
+        }
+        pendingCount.store(count, ordering: .relaxed)
+        logger.notice("writes held elsewhere wait to be merged", metadata: ["holder": "\(holder)", "sessions": "\(ids.count)"])
+    }
+
+    private func forgetPending(_ id: String) {
+        let count = pending.withLock { pending in
+            pending[id] = nil
+            return pending.count
+        }
+        pendingCount.store(count, ordering: .relaxed)
+    }
+
+    /// Sessions waiting for their held writes.
+    var pendingIDs: [String] { pending.withLock { Array($0.keys) } }
+
+    /// Asks every other member which of this host's sessions it holds writes for.
+    func recover() async {
+        let members = ring.otherMembers
+        guard !members.isEmpty else { return }
+        await withTaskGroup(of: Void.self) { group in
+            for member in members {
+                group.addTask {
+                    let request = HTTPRequest(
+                        url: "http://\(member.address)/hints?owner=\(self.node.percentEncodedQueryValue)", headers: self.headers(json: false),
+                        timeout: .seconds(1), connectTimeout: .milliseconds(500))
+                    guard let response = try? await self.client.execute(request), response.status == 200,
+                        let held = try? JSONCoding.decoder.decode(HostAPI.HeldSessions.self, from: response.body)
+                    else { return }
+                    self.noteHeld(held.ids, by: member.name)
+                }
+            }
+        }
+        beat()
+    }
+
+    /// Called before serving a session: if the heartbeat stopped for a while (the process was
+    /// paused), first asks the members what they held meanwhile.
+    func ensureCurrent() async {
+        let beat = Duration.nanoseconds(lastBeat.load(ordering: .relaxed))
+        guard ContinuousClock.now - (started + beat) > Self.pauseThreshold else { return }
+        let task = recovering.withLock { running -> Task<Void, Never> in
+            if let running { return running }
+            logger.warning("this host was not running for a while (paused?); asking the members what they held for it")
+            let task = Task { await self.recover() }
+            running = task
+            return task
+        }
+        await task.value
+        recovering.withLock { if $0 == task { $0 = nil } }
+    }
+
+    /// The heartbeat: the courier beats every quarter second.
+    func beat() {
+        lastBeat.store((ContinuousClock.now - started).nanosecondsValue, ordering: .relaxed)
+    }
+
+    private func holder(of id: String) -> Membership.Member? {
+        guard let name = pending.withLock({ $0[id] }) else { return nil }
+        return ring.otherMembers.first { $0.name == name }
+    }
+
+    /// Takes the writes held for `id` from their holder (which stops taking more).
+    private func pull(_ id: String) async throws -> [HostAPI.HeldWrite] {
+        guard let holder = holder(of: id) else {
+            forgetPending(id)
+            return []
+        }
+        let body = (try? JSONCoding.encoder.encode(["to": node])) ?? Data()
+        do {
+            let response = try await client.execute(
+                HTTPRequest(
+                    method: .post, url: "http://\(holder.address)/hints/\(id)/handback", headers: headers(json: true), body: body,
+                    timeout: .seconds(5), connectTimeout: .seconds(1)))
+            if response.status == 404 {
+                forgetPending(id)
+                return []
+            }
+            guard response.status == 200, let handback = try? JSONCoding.decoder.decode(HostAPI.Handback.self, from: response.body) else {
+                throw StoreError("the holder answered HTTP \(response.status)")
+            }
+            return handback.writes
+        } catch {
+            // Served meanwhile from what is here; the holder tells us again once it can.
+            forgetPending(id)
+            logger.warning(
+                "could not take back writes held for a session; serving it meanwhile",
+                metadata: ["session": "\(id)", "holder": "\(holder.name)", "error": "\(error)"])
+            throw error
+        }
+    }
+
+    /// The held writes of `id` up to `seq` are durable here: the holder may forget them.
+    private func acknowledge(_ id: String, through seq: Int64) async {
+        let holder = holder(of: id)
+        forgetPending(id)
+        guard let holder else { return }
+        merged.increment()
+        _ = try? await client.execute(
+            HTTPRequest(
+                method: .delete, url: "http://\(holder.address)/hints/\(id)?through=\(seq)", headers: headers(json: false),
+                timeout: .seconds(5), connectTimeout: .seconds(1)))
+        logger.notice("writes held elsewhere were merged", metadata: ["session": "\(id)", "holder": "\(holder.name)"])
+    }
+
+    // MARK: The holder's side
+
+    /// Refuses a hinted request this host is not the holder for under its ring.
+    func checkHolding(_ id: String, for owner: String) throws(APIError) {
+        let current = ring.current
+        guard let actualOwner = current.owner(of: id), actualOwner.name == owner, owner != node else {
+            throw APIError(
+                .hintRefused,
+                "'\(owner)' does not own '\(id)' in this host's ring (version \(current.version)): send to \(current.owner(of: id)?.name ?? "its owner")")
+        }
+        guard current.runnerUp(of: id)?.name == node else {
+            throw APIError(.hintRefused, "this host does not hold writes for '\(id)' in ring version \(current.version)")
+        }
+    }
+
+    /// Whether the copy of `id` needs a (newer) seed before it serves: none yet, or one older
+    /// than what the caller knows while it holds no write.
+    func needsSeed(_ id: String, callerVersion: Double) async throws(APIError) -> Bool {
+        let info: HeldInfo?
+        do {
+            info = try await store.heldInfo(id)
+        } catch {
+            throw APIError(.storageUnavailable, "could not read the held copy of '\(id)'; retry")
+        }
+        guard let info else { return true }
+        return info.writes == 0 && callerVersion > info.seedVersion
+    }
+
+    /// Counts a write held for an owner.
+    func countHeld() {
+        heldHere.increment()
+    }
+
+    /// `GET /hints?owner=NODE`.
+    func list(for owner: String) async throws(APIError) -> HostAPI.HeldSessions {
+        do {
+            return HostAPI.HeldSessions(holder: node, ids: try await store.heldSessions(owner: owner).map(\.id))
+        } catch {
+            throw APIError(.storageUnavailable, "could not list the held sessions; retry")
+        }
+    }
+
+    /// Tells each owner that holds nothing of ours yet, and answers again, what is held for it.
+    func notifyOwners() async {
+        guard let held = try? await store.heldSessions(owner: nil), !held.isEmpty else { return }
+        let byOwner = Dictionary(grouping: held, by: \.owner)
+        for (owner, sessions) in byOwner {
+            guard let member = ring.otherMembers.first(where: { $0.name == owner }) else { continue }
+            let body = (try? JSONCoding.encoder.encode(HostAPI.HeldSessions(holder: node, ids: sessions.map(\.id)))) ?? Data()
+            _ = try? await client.execute(
+                HTTPRequest(
+                    method: .post, url: "http://\(member.address)/hints/notify", headers: headers(json: true), body: body,
+                    timeout: .seconds(1), connectTimeout: .milliseconds(500)))
+        }
+    }
+
+    private func headers(json: Bool) -> HTTPHeaders {
+        var headers: HTTPHeaders = [:]
+        if let token { headers.add("Authorization", "Bearer \(token)") }
+        if json { headers.add("Content-Type", "application/json") }
+        return headers
+    }
+}
+
+/// The heartbeat of `HeldWrites`, the owner's background merge of held writes, and the
+/// holder's notices to owners that answer again.
+struct HeldWritesCourier: Service {
+    let held: HeldWrites
+    let directory: SessionDirectory
+    let logger: Logger
+    var beatInterval: Duration = .milliseconds(250)
+    var passInterval: Duration = .seconds(1)
+
+    func run() async throws {
+        var lastPass = ContinuousClock.now
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            held.beat()
+            if ContinuousClock.now - lastPass >= passInterval {
+                lastPass = .now
+                await held.notifyOwners()
+                // Sessions whose writes wait elsewhere are merged even if nobody asks for them.
+                for id in held.pendingIDs.prefix(100) {
+                    _ = try? await directory.withObject(id) { object throws(APIError) in try await object.read() }
+                }
+            }
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: beatInterval) }
+        }
+    }
+}
+
+extension Duration {
+    var nanosecondsValue: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}
+
+extension String {
+    /// This text as a URL query value: everything but unreserved characters percent-encoded.
+    var percentEncodedQueryValue: String {
+        addingPercentEncoding(withAllowedCharacters: CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")) ?? self
+    }
+}
