@@ -44,7 +44,8 @@ public struct DurableHostServer: Sendable {
             }
         }
         if let note { logger.notice("\(note)") }
-        try await store.saveRingState(try JSONCoding.encoder.encode(persisted))
+        // Written only when it changed: a host whose disk is full must still start and serve reads.
+        if persisted != stored { try await store.saveRingState(try JSONCoding.encoder.encode(persisted)) }
         let ring = RingState(node: configuration.node, persisted: persisted)
         let handoff = Handoff(ring: ring, store: store, client: peers, token: configuration.token, stats: stats, logger: logger)
         let held = HeldWrites(node: configuration.node, ring: ring, store: store, client: peers, token: configuration.token, logger: logger)

@@ -12,7 +12,9 @@ It prints "listening on http://127.0.0.1:PORT" once ready (port 0 picks a free o
 """
 import argparse
 import json
+import select
 import signal
+import socket
 import sys
 import threading
 import time
@@ -26,7 +28,10 @@ STATE = {
     "events": [],  # notable happenings: stream disconnects
     "faults": [],  # queued faults: {"path_prefix", "status", "times", "retry_after", "delay_ms", "body"}
     "delay_ms": 0,
+    "github_delay_ms": 0,
     "chunk_interval_ms": 50,
+    "in_flight": {},  # path prefix -> requests being answered now
+    "max_in_flight": {},  # path prefix -> the most answered at once
 }
 
 
@@ -83,6 +88,26 @@ class Handler(BaseHTTPRequestHandler):
                 "time": time.time(),
             })
 
+    def client_gone(self):
+        """Whether the client has closed its connection (it sent nothing more and hung up)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+    def pause(self, seconds, path):
+        """Sleeps, noticing a client that leaves meanwhile; returns False (and records the
+        disconnect) when it did."""
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            if self.client_gone():
+                with LOCK:
+                    STATE["events"].append({"event": "disconnect", "path": path, "time": time.time()})
+                return False
+            time.sleep(min(0.02, max(0, deadline - time.time())))
+        return True
+
     def take_fault(self, path):
         with LOCK:
             for fault in STATE["faults"]:
@@ -122,19 +147,29 @@ class Handler(BaseHTTPRequestHandler):
                 return self.control(path, body)
             fault = self.take_fault(path)
             if fault:
-                time.sleep(fault.get("delay_ms", 0) / 1000)
+                if not self.pause(fault.get("delay_ms", 0) / 1000, path):
+                    return None
                 if fault.get("status"):
                     headers = {}
                     if "retry_after" in fault:
                         headers["Retry-After"] = str(fault["retry_after"])
                     return self.send_json(fault["status"], fault.get("body", {"error": "injected", "message": "injected fault"}), headers)
-            if STATE["delay_ms"]:
-                time.sleep(STATE["delay_ms"] / 1000)
-            if path.startswith("/v2/"):
-                return greptile(self, path[3:], query, body)
-            if path.startswith("/github/"):
-                return github(self, path[7:], query)
-            return self.generic(path, query, body)
+            prefix = "/" + path.split("/")[1] if path.count("/") >= 1 else path
+            with LOCK:
+                STATE["in_flight"][prefix] = STATE["in_flight"].get(prefix, 0) + 1
+                STATE["max_in_flight"][prefix] = max(STATE["max_in_flight"].get(prefix, 0), STATE["in_flight"][prefix])
+            try:
+                delay = STATE["delay_ms"] + (STATE["github_delay_ms"] if path.startswith("/github/") else 0)
+                if delay and not self.pause(delay / 1000, path):
+                    return None
+                if path.startswith("/v2/"):
+                    return greptile(self, path[3:], query, body)
+                if path.startswith("/github/"):
+                    return github(self, path[7:], query)
+                return self.generic(path, query, body)
+            finally:
+                with LOCK:
+                    STATE["in_flight"][prefix] -= 1
         except (BrokenPipeError, ConnectionResetError):
             with LOCK:
                 STATE["events"].append({"event": "disconnect", "path": path, "time": time.time()})
@@ -149,7 +184,8 @@ class Handler(BaseHTTPRequestHandler):
                 "length": len(body),
             })
         if path == "/slow":
-            time.sleep(int(query.get("ms", "1000")) / 1000)
+            if not self.pause(int(query.get("ms", "1000")) / 1000, path):
+                return None
             return self.send_json(200, {"slept_ms": int(query.get("ms", "1000"))})
         if path.startswith("/status/"):
             return self.send_json(int(path.split("/")[2]), {"status": int(path.split("/")[2])})
@@ -186,6 +222,9 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/_connections":
             with LOCK:
                 return self.send_json(200, {"connections": STATE["connections"]})
+        if path == "/_concurrency":
+            with LOCK:
+                return self.send_json(200, STATE["max_in_flight"])
         if path == "/_control" and self.command == "POST":
             command = json.loads(body or b"{}")
             with LOCK:
@@ -194,6 +233,8 @@ class Handler(BaseHTTPRequestHandler):
                     STATE["events"].clear()
                     STATE["faults"].clear()
                     STATE["delay_ms"] = 0
+                    STATE["github_delay_ms"] = 0
+                    STATE["max_in_flight"].clear()
                     INDEXED.clear()
                 for key in command.get("indexed", []):
                     INDEXED[key] = {"status": "completed", "polls": 3, "numFiles": len(FILES)}
@@ -201,6 +242,8 @@ class Handler(BaseHTTPRequestHandler):
                     STATE["faults"].append(command["fault"])
                 if "delay_ms" in command:
                     STATE["delay_ms"] = command["delay_ms"]
+                if "github_delay_ms" in command:
+                    STATE["github_delay_ms"] = command["github_delay_ms"]
                 if "chunk_interval_ms" in command:
                     STATE["chunk_interval_ms"] = command["chunk_interval_ms"]
             return self.send_json(200, {"ok": True})
@@ -215,6 +258,8 @@ GITHUB_REPOSITORIES = {
     "acme/private-lib": ("develop", True),
     "octo/empty": ("trunk", False),
 }
+# Many small repositories, for calls that name several.
+GITHUB_REPOSITORIES.update({"acme/r%d" % index: ("main", False) for index in range(1, 13)})
 INDEXED = {}  # "remote:branch:owner/name" -> {"status", "polls", "numFiles"}
 CREDENTIALS = {"greptile_key": "", "github_token": ""}
 FILES = ["src/app.swift", "src/server/router.swift", "docs/README.md"]

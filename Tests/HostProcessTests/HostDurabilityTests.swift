@@ -156,4 +156,30 @@ struct HostDurabilityTests {
         #expect(lost.isEmpty, "\(lost.count) acknowledged writes lost in a graceful shutdown")
         await host.stop()
     }
+    @Test("a host whose disk is full starts, serves reads, refuses writes with 503 and takes them again once space returns")
+    func fullDisk() async throws {
+        let disk = try SmallDisk(megabytes: 4)
+        defer { disk.remove() }
+        let host = HostHarness(dataPath: disk.directory.file("data"))
+        try await host.start()
+        for index in 0..<3 { #expect(try await append(host.client(), "kept", "m\(index)").status == 200) }
+        await host.stop()
+
+        try disk.fill()
+        try await host.start()
+        #expect(try await history(host.client(), "kept") == ["m0", "m1", "m2"], "reads are served on a full disk")
+        let refused = try await append(host.client(), "kept", "no room")
+        #expect(refused.status == 503)
+        #expect(refused.errorCode == "storage_unavailable")
+        let health = try await host.client().send(.get, "/health").object
+        #expect(health["status"] as? String == "degraded")
+        #expect((health["storage"] as? [String: Any])?["status"] as? String == "failing")
+
+        disk.free()
+        // No restart: the next write finds the room.
+        #expect(try await append(host.client(), "kept", "room again").status == 200)
+        #expect(try await history(host.client(), "kept") == ["m0", "m1", "m2", "room again"])
+        #expect(try await host.client().send(.get, "/health").object["status"] as? String == "ok")
+        await host.stop()
+    }
 }

@@ -52,15 +52,20 @@ public final class HostHarness: Sendable {
     public let environment: [String: String]
     private let runner: ProductProcess
 
-    public init(node: String = "host-1", arguments: [String] = [], environment: [String: String] = [:], directory: TemporaryDirectory = TemporaryDirectory("host")) {
+    /// `dataPath` puts the data elsewhere than in `directory` (where the logs go).
+    public init(
+        node: String = "host-1", arguments: [String] = [], environment: [String: String] = [:],
+        directory: TemporaryDirectory = TemporaryDirectory("host"), dataPath: String? = nil
+    ) {
         self.node = node
         self.extraArguments = arguments
         self.environment = environment
         self.directory = directory
+        self.dataPath = dataPath ?? directory.file("data")
         runner = ProductProcess(product: "durable-host", directory: directory)
     }
 
-    public var dataPath: String { directory.file("data") }
+    public let dataPath: String
 
     /// Starts the host (on a new free port, or on `port`), returning its base URL.
     @discardableResult

@@ -73,6 +73,19 @@ public final class UpstreamStandIn: Sendable {
         return (try JSONSerialization.jsonObject(with: response.body) as? [[String: Any]]) ?? []
     }
 
+    /// The most requests answered at once so far, by first path segment ("/github", "/v2").
+    public func maxInFlight() async throws -> [String: Int] {
+        let response = try await client.send(.get, "/_concurrency")
+        return (try JSONSerialization.jsonObject(with: response.body) as? [String: Int]) ?? [:]
+    }
+
+    /// When the stand-in saw a client leave a request to `path` after `after` (seconds since the epoch).
+    public func disconnect(from path: String, after: Double, timeout: Duration = .seconds(10)) async throws -> Double {
+        try await eventually("the stand-in never saw a client leave \(path)", timeout: timeout) {
+            try await events().first { ($0["path"] as? String)?.hasPrefix(path) == true && ($0["time"] as? Double ?? 0) > after }?["time"] as? Double
+        }
+    }
+
     /// TCP connections accepted so far.
     public func connections() async throws -> Int {
         try await client.send(.get, "/_connections").object["connections"] as? Int ?? -1

@@ -88,6 +88,30 @@ struct ConversationTests {
         await stack.stop()
     }
 
+    @Test("a turn is one write: when the host refuses it (a limit), neither the question nor the answer is stored")
+    func refusedTurnStoresNothing() async throws {
+        let standIn = try await UpstreamStandIn.startIndexed()
+        let host = HostHarness(arguments: ["--max-messages-per-session", "3"])
+        try await host.start()
+        let worker = WorkerHarness(environment: standIn.workerEnvironment)
+        try await worker.start(hosts: [host.member])
+        var client = MCPTestClient(base: worker.base)
+        try await client.initialize()
+        let first = try await client.callTool("query_repository", ["query": "q1", "repositories": [WorkerStack.repository], "session_id": "bounded"])
+        #expect(!first.isError, "\(first.text)")
+        // A second turn would make four messages: the host refuses the whole turn.
+        let second = try await client.callTool("query_repository", ["query": "q2", "repositories": [WorkerStack.repository], "session_id": "bounded"])
+        #expect(second.isError)
+        #expect(second.text.contains("limit"), "\(second.text)")
+        let stored = try await host.client().send(.get, "/sessions/conv:local:bounded/history").decode(HostAPI.History.self).data
+        #expect(stored.map(\.role) == [.user, .assistant])
+        #expect(stored.map(\.content).first == "q1")
+        #expect(stored.last?.content == first.structured["message"] as? String)
+        await worker.stop()
+        await host.stop()
+        await standIn.stop()
+    }
+
     @Test("a streamed answer is read chunk by chunk and stored like any other")
     func streamedQuery() async throws {
         let stack = try await WorkerStack.start()

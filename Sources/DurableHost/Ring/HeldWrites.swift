@@ -125,11 +125,17 @@ final class HeldWrites: Sendable {
         beat()
     }
 
-    /// Called before serving a session: if the heartbeat stopped for a while (the process was
-    /// paused), first asks the members what they held meanwhile.
-    func ensureCurrent() async {
+    /// Whether the heartbeat stopped for a while: the process was paused (or starved) long
+    /// enough for workers to send its sessions to their runners-up.
+    var wasAway: Bool {
         let beat = Duration.nanoseconds(lastBeat.load(ordering: .relaxed))
-        guard ContinuousClock.now - (started + beat) > Self.pauseThreshold else { return }
+        return ContinuousClock.now - (started + beat) > Self.pauseThreshold
+    }
+
+    /// Called before serving a session, and by the heartbeat: if this host was away, first
+    /// asks the members what they held meanwhile (once, however many callers wait).
+    func ensureCurrent() async {
+        guard wasAway else { return }
         let task = recovering.withLock { running -> Task<Void, Never> in
             if let running { return running }
             logger.warning("this host was not running for a while (paused?); asking the members what they held for it")
@@ -270,7 +276,9 @@ struct HeldWritesCourier: Service {
     func run() async throws {
         var lastPass = ContinuousClock.now
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            held.beat()
+            // After a pause the heartbeat stays stale until the members were asked, so that
+            // requests arriving meanwhile wait for the answer too.
+            if held.wasAway { await held.ensureCurrent() } else { held.beat() }
             if ContinuousClock.now - lastPass >= passInterval {
                 lastPass = .now
                 await held.notifyOwners()
