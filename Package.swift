@@ -172,7 +172,7 @@ let package = Package(
         ),
         .testTarget(name: "HashRingTests", dependencies: ["HashRing"], swiftSettings: strict),
         .testTarget(name: "DeployTests", dependencies: ["CurlHTTP", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "SessionClientTests", dependencies: ["SessionClient", "SessionModel"], swiftSettings: strict),
+        .testTarget(name: "SessionClientTests", dependencies: ["SessionClient", "SessionModel", "HashRing", "CurlHTTP"], swiftSettings: strict),
         .testTarget(
             name: "WorkerProcessTests",
             dependencies: ["SessionModel", "CurlHTTP", "HashRing", "TestSupport"],
