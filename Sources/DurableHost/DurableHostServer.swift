@@ -8,6 +8,8 @@ import ServiceMetrics
 import SessionModel
 import ServiceLifecycle
 import Settings
+import Synchronization
+import PostgresNIO
 
 /// A durable host, assembled: storage, the group committer, the live objects, upkeep and
 /// the HTTP server, as services for one `ServiceGroup`.
@@ -30,10 +32,78 @@ public struct DurableHostServer: Sendable {
         onListening: @escaping @Sendable (String) -> Void = { _ in }
     ) async throws {
         self.configuration = configuration
+        let peers = CurlClient(configuration: .init(userAgent: "durable-host/\(Self.version)"))
+        let retention = configuration.idempotencyRetention
+        let bound = BoundAddress(configured: configuration.advertise)
+        let listening: @Sendable (String) -> Void = { address in
+            bound.set(address)
+            onListening(address)
+        }
+        let parts: StorageParts
+        switch configuration.storage {
+        case .sqlite: parts = try await Self.sqliteParts(configuration, peers: peers, logger: logger)
+        case .postgres: parts = Self.postgresParts(configuration, address: bound, logger: logger)
+        }
+        let ring = parts.ring
+        let committer = GroupCommitter(store: parts.store, maxBatch: configuration.maxBatch, stats: parts.stats, logger: logger)
+        let membership = parts.membership
+        let context = ObjectContext(
+            committer: committer, store: parts.store, load: parts.load,
+            limits: configuration.limits, idempotencyRetention: Double(retention.components.seconds), maxKeysPerSession: 1_000,
+            now: { Date().timeIntervalSince1970 }, ownsNow: { ring.ownsNow($0) }, heldElsewhere: parts.held?.elsewhere,
+            ringVersion: { membership?.ringVersion ?? 0 })
+        let directory = SessionDirectory(
+            context: context, maxLive: configuration.maxLiveObjects, idleTimeout: configuration.idleTimeout)
+        // On a shared database, a new ring version drops every live object: each reloads
+        // under the new version, so none serves a session another host wrote meanwhile.
+        parts.ringChanges.set { _ in directory.forgetAll() }
+        state = HostState(
+            node: configuration.node, directory: directory, limits: configuration.limits,
+            metrics: RouteMetrics(registry: registry, prefix: "host"), storage: parts.stats, storePath: parts.store.description,
+            token: configuration.token, ring: ring, store: parts.store, peers: peers, held: parts.held, membership: membership, logger: logger)
+        let upkeep = HostUpkeep(
+            directory: directory, store: parts.store, retention: retention, recount: configuration.storage == .postgres, stats: parts.stats,
+            logger: logger)
+        let application = HTTPService.make(
+            responder: HostResponder(host: state), host: configuration.listen.host, port: configuration.listen.port,
+            serverName: "durable-host/\(Self.version)", readTimeout: configuration.requestReadTimeout, logger: logger,
+            onListening: listening)
+        // The group stops its services last first: the membership leaves the ring (its sessions
+        // move at once), the HTTP server drains, the committer commits what is queued, and the
+        // database client and the libcurl thread stop last.
+        var services: [any Service] = [CurlClientService(client: peers)]
+        services += parts.early
+        services += [committer, upkeep]
+        if let held = parts.held {
+            // Before serving anything: what did the other members hold for us while we were away?
+            await held.recover()
+            services.append(HeldWritesCourier(held: held, directory: directory, logger: logger))
+        }
+        services += parts.late(directory)
+        services.append(application)
+        if let membership { services.append(membership) }
+        self.services = services
+    }
+
+    /// What differs between the backends.
+    struct StorageParts {
+        let store: any SessionStore
+        let stats: StorageStatus
+        let ring: RingState
+        let load: @Sendable (_ id: String, _ idempotencySince: Double) async throws -> StoredSession?
+        let held: HeldWrites?
+        let membership: DatabaseMembership?
+        let ringChanges: RingChangeHandler
+        /// Services that must stop after the committer (the database client).
+        let early: [any Service]
+        /// Services that need the live objects (ring migration).
+        let late: (SessionDirectory) -> [any Service]
+    }
+
+    /// SQLite: the ring of configured peers, ring changes by handoff, hinted handoff.
+    private static func sqliteParts(_ configuration: HostConfiguration, peers: CurlClient, logger: Logger) async throws -> StorageParts {
         let store = try SQLiteSessionStore(directory: configuration.dataDirectory, synchronous: configuration.synchronous)
         let stats = StorageStatus(sessions: try await store.sessionCount())
-        let committer = GroupCommitter(store: store, maxBatch: configuration.maxBatch, stats: stats, logger: logger)
-        let peers = CurlClient(configuration: .init(userAgent: "durable-host/\(Self.version)"))
         let stored = try await store.loadRingState().flatMap { try? JSONCoding.decoder.decode(RingState.Persisted.self, from: $0) }
         var (persisted, note) = RingState.startingState(configured: configuration.membership, stored: stored)
         if stored == nil, configuration.membership.members.count > 1 {
@@ -49,31 +119,64 @@ public struct DurableHostServer: Sendable {
         let ring = RingState(node: configuration.node, persisted: persisted)
         let handoff = Handoff(ring: ring, store: store, client: peers, token: configuration.token, stats: stats, logger: logger)
         let held = HeldWrites(node: configuration.node, ring: ring, store: store, client: peers, token: configuration.token, logger: logger)
-        let retention = configuration.idempotencyRetention
-        let context = ObjectContext(
-            committer: committer, store: store,
+        return StorageParts(
+            store: store, stats: stats, ring: ring,
             load: { id, since in
                 // A held copy is this host's own data, whoever owns the session.
                 HeldWrites.isCopy(id) ? try await store.load(id, idempotencySince: since) : try await handoff.load(id, idempotencySince: since)
             },
-            limits: configuration.limits, idempotencyRetention: Double(retention.components.seconds), maxKeysPerSession: 1_000,
-            now: { Date().timeIntervalSince1970 }, ownsNow: { ring.ownsNow($0) }, heldElsewhere: held.elsewhere)
-        let directory = SessionDirectory(
-            context: context, maxLive: configuration.maxLiveObjects, idleTimeout: configuration.idleTimeout)
-        state = HostState(
-            node: configuration.node, directory: directory, limits: configuration.limits,
-            metrics: RouteMetrics(registry: registry, prefix: "host"), storage: stats, storePath: store.path,
-            token: configuration.token, ring: ring, store: store, peers: peers, held: held, logger: logger)
-        let upkeep = HostUpkeep(directory: directory, store: store, retention: retention, logger: logger)
-        let application = HTTPService.make(
-            responder: HostResponder(host: state), host: configuration.listen.host, port: configuration.listen.port,
-            serverName: "durable-host/\(Self.version)", readTimeout: configuration.requestReadTimeout, logger: logger,
-            onListening: onListening)
-        let migrator = RingMigrator(handoff: handoff, logger: logger)
-        // Before serving anything: what did the other members hold for us while we were away?
-        await held.recover()
-        let courier = HeldWritesCourier(held: held, directory: directory, logger: logger)
-        services = [CurlClientService(client: peers), committer, upkeep, migrator, courier, application]
+            held: held, membership: nil, ringChanges: RingChangeHandler(), early: [],
+            late: { _ in [RingMigrator(handoff: handoff, logger: logger)] })
+    }
+
+    /// PostgreSQL: one database for every host, membership by leases in it, fenced commits.
+    private static func postgresParts(_ configuration: HostConfiguration, address: BoundAddress, logger: Logger) -> StorageParts {
+        let url = configuration.databaseURL!
+        var clientLogger = logger
+        clientLogger.logLevel = max(logger.logLevel, .warning)
+        let client = PostgresClient(configuration: url.clientConfiguration, backgroundLogger: clientLogger)
+        let fence = Fence(node: configuration.node)
+        let store = PostgresSessionStore(client: client, fence: fence, timeout: configuration.storageTimeout, description: "\(url)", logger: clientLogger)
+        let ring = RingState(
+            node: configuration.node,
+            persisted: .init(current: Membership(version: 0, members: [], lease: configuration.leaseDuration.secondsValue), previous: nil))
+        let changes = RingChangeHandler()
+        let membership = DatabaseMembership(
+            client: client, node: configuration.node, address: { address.value },
+            timing: .init(leaseDuration: configuration.leaseDuration, renewInterval: configuration.leaseRenewInterval),
+            fence: fence, ring: ring, logger: logger, onRingChange: { changes.changed($0) })
+        return StorageParts(
+            store: store, stats: StorageStatus(sessions: 0), ring: ring, load: { id, since in try await store.load(id, idempotencySince: since) },
+            held: nil, membership: membership, ringChanges: changes, early: [client], late: { _ in [] })
+    }
+}
+
+/// The address this host is reached at: the configured one, or the one it bound.
+final class BoundAddress: Sendable {
+    private let address: Mutex<String?>
+
+    init(configured: ListenAddress?) {
+        address = Mutex(configured.map { "\($0)" })
+    }
+
+    /// Records the bound address, unless one was configured.
+    func set(_ bound: String) {
+        address.withLock { if $0 == nil { $0 = bound } }
+    }
+
+    var value: String? { address.withLock { $0 } }
+}
+
+/// Who is told of a ring change: set once the live objects exist.
+final class RingChangeHandler: Sendable {
+    private let handler = Mutex<(@Sendable (Int64) -> Void)?>(nil)
+
+    func set(_ body: @escaping @Sendable (Int64) -> Void) {
+        handler.withLock { $0 = body }
+    }
+
+    func changed(_ version: Int64) {
+        handler.withLock { $0 }?(version)
     }
 }
 
@@ -88,17 +191,25 @@ extension DurableHostServer {
     }
 }
 
-/// Periodic upkeep: evicts idle objects and forgets expired idempotency keys.
+/// Periodic upkeep: evicts idle objects and forgets expired idempotency keys; on a shared
+/// database, recounts the stored sessions (every host writes them).
 struct HostUpkeep: Service {
     let directory: SessionDirectory
     let store: any SessionStore
     let retention: Duration
+    let recount: Bool
+    let stats: StorageStatus
     let logger: Logger
 
     func run() async throws {
         var lastPrune = ContinuousClock.now - .seconds(3600)
+        var lastCount = ContinuousClock.now - .seconds(3600)
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             directory.sweep()
+            if recount, ContinuousClock.now - lastCount > .seconds(5) {
+                lastCount = .now
+                if let count = try? await store.sessionCount() { stats.reset(sessions: count) }
+            }
             if ContinuousClock.now - lastPrune > .seconds(600) {
                 lastPrune = .now
                 let cutoff = Date().timeIntervalSince1970 - Double(retention.components.seconds)

@@ -26,6 +26,26 @@ public struct HostConfiguration: Sendable {
     /// How long a request may take to arrive whole, from its first byte (slow clients are cut off).
     public var requestReadTimeout: Duration = .seconds(30)
 
+    /// Where sessions are kept.
+    public enum StorageBackend: String, Sendable, CaseIterable {
+        /// One SQLite file per host (the default, embedded): a ring of configured `peers`.
+        case sqlite
+        /// One PostgreSQL database shared by every host: membership by leases in it.
+        case postgres
+    }
+
+    public var storage: StorageBackend = .sqlite
+    /// The database (`storage = postgres`), from the environment or a file, never a flag.
+    public var databaseURL: DatabaseURL?
+    /// The address other hosts and workers reach this host at (`storage = postgres`); the
+    /// listen address (with the port bound) when nil.
+    public var advertise: ListenAddress?
+    /// How long a member's lease lasts, and how often it is renewed (`storage = postgres`).
+    public var leaseDuration: Duration = .seconds(3)
+    public var leaseRenewInterval: Duration = .seconds(1)
+    /// Limit on one operation of the database (`storage = postgres`): past it, 503.
+    public var storageTimeout: Duration = .seconds(2)
+
     public init(
         listen: ListenAddress = ListenAddress(host: "127.0.0.1", port: 7400),
         node: String = "host-1",
@@ -71,6 +91,19 @@ public struct HostConfiguration: Sendable {
         }
         if !peers.isEmpty && !peers.contains(where: { $0.name == node }) {
             throw SettingsError("--peers does not list this host's own node name '\(node)'")
+        }
+        guard storage == .postgres else { return }
+        if databaseURL == nil {
+            throw SettingsError("storage postgres needs the database: set DURABLE_HOST_DATABASE_URL or database_url_file (never a flag)")
+        }
+        if !peers.isEmpty {
+            throw SettingsError("with storage postgres the members are kept in the database: drop peers (hosts join and leave by themselves)")
+        }
+        if leaseRenewInterval * 2 > leaseDuration {
+            throw SettingsError("lease_renew_interval must be at most half of lease_duration, so that one late renewal does not lose the lease")
+        }
+        if advertise == nil, ["0.0.0.0", "::", ""].contains(listen.host) {
+            throw SettingsError("listening on \(listen), other hosts and workers cannot tell this host's address: set advertise HOST:PORT")
         }
     }
 }

@@ -19,8 +19,12 @@ final class HostState: Sendable {
     let store: any SessionStore
     /// Calls to the other members (ring checks).
     let peers: CurlClient
-    /// Writes held for unreachable owners, and ours held elsewhere.
-    let held: HeldWrites
+    /// Writes held for unreachable owners, and ours held elsewhere (a host's own storage only).
+    let held: HeldWrites?
+    /// Membership kept in a shared database (PostgreSQL storage only).
+    let membership: DatabaseMembership?
+    /// The store, when it is this host's own (SQLite): ring changes move sessions through it.
+    var local: (any LocalSessionStore)? { store as? any LocalSessionStore }
     private let token: String?
     let logger: Logger
     private let started = ContinuousClock.now
@@ -28,9 +32,10 @@ final class HostState: Sendable {
     init(
         node: String, directory: SessionDirectory, limits: SessionLimits, metrics: RouteMetrics,
         storage: StorageStatus, storePath: String, token: String?, ring: RingState, store: any SessionStore, peers: CurlClient,
-        held: HeldWrites, logger: Logger
+        held: HeldWrites?, membership: DatabaseMembership?, logger: Logger
     ) {
         self.held = held
+        self.membership = membership
         self.ring = ring
         self.store = store
         self.peers = peers
@@ -52,6 +57,16 @@ final class HostState: Sendable {
         }
     }
 
+    /// With membership in a database: refuses every session request while this host holds
+    /// no lease (joining, or cut off from the database), so nothing it answers can fork.
+    func checkServing() throws(APIError) {
+        guard let membership, !membership.isServing else { return }
+        if membership.health.database != "ok" {
+            throw APIError(.storageUnavailable, "this host cannot reach the database and holds no lease; retry")
+        }
+        throw APIError(.ringChanging, "this host is joining the ring (it holds no lease yet); retry")
+    }
+
     /// Refuses an id another member owns: 421, naming the owner, so the caller can go there.
     func checkOwnership(of id: String) throws(Misdirected) {
         guard !ring.ownsNow(id), let owner = ring.owner(of: id) else { return }
@@ -65,10 +80,13 @@ final class HostState: Sendable {
 
     /// `PUT /ring`: starts a change; saved before it takes effect, so a restart keeps it.
     func changeRing(to next: Membership) async throws(APIError) {
+        guard let local else {
+            throw APIError(.invalidRequest, "with storage postgres the ring is the hosts holding a lease in the database: hosts join and leave by themselves")
+        }
         let before = ring.persisted
         guard try ring.replace(with: next) else { return }
         do {
-            try await store.saveRingState(try JSONCoding.encoder.encode(ring.persisted))
+            try await local.saveRingState(try JSONCoding.encoder.encode(ring.persisted))
         } catch {
             ring.restore(before)
             throw APIError(.storageUnavailable, "could not save the new ring; retry")

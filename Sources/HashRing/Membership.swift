@@ -17,11 +17,17 @@ public struct Membership: Sendable, Hashable, Codable {
     /// Sorted by name.
     public let members: [Member]
     public let ring: HashRing
+    /// When membership is kept in a database shared by the hosts: how long a member's lease
+    /// lasts, in seconds. A member that dies leaves the ring within it, and its sessions are
+    /// served by others from the shared data, so a caller waits for that instead of holding
+    /// writes elsewhere. Nil for a ring of configured members.
+    public let lease: Double?
 
-    public init(version: Int = 1, members: [Member]) {
+    public init(version: Int = 1, members: [Member], lease: Double? = nil) {
         self.version = version
         self.members = members.sorted { $0.name < $1.name }
         ring = HashRing(nodes: members.map(\.name))
+        self.lease = lease
     }
 
     /// The member that owns `id`; nil when there are none.
@@ -46,17 +52,20 @@ public struct Membership: Sendable, Hashable, Codable {
         String(HashRing.hash(members.map(\.name).joined(separator: ",")), radix: 16)
     }
 
-    enum CodingKeys: String, CodingKey { case version, members }
+    enum CodingKeys: String, CodingKey { case version, members, lease }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        self.init(version: try container.decode(Int.self, forKey: .version), members: try container.decode([Member].self, forKey: .members))
+        self.init(
+            version: try container.decode(Int.self, forKey: .version), members: try container.decode([Member].self, forKey: .members),
+            lease: try container.decodeIfPresent(Double.self, forKey: .lease))
     }
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(version, forKey: .version)
         try container.encode(members, forKey: .members)
+        try container.encodeIfPresent(lease, forKey: .lease)
     }
 }
 
@@ -74,21 +83,24 @@ public struct RingInfo: Sendable, Hashable, Codable {
     /// Hosts only: the ring before this one, while the change migrates.
     public var previousVersion: Int?
     public var previousMembers: [Membership.Member]?
+    /// With membership in a database: the members' lease, in seconds (`Membership.lease`).
+    public var lease: Double?
 
     public init(node: String?, membership: Membership) {
         self.node = node
         version = membership.version
         fingerprint = membership.fingerprint
         members = membership.members
+        lease = membership.lease
     }
 
     enum CodingKeys: String, CodingKey {
-        case node, version, fingerprint, members, settled, pending
+        case node, version, fingerprint, members, settled, pending, lease
         case previousVersion = "previous_version"
         case previousMembers = "previous_members"
     }
 
-    public var membership: Membership { Membership(version: version, members: members) }
+    public var membership: Membership { Membership(version: version, members: members, lease: lease) }
 
     /// The ring before this one, while a change migrates.
     public var previous: Membership? {

@@ -185,7 +185,9 @@ public final class DurableSessionManager: SessionManager, Service {
     // MARK: Service: replaying fallback writes
 
     public func run() async throws {
-        var lastRingCheck = ContinuousClock.now
+        // The first round reads the hosts' ring at once: how membership is kept decides how
+        // calls to a host that does not answer go on.
+        var lastRingCheck = ContinuousClock.now - configuration.ringCheckInterval
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             await probeDownHosts()
             let ids = journal.withLock { $0.order }
@@ -450,7 +452,10 @@ public final class DurableSessionManager: SessionManager, Service {
     private func adopt(_ info: RingInfo, from host: Membership.Member) -> Bool {
         guard !info.members.isEmpty else { return false }
         let adopted = ring.withLock { current -> Bool in
-            guard info.version > current.version else { return false }
+            // Newer; or kept in the hosts' database, which replaces the configured `--hosts`
+            // (a seed list then) whatever the versions.
+            let fromDatabase = info.lease != nil && current.lease == nil
+            guard info.version > current.version || fromDatabase else { return false }
             current = info.membership
             return true
         }

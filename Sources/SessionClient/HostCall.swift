@@ -21,7 +21,19 @@ import SessionModel
 ///   and the call once more; told the owner is back (503 `hint_refused`), the call goes to
 ///   the owner once more;
 /// - what none of that could place ends as `unreachable`: the shell's last resort.
+///
+/// When the ring's membership lives in a database shared by the hosts (`Membership.lease`),
+/// nothing is held elsewhere: a dead owner leaves the ring within its lease and the new owner
+/// serves the session from the shared data. The call then keeps retrying (waits capped at
+/// `leaseRetryCap`, the ring refreshed after each failure) until the lease and a renewal
+/// round have passed.
 public struct HostCall: Sendable {
+    /// The longest wait between attempts while waiting out a lease.
+    public static let leaseRetryCap: Duration = .milliseconds(500)
+    /// What a lease's expiry takes to show in the ring beyond the lease itself: a renewal
+    /// round of the surviving hosts, and slack.
+    public static let leaseSlack: Duration = .seconds(2)
+
     public enum Action: Sendable, Equatable {
         /// Send the request to `member`; `holdingFor` names the owner when the member is to
         /// hold it (header `Hinted-For`).
@@ -76,6 +88,11 @@ public struct HostCall: Sendable {
     /// The member the last `send` went to, and the ring version it was routed by.
     private var sentTo: Membership.Member?
     private var routedBy = 0
+    /// Whether the last send was routed by a configured ring (no lease): a ring from the
+    /// hosts' database replaces it whatever its version.
+    private var routedByConfiguredRing = true
+    /// The waits asked for so far.
+    private var waitedSoFar: Duration = .zero
     /// Members this call found unreachable or reachable, in order, for the shell to record.
     public private(set) var observed: [Reachability] = []
 
@@ -178,7 +195,7 @@ public struct HostCall: Sendable {
             return failed("host \(member.name) refused the id as not its own, and its ring could not be read", unreachable: false, random: random)
         }
         adopt(ring)
-        if info.version > routedBy, !redirected {
+        if info.version > routedBy || (info.lease != nil && routedByConfiguredRing), !redirected {
             // The owner changed: going there is not a failed attempt.
             redirected = true
             guard let owner = self.ring.owner(of: id) else { return finish(.unreachable(reason: "the ring has no members")) }
@@ -205,18 +222,19 @@ public struct HostCall: Sendable {
     // MARK: Internals
 
     private mutating func adopt(_ ring: Membership) {
-        if ring.version > self.ring.version { self.ring = ring }
+        if ring.version > self.ring.version || (ring.lease != nil && self.ring.lease == nil) { self.ring = ring }
     }
 
     private mutating func send(to member: Membership.Member, holdingFor owner: String? = nil) -> Action {
         sentTo = member
         routedBy = ring.version
+        routedByConfiguredRing = ring.lease == nil
         return .send(to: member, holdingFor: owner)
     }
 
     /// Sends to the owner's runner-up, when there is one and the call may be held.
     private mutating func hold(for owner: Membership.Member) -> Action? {
-        guard mayHold, let holder = ring.runnerUp(of: id), holder.name != owner.name else { return nil }
+        guard mayHold, ring.lease == nil, let holder = ring.runnerUp(of: id), holder.name != owner.name else { return nil }
         phase = .holder(owner: owner, seeded: false)
         return send(to: holder, holdingFor: owner.name)
     }
@@ -226,6 +244,15 @@ public struct HostCall: Sendable {
         lastUnreachable = unreachable
         if let delay = policy.delay(afterAttempt: attempt, random: random) {
             attempt += 1
+            waitedSoFar += delay
+            return .wait(delay)
+        }
+        if let lease = ring.lease, waitedSoFar < .milliseconds(Int64(lease * 1000)) + Self.leaseSlack {
+            // Shared storage: wait for the ring to drop an owner that does not answer.
+            let base = policy.delay(afterAttempt: 1, random: random) ?? Self.leaseRetryCap
+            let delay = min(base * (1 << min(attempt, 8)), Self.leaseRetryCap)
+            attempt += 1
+            waitedSoFar += delay
             return .wait(delay)
         }
         if lastUnreachable, let owner = ring.owner(of: id), !backToOwner, let action = hold(for: owner) {

@@ -60,11 +60,24 @@ struct DurableHostCommand: AsyncParsableCommand {
     var maxBodyBytes: Int?
     @Option(name: .customLong("request-read-timeout"), help: "Seconds a request may take to arrive whole, from its first byte (default 30).")
     var requestReadTimeout: Double?
+    @Option(help: "Where sessions are kept: sqlite (default, one file per host) or postgres (one database shared by the hosts).")
+    var storage: String?
+    @Option(name: .customLong("database-url-file"), help: "File holding the PostgreSQL URL (or DURABLE_HOST_DATABASE_URL); never the URL itself on the command line.")
+    var databaseURLFile: String?
+    @Option(help: "HOST:PORT other hosts and workers reach this host at (postgres; default: the listen address).")
+    var advertise: String?
+    @Option(name: .customLong("lease-duration"), help: "Seconds a member's lease lasts (postgres; default 3).")
+    var leaseDuration: Double?
+    @Option(name: .customLong("lease-renew-interval"), help: "Seconds between lease renewals (postgres; default 1).")
+    var leaseRenewInterval: Double?
+    @Option(name: .customLong("storage-timeout"), help: "Seconds one database operation may take before the request fails with 503 (postgres; default 2).")
+    var storageTimeout: Double?
 
     static let settingKeys: Set<String> = [
         "listen", "node", "data", "peers", "ring_version", "token_file", "log_level", "synchronous", "max_live_objects",
         "idle_timeout", "idempotency_retention", "max_batch", "max_id_length", "max_content_bytes",
         "max_messages_per_session", "max_session_bytes", "max_metadata_bytes", "max_body_bytes", "request_read_timeout",
+        "storage", "database_url_file", "advertise", "lease_duration", "lease_renew_interval", "storage_timeout",
     ]
 
     func run() async throws {
@@ -96,7 +109,8 @@ struct DurableHostCommand: AsyncParsableCommand {
         logger.info(
             "starting",
             metadata: [
-                "data": "\(configuration.dataDirectory)", "peers": "\(configuration.peers.map(\.description))",
+                "storage": "\(configuration.storage == .postgres ? configuration.databaseURL?.description ?? "postgres" : configuration.dataDirectory)",
+                "peers": "\(configuration.peers.map(\.description))",
                 "auth": "\(configuration.token == nil ? "none (loopback only)" : "bearer token")",
                 "synchronous": "\(configuration.synchronous.rawValue)",
             ])
@@ -140,6 +154,28 @@ struct DurableHostCommand: AsyncParsableCommand {
         limits.maxMetadataBytes = try settings.int("max_metadata_bytes", flag: maxMetadataBytes, default: limits.maxMetadataBytes)
         limits.maxBodyBytes = try settings.int("max_body_bytes", flag: maxBodyBytes, default: limits.maxBodyBytes)
         configuration.limits = limits
+        if let text = settings.raw("storage", flag: storage) {
+            guard let backend = HostConfiguration.StorageBackend(rawValue: text.text.lowercased()) else {
+                throw SettingsError("\(text.origin) must be sqlite or postgres (got '\(text.text)')")
+            }
+            configuration.storage = backend
+        }
+        if let url = try settings.secret(fileKey: "database_url_file", fileFlag: databaseURLFile, variable: "DURABLE_HOST_DATABASE_URL") {
+            configuration.databaseURL = try DatabaseURL(parsing: url)
+        }
+        if let text = settings.raw("advertise", flag: advertise) {
+            do {
+                configuration.advertise = try ListenAddress(parsing: text.text)
+            } catch {
+                throw SettingsError("\(text.origin): \(error.message)")
+            }
+        }
+        configuration.leaseDuration = .milliseconds(
+            Int64(1000 * (try settings.seconds("lease_duration", flag: leaseDuration, default: 3, in: 0.5...600))))
+        configuration.leaseRenewInterval = .milliseconds(
+            Int64(1000 * (try settings.seconds("lease_renew_interval", flag: leaseRenewInterval, default: 1, in: 0.1...300))))
+        configuration.storageTimeout = .milliseconds(
+            Int64(1000 * (try settings.seconds("storage_timeout", flag: storageTimeout, default: 2, in: 0.1...300))))
         let level = try settings.logLevel("log_level", flag: logLevel, default: .info)
         return (configuration, level)
     }

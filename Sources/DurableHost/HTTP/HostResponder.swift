@@ -31,6 +31,11 @@ public struct HostResponder: HTTPResponder {
         case heldHandback = "/hints/{id}/handback"
         case unknown = "unknown"
 
+        /// Routes that move sessions between hosts' own storage (ring changes, held writes).
+        var movesSessions: Bool {
+            [.handoff, .adopt, .heldList, .heldItem, .heldSeed, .heldHandback].contains(self)
+        }
+
         var methods: [HTTPRequest.Method] {
             switch self {
             case .update, .handoff, .adopt, .heldSeed, .heldHandback: [.post]
@@ -68,6 +73,9 @@ public struct HostResponder: HTTPResponder {
             return response
         }
         if route != .health { try host.authorize(request.headers[.authorization]) }
+        if route.movesSessions, host.local == nil {
+            throw APIError(.notFound, "\(route.rawValue) is not served with storage postgres: the hosts share the sessions, none moves or is held")
+        }
 
         switch route {
         case .health:
@@ -109,16 +117,17 @@ public struct HostResponder: HTTPResponder {
             return Self.json(["adopted": id])
         case .record, .history, .update, .clear:
             let id = try Self.sessionID(rawID, limits: host.limits)
-            if let owner = request.headers[Self.hintedFor] {
+            if let owner = request.headers[Self.hintedFor], let held = host.held {
                 // The owner cannot be reached: served from the copy held for it.
-                try host.held.checkHolding(id, for: owner)
+                try held.checkHolding(id, for: owner)
                 let version = Self.seedVersion(request.headers)
-                if try await host.held.needsSeed(id, callerVersion: version) {
+                if try await held.needsSeed(id, callerVersion: version) {
                     throw APIError(.hintSeedRequired, "no copy of '\(id)' is held for \(owner) yet: POST /hints/{id}/seed with the last state you know")
                 }
                 return try await sessionRoute(route, id: id, object: HeldWrites.copyID(id), holdingFor: owner, request: request)
             }
-            await host.held.ensureCurrent()
+            await host.held?.ensureCurrent()
+            try host.checkServing()
             do {
                 try host.checkOwnership(of: id)
             } catch {
@@ -132,14 +141,14 @@ public struct HostResponder: HTTPResponder {
             guard let owner = request.uri.queryParameters["owner"].map(String.init), !owner.isEmpty else {
                 throw APIError(.missingField, "GET /hints takes ?owner=NODE")
             }
-            return Self.json(try await host.held.list(for: owner))
+            return Self.json(try await host.held!.list(for: owner))
         case .heldItem where request.method == .post:
             guard rawID == "notify" else { throw APIError(.methodNotAllowed, "/hints/{id} takes DELETE") }
             let body = try await readJSONBody(request)
             guard let notice = try? JSONCoding.decoder.decode(HostAPI.HeldSessions.self, from: body) else {
                 throw APIError(.invalidField, "POST /hints/notify takes {\"holder\": NODE, \"ids\": [...]}")
             }
-            host.held.noteHeld(notice.ids.filter { host.ring.ownsNow($0) }, by: notice.holder)
+            host.held!.noteHeld(notice.ids.filter { host.ring.ownsNow($0) }, by: notice.holder)
             return Self.json(["noted": notice.ids.count])
         case .heldItem:
             let id = try Self.sessionID(rawID, limits: host.limits)
@@ -148,7 +157,7 @@ public struct HostResponder: HTTPResponder {
             }
             let gone: Bool
             do {
-                gone = try await host.store.dropHeld(id, through: through)
+                gone = try await host.local!.dropHeld(id, through: through)
             } catch {
                 throw APIError(.storageUnavailable, "could not forget the held writes of '\(id)'; retry")
             }
@@ -159,7 +168,7 @@ public struct HostResponder: HTTPResponder {
             guard let owner = request.headers[Self.hintedFor] else {
                 throw APIError(.missingField, "POST /hints/{id}/seed needs the Hinted-For header")
             }
-            try host.held.checkHolding(id, for: owner)
+            try host.held!.checkHolding(id, for: owner)
             let body = try await readJSONBody(request)
             guard let seed = try? JSONCoding.decoder.decode(HostAPI.HintSeed.self, from: body) else {
                 throw APIError(.invalidField, "POST /hints/{id}/seed takes {\"record\": {...} or null}")
@@ -182,7 +191,7 @@ public struct HostResponder: HTTPResponder {
             let info: HeldInfo?
             let writes: [HostAPI.HeldWrite]
             do {
-                info = try await host.store.heldInfo(id)
+                info = try await host.local!.heldInfo(id)
             } catch {
                 throw APIError(.storageUnavailable, "could not read the held copy of '\(id)'; retry")
             }
@@ -190,7 +199,7 @@ public struct HostResponder: HTTPResponder {
             guard info.owner == owner else { throw APIError(.hintRefused, "the writes of '\(id)' are held for \(info.owner), not \(owner)") }
             try await host.directory.withObject(HeldWrites.copyID(id)) { object throws(APIError) in try await object.beginHandingBack() }
             do {
-                writes = try await host.store.heldWrites(id)
+                writes = try await host.local!.heldWrites(id)
             } catch {
                 throw APIError(.storageUnavailable, "could not read the held writes of '\(id)'; retry")
             }
@@ -222,14 +231,14 @@ public struct HostResponder: HTTPResponder {
             let reply = try await host.directory.withObject(objectID) { object throws(APIError) in
                 try await object.write(operation, idempotency: key, holdingFor: owner)
             }
-            if owner != nil { host.held.countHeld() }
+            if owner != nil { host.held?.countHeld() }
             return Self.reply(reply)
         case .clear:
             let key = try Self.idempotencyKey(request.headers, body: SessionOperation.clear.canonicalJSON)
             let reply = try await host.directory.withObject(objectID) { object throws(APIError) in
                 try await object.write(.clear, idempotency: key, holdingFor: owner)
             }
-            if owner != nil { host.held.countHeld() }
+            if owner != nil { host.held?.countHeld() }
             return Self.reply(reply)
         default:
             throw APIError(.notFound, "no such route")

@@ -119,9 +119,12 @@ public final class GroupCommitter: Service, Sendable {
             enum Next { case batch([Entry]), finished, wait }
             let next: Next = state.withLock { state in
                 if !state.queue.isEmpty {
-                    let count = min(state.queue.count, maxBatch)
-                    let batch = Array(state.queue.prefix(count))
-                    state.queue.removeFirst(count)
+                    // One batch, one ring version: a commit is fenced by the version its
+                    // mutations were computed under (shared storage).
+                    let version = state.queue[0].mutation.ringVersion
+                    let sameVersion = state.queue.prefix(maxBatch).prefix { $0.mutation.ringVersion == version }.count
+                    let batch = Array(state.queue.prefix(sameVersion))
+                    state.queue.removeFirst(sameVersion)
                     return .batch(batch)
                 }
                 return state.closed ? .finished : .wait
@@ -183,6 +186,11 @@ public final class StorageStatus: Sendable {
 
     /// Sessions stored, kept exact by every commit.
     public var sessions: Int { state.withLock { $0.sessions } }
+
+    /// Sets the count from the store (on shared storage every host writes sessions).
+    func reset(sessions: Int) {
+        state.withLock { $0.sessions = sessions }
+    }
 
     func recordFailure(_ message: String) {
         state.withLock { state in

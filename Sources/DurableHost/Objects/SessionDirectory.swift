@@ -78,6 +78,12 @@ public final class SessionDirectory: Sendable {
         _ = entries.withLock { $0.removeValue(forKey: id) }
     }
 
+    /// Drops every live object (a new ring version on shared storage): each id's next use
+    /// loads it afresh. Objects in use finish what they do; their writes are fenced off.
+    func forgetAll() {
+        entries.withLock { $0 = [:] }
+    }
+
     /// Evicts idle objects: all idle past the timeout, then the least recently used idle ones
     /// while over `maxLive`. Returns how many were evicted.
     @discardableResult

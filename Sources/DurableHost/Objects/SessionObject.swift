@@ -5,6 +5,8 @@ import SessionModel
 struct ObjectContext: Sendable {
     let committer: GroupCommitter
     let store: any SessionStore
+    /// The same store when it is this host's own (SQLite): what ring changes and held copies need.
+    var local: (any LocalSessionStore)? { store as? any LocalSessionStore }
     /// How a live object loads its session: from `store`, after taking it over from its
     /// previous owner when a ring change requires (`Handoff.load`).
     let load: @Sendable (_ id: String, _ idempotencySince: Double) async throws -> StoredSession?
@@ -18,13 +20,17 @@ struct ObjectContext: Sendable {
     let ownsNow: @Sendable (String) -> Bool
     /// Writes another host held for our sessions while this one could not be reached.
     let heldElsewhere: HeldElsewhere?
+    /// The ring version live objects are loaded under now (0 with a host's own storage).
+    let ringVersion: @Sendable () -> Int64
 
     init(
         committer: GroupCommitter, store: any SessionStore,
         load: (@Sendable (_ id: String, _ idempotencySince: Double) async throws -> StoredSession?)? = nil,
         limits: SessionLimits, idempotencyRetention: Double, maxKeysPerSession: Int, now: @escaping @Sendable () -> Double,
-        ownsNow: @escaping @Sendable (String) -> Bool = { _ in true }, heldElsewhere: HeldElsewhere? = nil
+        ownsNow: @escaping @Sendable (String) -> Bool = { _ in true }, heldElsewhere: HeldElsewhere? = nil,
+        ringVersion: @escaping @Sendable () -> Int64 = { 0 }
     ) {
+        self.ringVersion = ringVersion
         self.ownsNow = ownsNow
         self.committer = committer
         self.store = store
@@ -91,6 +97,8 @@ actor SessionObject {
     private let onPoisoned: @Sendable (SessionObject) -> Void
     /// Whether this is a copy held for another host (not counted among the host's sessions).
     private let isHeldCopy: Bool
+    /// The ring version this object was created under: its commits are fenced by it.
+    private let ringVersion: Int64
 
     private struct Loaded {
         var state: SessionState
@@ -129,6 +137,7 @@ actor SessionObject {
         self.context = context
         self.onPoisoned = onPoisoned
         isHeldCopy = HeldWrites.isCopy(id)
+        ringVersion = context.ringVersion()
     }
 
     // MARK: Operations
@@ -201,7 +210,8 @@ actor SessionObject {
         }
         if !alreadyMoved {
             do {
-                try await context.store.markMoved(id, to: node, version: version)
+                guard let local = context.local else { throw StoreError("sessions do not move between hosts on shared storage") }
+                try await local.markMoved(id, to: node, version: version)
             } catch {
                 loaded?.movedTo = nil
                 throw APIError(.storageUnavailable, "could not record the handoff of '\(id)'; retry")
@@ -223,9 +233,10 @@ actor SessionObject {
         if let loading { _ = try? await loading.value }
         if let ticket = lastTicket, !ticket.isResolved { try await wait(for: ticket) }
         let session = HeldWrites.sessionID(ofCopy: id)
+        guard let local = context.local else { throw APIError(.hintRefused, "this host holds no writes for others: its storage is shared") }
         do {
-            if let info = try await context.store.heldInfo(session), info.writes > 0 || info.seedVersion >= version { return false }
-            try await context.store.seedHeld(session, owner: owner, record: record, version: version)
+            if let info = try await local.heldInfo(session), info.writes > 0 || info.seedVersion >= version { return false }
+            try await local.seedHeld(session, owner: owner, record: record, version: version)
         } catch {
             throw APIError(.storageUnavailable, "could not store the held copy; retry")
         }
@@ -292,7 +303,7 @@ actor SessionObject {
                 status: answer.status, response: answer.body, createdAt: now)
         }
         let metadataChanged = change == .replacedMetadata || !existed
-        let mutation = SessionMutation(
+        var mutation = SessionMutation(
             id: id, incarnation: incarnation, change: storedChange,
             createdAt: state.record.createdAt, lastUpdated: state.record.lastUpdated,
             messageCount: state.record.messages.count,
@@ -300,6 +311,7 @@ actor SessionObject {
             idempotency: record,
             sessionsDelta: isHeldCopy ? 0 : (change == .cleared ? -1 : (existed ? 0 : 1)),
             held: held)
+        mutation.ringVersion = ringVersion
 
         let ticket = context.committer.enqueue(mutation)
         lastTicket = ticket

@@ -32,7 +32,7 @@ import SessionModel
 /// that is down makes its sessions unavailable (503, retried) until it is back, never lost.
 final class Handoff: Sendable {
     let ring: RingState
-    let store: any SessionStore
+    let store: any LocalSessionStore
     let client: CurlClient
     let token: String?
     let stats: StorageStatus
@@ -40,7 +40,7 @@ final class Handoff: Sendable {
     private let pulled = Metrics.Counter(label: "host_handoff_pulled_total")
     private let purged = Metrics.Counter(label: "host_handoff_purged_total")
 
-    init(ring: RingState, store: any SessionStore, client: CurlClient, token: String?, stats: StorageStatus, logger: Logger) {
+    init(ring: RingState, store: any LocalSessionStore, client: CurlClient, token: String?, stats: StorageStatus, logger: Logger) {
         self.ring = ring
         self.store = store
         self.client = client

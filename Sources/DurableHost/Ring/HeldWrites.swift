@@ -50,7 +50,7 @@ final class HeldWrites: Sendable {
 
     let node: String
     let ring: RingState
-    let store: any SessionStore
+    let store: any LocalSessionStore
     let client: CurlClient
     let token: String?
     let logger: Logger
@@ -64,7 +64,7 @@ final class HeldWrites: Sendable {
     private let merged = Metrics.Counter(label: "host_held_writes_merged_total")
     private let heldHere = Metrics.Counter(label: "host_held_writes_total")
 
-    init(node: String, ring: RingState, store: any SessionStore, client: CurlClient, token: String?, logger: Logger) {
+    init(node: String, ring: RingState, store: any LocalSessionStore, client: CurlClient, token: String?, logger: Logger) {
         self.node = node
         self.ring = ring
         self.store = store

@@ -115,6 +115,13 @@ final class RingState: Sendable {
         state.withLock { $0 = persisted }
     }
 
+    /// Serves by `membership` from now on: the ring kept in a shared database, where nothing
+    /// migrates between hosts, so there is no previous ring to remember.
+    func adopt(_ membership: Membership) {
+        state.withLock { $0 = Persisted(current: membership, previous: nil) }
+        pendingCount.withLock { $0 = 0 }
+    }
+
     /// The change has migrated everywhere: forget the previous ring.
     func settle() {
         state.withLock { $0.previous = nil }

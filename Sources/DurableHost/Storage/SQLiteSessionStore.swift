@@ -7,7 +7,7 @@ import SessionModel
 /// Writes go through GRDB's single writer connection, on GRDB's own dispatch queue (never
 /// Swift's cooperative pool); reads use its pool of reader connections, concurrent with writes.
 /// With `synchronous = FULL` a commit is on disk before `commit` returns.
-public final class SQLiteSessionStore: SessionStore {
+public final class SQLiteSessionStore: LocalSessionStore {
     public enum Synchronous: String, Sendable, CaseIterable {
         /// fsync on every commit: survives power loss.
         case full
@@ -17,6 +17,8 @@ public final class SQLiteSessionStore: SessionStore {
 
     public let path: String
     private let pool: DatabasePool
+
+    public var description: String { "sqlite \(path)" }
 
     /// Opens (creating if needed) `DIR/sessions.sqlite`.
     public init(directory: String, synchronous: Synchronous = .full) throws {

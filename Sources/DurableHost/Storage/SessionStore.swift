@@ -20,7 +20,14 @@ public protocol SessionStore: Sendable {
     func sessionIDs(after cursor: String?, limit: Int) async throws -> [String]
     /// Flushes and closes; the store is unusable afterwards.
     func close() async throws
+    /// What `/health` says of the store: its kind and where it is (never a secret).
+    var description: String { get }
+}
 
+/// A store on this host's own disk (SQLite), where a session lives in one host's storage:
+/// what ring changes (`Handoff`) and hinted handoff (`HeldWrites`) keep beside the sessions.
+/// A store shared by every host (PostgreSQL) needs neither: nothing moves between hosts.
+public protocol LocalSessionStore: SessionStore {
     // MARK: Ring changes (see `Handoff`)
 
     /// The ring state saved by `saveRingState`, or nil.
@@ -139,6 +146,9 @@ public struct SessionMutation: Sendable, Hashable {
     public var sessionsDelta: Int
     /// For a write to a copy held for an unreachable owner: the write to hand back.
     public var held: HeldWriteRecord?
+    /// The ring version the live object was loaded under (shared storage fences commits by
+    /// it; 0 where a host's storage is its own).
+    public var ringVersion: Int64 = 0
 
     public init(
         id: String, incarnation: UInt64, change: Change, createdAt: Double, lastUpdated: Double,

@@ -1,0 +1,342 @@
+import Foundation
+import HashRing
+import Logging
+import Metrics
+import PostgresNIO
+import ServiceLifecycle
+import SessionModel
+import Synchronization
+
+/// What a host's commits are fenced by (`PostgresSessionStore.checkFence`): its name and the
+/// incarnation it registered as; each mutation brings the ring version it was computed under.
+final class Fence: Sendable {
+    struct State: Sendable {
+        let node: String
+        /// Nil while this host holds no lease.
+        var incarnation: Int64?
+    }
+
+    private let state: Mutex<State>
+
+    init(node: String) {
+        state = Mutex(State(node: node, incarnation: nil))
+    }
+
+    var current: State { state.withLock { $0 } }
+
+    func hold(_ incarnation: Int64?) {
+        state.withLock { $0.incarnation = incarnation }
+    }
+}
+
+/// Membership kept in the database (`storage = postgres`): the ring is the set of hosts
+/// holding a live lease, with a version that only grows. No configuration lists the members
+/// and no script changes the ring.
+///
+/// - **Joining**: a host registers its name and address with a new incarnation (a database
+///   sequence) and a lease of `leaseDuration`; a previous incarnation of the same name is
+///   fenced off at once (its commits carry the old incarnation).
+/// - **Staying**: it renews the lease every `renewInterval`, by the database's clock. A
+///   renewal that finds its row gone (it was evicted) makes it stop serving and register
+///   anew; one that cannot reach the database for a whole lease makes it stop serving until
+///   it can (its commits would be refused anyway: the fence checks the lease).
+/// - **Leaving**: on SIGTERM it deletes its row and raises the ring version in one
+///   transaction, so its sessions move at once, without waiting for the lease.
+/// - **Dropping out**: every host, each round, deletes members whose lease has expired
+///   (kill -9, a pause, a partition) and, when the live set differs from the ring, raises the
+///   ring version, all in one transaction holding the ring row; both wait for commits in
+///   flight under the old version, which the fence makes every commit share-lock.
+/// - **Following**: each host adopts the ring row's version as soon as it sees it, dropping
+///   every live object (each reloads from the database under the new version), and answers
+///   421 for ids it no longer owns. Workers learn the ring from hosts (`/ring`, 421).
+final class DatabaseMembership: Service, Sendable {
+    struct Timing: Sendable {
+        var leaseDuration: Duration = .seconds(3)
+        var renewInterval: Duration = .seconds(1)
+    }
+
+    let client: PostgresClient
+    let node: String
+    /// The address others reach this host at; nil until the server has bound its port.
+    let address: @Sendable () -> String?
+    let timing: Timing
+    let fence: Fence
+    let ring: RingState
+    let logger: Logger
+    /// Called with each ring version adopted (drops the live objects).
+    let onRingChange: @Sendable (Int64) -> Void
+
+    private struct State {
+        var migrated = false
+        /// When the lease was last renewed (this host's clock: a conservative estimate of the
+        /// database's lease, which started earlier).
+        var renewedAt: ContinuousClock.Instant?
+        var ringVersion: Int64 = 0
+        var liveMembers = 0
+        var lastError: String?
+        /// Since when the database answered without a break: evictions wait a lease after an outage.
+        var connectedSince: ContinuousClock.Instant?
+        var leaving = false
+    }
+
+    private let state = Mutex(State())
+    private let ringChanges = Metrics.Counter(label: "host_ring_changes_total")
+
+    init(
+        client: PostgresClient, node: String, address: @escaping @Sendable () -> String?, timing: Timing, fence: Fence, ring: RingState,
+        logger: Logger,
+        onRingChange: @escaping @Sendable (Int64) -> Void
+    ) {
+        self.client = client
+        self.node = node
+        self.address = address
+        self.timing = timing
+        self.fence = fence
+        self.ring = ring
+        self.logger = logger
+        self.onRingChange = onRingChange
+    }
+
+    /// The version of the ring this host serves by.
+    var ringVersion: Int64 { state.withLock { $0.ringVersion } }
+
+    /// Whether this host may serve: it holds a lease it renewed within the lease's duration,
+    /// and it is a member of the ring it serves by.
+    var isServing: Bool {
+        let (renewedAt, leaving) = state.withLock { ($0.renewedAt, $0.leaving) }
+        guard !leaving, let renewedAt, ContinuousClock.now - renewedAt < timing.leaseDuration else { return false }
+        return ring.current.members.contains { $0.name == node }
+    }
+
+    struct Health: Encodable, Sendable {
+        var database: String
+        var serving: Bool
+        var ringVersion: Int64
+        var liveHosts: Int
+        var leaseAgeSeconds: Double?
+        var leaseSeconds: Double
+        var lastError: String?
+
+        enum CodingKeys: String, CodingKey {
+            case database, serving
+            case ringVersion = "ring_version"
+            case liveHosts = "live_hosts"
+            case leaseAgeSeconds = "lease_age_seconds"
+            case leaseSeconds = "lease_seconds"
+            case lastError = "last_error"
+        }
+    }
+
+    var health: Health {
+        let snapshot = state.withLock { $0 }
+        return Health(
+            database: snapshot.lastError == nil && snapshot.connectedSince != nil ? "ok" : "unreachable",
+            serving: isServing, ringVersion: snapshot.ringVersion, liveHosts: snapshot.liveMembers,
+            leaseAgeSeconds: snapshot.renewedAt.map { (ContinuousClock.now - $0).secondsValue },
+            leaseSeconds: timing.leaseDuration.secondsValue, lastError: snapshot.lastError)
+    }
+
+    // MARK: The loop
+
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                await round()
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.timing.renewInterval) }
+            }
+        } onGracefulShutdown: {
+            self.state.withLock { $0.leaving = true }
+        }
+        await leave()
+    }
+
+    /// One round: migrate and register if not yet, renew the lease, drop expired members,
+    /// adopt the ring.
+    func round() async {
+        do {
+            if !state.withLock({ $0.migrated }) {
+                try await PostgresSessionStore.migrate(client, logger: logger)
+                state.withLock { $0.migrated = true }
+            }
+            if fence.current.incarnation == nil {
+                try await register()
+            } else if try await !renew() {
+                logger.warning("this host's lease was taken away (it was too slow to renew it); registering again")
+                fence.hold(nil)
+                state.withLock { $0.renewedAt = nil }
+                try await register()
+            }
+            try await reconcile()
+            state.withLock { state in
+                state.lastError = nil
+                if state.connectedSince == nil { state.connectedSince = .now }
+            }
+        } catch {
+            let message = "\(String(reflecting: error).prefix(300))"
+            let first = state.withLock { state -> Bool in
+                defer {
+                    state.lastError = message
+                    state.connectedSince = nil
+                }
+                return state.lastError == nil
+            }
+            if first { logger.error("the database cannot be reached; this host stops serving once its lease runs out", metadata: ["error": "\(message)"]) }
+        }
+    }
+
+    private func register() async throws {
+        guard let address = address() else { return }
+        let lease = timing.leaseDuration.secondsValue
+        var incarnation: Int64?
+        var tookOver = false
+        let rows = try await client.query(
+            """
+            WITH previous AS (SELECT lease_until > clock_timestamp() AS live FROM members WHERE name = \(node))
+            INSERT INTO members (name, address, incarnation, lease_until)
+            VALUES (\(node), \(address), nextval('incarnations'), clock_timestamp() + make_interval(secs => \(lease)))
+            ON CONFLICT (name) DO UPDATE SET address = excluded.address, incarnation = excluded.incarnation,
+                lease_until = excluded.lease_until, joined_at = clock_timestamp()
+            RETURNING incarnation, coalesce((SELECT live FROM previous), false)
+            """, logger: logger)
+        for try await (value, live) in rows.decode((Int64, Bool).self) {
+            incarnation = value
+            tookOver = live
+        }
+        guard let incarnation else { throw StoreError("registering as a member returned nothing") }
+        fence.hold(incarnation)
+        state.withLock { $0.renewedAt = .now }
+        if tookOver {
+            logger.warning("took over the live lease of an earlier process with this node name; it can no longer write", metadata: ["node": "\(node)"])
+        }
+        logger.notice("joined the ring's members", metadata: ["incarnation": "\(incarnation)", "address": "\(address)"])
+    }
+
+    /// Extends the lease; false when this incarnation's row is gone (evicted, or taken over).
+    private func renew() async throws -> Bool {
+        guard let incarnation = fence.current.incarnation else { return false }
+        let started = ContinuousClock.now
+        var renewed = false
+        let rows = try await client.query(
+            """
+            UPDATE members SET lease_until = clock_timestamp() + make_interval(secs => \(timing.leaseDuration.secondsValue))
+            WHERE name = \(node) AND incarnation = \(incarnation) RETURNING 1
+            """, logger: logger)
+        for try await _ in rows { renewed = true }
+        if renewed { state.withLock { $0.renewedAt = started } }
+        return renewed
+    }
+
+    /// Drops expired members and raises the ring version when the live set changed; adopts
+    /// the ring.
+    private func reconcile() async throws {
+        let (current, live) = try await readRingAndLiveMembers()
+        var ringRow = current
+        let settled = state.withLock { $0.connectedSince.map { ContinuousClock.now - $0 >= timing.leaseDuration } ?? false }
+        if live.members != current.members || (settled && live.expired > 0) {
+            ringRow = try await changeRing(evictExpired: settled)
+        }
+        state.withLock { $0.liveMembers = live.members.count }
+        adopt(ringRow)
+    }
+
+    private func readRingAndLiveMembers() async throws -> (Membership, (members: [Membership.Member], expired: Int)) {
+        var ringRow = Membership(version: 0, members: [])
+        for try await (version, members) in try await client.query("SELECT version, members FROM ring WHERE id = 1", logger: logger)
+            .decode((Int64, String).self)
+        {
+            ringRow = Membership(version: Int(version), members: Self.decodeMembers(members))
+        }
+        var live: [Membership.Member] = []
+        var expired = 0
+        for try await (name, address, alive) in try await client.query(
+            "SELECT name, address, lease_until > clock_timestamp() FROM members ORDER BY name", logger: logger
+        ).decode((String, String, Bool).self) {
+            if alive { live.append(.init(name: name, address: address)) } else { expired += 1 }
+        }
+        return (ringRow, (Membership(version: 0, members: live).members, expired))
+    }
+
+    /// The change itself, in one transaction holding the ring row: expired members deleted
+    /// (waiting for their commits in flight), the live set compared with the ring, the version
+    /// raised if they differ.
+    private func changeRing(evictExpired: Bool, leaving incarnation: Int64? = nil) async throws -> Membership {
+        try await client.withTransaction(logger: logger) { [node, logger] connection in
+            var version: Int64 = 0
+            var stored = "[]"
+            for try await (value, members) in try await connection.query(
+                "SELECT version, members FROM ring WHERE id = 1 FOR UPDATE", logger: logger
+            ).decode((Int64, String).self) {
+                version = value
+                stored = members
+            }
+            if let incarnation {
+                try await connection.query("DELETE FROM members WHERE name = \(node) AND incarnation = \(incarnation)", logger: logger)
+            }
+            if evictExpired {
+                try await connection.query("DELETE FROM members WHERE lease_until < clock_timestamp()", logger: logger)
+            }
+            var live: [Membership.Member] = []
+            for try await (name, address) in try await connection.query(
+                "SELECT name, address FROM members WHERE lease_until > clock_timestamp() ORDER BY name", logger: logger
+            ).decode((String, String).self) {
+                live.append(.init(name: name, address: address))
+            }
+            let members = Membership(version: 0, members: live).members
+            guard members != Self.decodeMembers(stored) else {
+                return Membership(version: Int(version), members: Self.decodeMembers(stored))
+            }
+            let encoded = Self.encodeMembers(members)
+            var next: Int64 = version + 1
+            for try await value in try await connection.query(
+                "UPDATE ring SET version = version + 1, members = \(encoded) WHERE id = 1 RETURNING version", logger: logger
+            ).decode(Int64.self) {
+                next = value
+            }
+            return Membership(version: Int(next), members: members)
+        }
+    }
+
+    /// Serves by `membership` if it is newer than the ring in use.
+    private func adopt(_ membership: Membership) {
+        let changed = state.withLock { state -> Bool in
+            guard membership.version > Int(state.ringVersion) else { return false }
+            state.ringVersion = Int64(membership.version)
+            return true
+        }
+        guard changed else { return }
+        ring.adopt(Membership(version: membership.version, members: membership.members, lease: timing.leaseDuration.secondsValue))
+        ringChanges.increment()
+        onRingChange(Int64(membership.version))
+        logger.notice(
+            "serving by ring version \(membership.version)", metadata: ["members": "\(membership.members.map(\.name))"])
+    }
+
+    /// Gives the lease up and raises the ring version, so the other hosts take this host's
+    /// sessions at once.
+    private func leave() async {
+        guard let incarnation = fence.current.incarnation else { return }
+        do {
+            let ring = try await changeRing(evictExpired: false, leaving: incarnation)
+            fence.hold(nil)
+            adopt(ring)
+            logger.notice("left the ring's members; the other hosts serve its sessions now")
+        } catch {
+            logger.warning("could not give the lease up; the other hosts take over once it expires", metadata: ["error": "\(error)"])
+        }
+    }
+
+    static func decodeMembers(_ text: String) -> [Membership.Member] {
+        (try? JSONCoding.decoder.decode([Membership.Member].self, from: Data(text.utf8))) ?? []
+    }
+
+    static func encodeMembers(_ members: [Membership.Member]) -> String {
+        String(decoding: (try? JSONCoding.encoder.encode(members)) ?? Data("[]".utf8), as: UTF8.self)
+    }
+}
+
+extension Duration {
+    var secondsValue: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}

@@ -1,0 +1,290 @@
+import Foundation
+import Logging
+import NIOCore
+import PostgresNIO
+import SessionModel
+
+/// Sessions in a PostgreSQL database that every host shares (`storage = postgres`).
+///
+/// The same contract as the SQLite store: `commit` applies a whole batch in one transaction
+/// (folded into a few set-based statements by `CommitPlan`) and returns once it is durable
+/// (`synchronous_commit` as the server has it; on by default). Every commit is **fenced**: in
+/// the same transaction, before anything is written, it checks with the database's clock
+/// that this host still holds its lease, under the ring version its live objects were loaded
+/// by, taking a share lock on the ring row. A host that lost its lease, or whose ring was
+/// changed under it, writes nothing (`FenceError`); a ring change waits for the commits in
+/// flight under the old version, so whatever the new owner loads already has them.
+///
+/// Content and metadata are `bytea`: text columns refuse NUL, and a conversation must keep
+/// every byte. Every operation has `timeout`: a database that does not answer makes writes
+/// fail fast with 503 `storage_unavailable`, not hang.
+public final class PostgresSessionStore: SessionStore {
+    let client: PostgresClient
+    let fence: Fence
+    let timeout: Duration
+    let logger: Logger
+    public let description: String
+
+    init(client: PostgresClient, fence: Fence, timeout: Duration, description: String, logger: Logger) {
+        self.client = client
+        self.fence = fence
+        self.timeout = timeout
+        self.description = description
+        self.logger = logger
+    }
+
+    // MARK: Schema
+
+    /// Versioned migrations, applied in order at start-up under an advisory lock, so that
+    /// hosts starting at once apply each exactly once.
+    static let migrations: [(version: Int, name: String, statements: [String])] = [
+        (
+            1, "sessions, messages, idempotency, membership",
+            [
+                """
+                CREATE TABLE sessions (
+                    id text PRIMARY KEY,
+                    metadata bytea NOT NULL,
+                    created_at double precision NOT NULL,
+                    last_updated double precision NOT NULL,
+                    message_count integer NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE messages (
+                    session_id text NOT NULL,
+                    seq bigint NOT NULL,
+                    role text NOT NULL,
+                    content bytea NOT NULL,
+                    timestamp double precision NOT NULL,
+                    PRIMARY KEY (session_id, seq)
+                )
+                """,
+                """
+                CREATE TABLE idempotency (
+                    session_id text NOT NULL,
+                    key text NOT NULL,
+                    request_hash bigint NOT NULL,
+                    status integer NOT NULL,
+                    response bytea NOT NULL,
+                    created_at double precision NOT NULL,
+                    PRIMARY KEY (session_id, key)
+                )
+                """,
+                "CREATE INDEX idempotency_by_age ON idempotency (created_at)",
+                """
+                CREATE TABLE members (
+                    name text PRIMARY KEY,
+                    address text NOT NULL,
+                    incarnation bigint NOT NULL,
+                    lease_until timestamptz NOT NULL,
+                    joined_at timestamptz NOT NULL DEFAULT clock_timestamp()
+                )
+                """,
+                "CREATE TABLE ring (id integer PRIMARY KEY CHECK (id = 1), version bigint NOT NULL, members text NOT NULL)",
+                "INSERT INTO ring (id, version, members) VALUES (1, 0, '[]')",
+                "CREATE SEQUENCE incarnations",
+            ]
+        )
+    ]
+
+    static func migrate(_ client: PostgresClient, logger: Logger) async throws {
+        try await client.withTransaction(logger: logger) { connection in
+            // One host at a time; the others find the work done.
+            try await connection.query("SELECT pg_advisory_xact_lock(7400400)", logger: logger)
+            try await connection.query(
+                """
+                CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())
+                """, logger: logger)
+            var applied: Set<Int> = []
+            for try await version in try await connection.query("SELECT version FROM schema_migrations", logger: logger).decode(Int.self) {
+                applied.insert(version)
+            }
+            for migration in migrations where !applied.contains(migration.version) {
+                for statement in migration.statements {
+                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                }
+                try await connection.query(
+                    "INSERT INTO schema_migrations (version, name) VALUES (\(migration.version), \(migration.name))", logger: logger)
+                logger.notice("database schema migrated", metadata: ["version": "\(migration.version)", "name": "\(migration.name)"])
+            }
+        }
+    }
+
+    // MARK: SessionStore
+
+    public func load(_ id: String, idempotencySince: Double) async throws -> StoredSession? {
+        try await bounded("loading a session") { [client, logger] in
+            try await client.withConnection { connection in
+                var keys: [IdempotencyRecord] = []
+                let keyRows = try await connection.query(
+                    """
+                    SELECT key, request_hash, status, response, created_at FROM idempotency
+                    WHERE session_id = \(id) AND created_at >= \(idempotencySince) ORDER BY created_at DESC LIMIT 1000
+                    """, logger: logger)
+                for try await (key, hash, status, response, createdAt) in keyRows.decode((String, Int64, Int, ByteBuffer, Double).self) {
+                    keys.append(IdempotencyRecord(key: key, requestHash: hash, status: status, response: Data(response.readableBytesView), createdAt: createdAt))
+                }
+                var row: (ByteBuffer, Double, Double)?
+                for try await found in try await connection.query(
+                    "SELECT metadata, created_at, last_updated FROM sessions WHERE id = \(id)", logger: logger
+                ).decode((ByteBuffer, Double, Double).self) {
+                    row = found
+                }
+                guard let (metadataBytes, createdAt, lastUpdated) = row else {
+                    return keys.isEmpty ? nil : StoredSession(record: nil, nextSeq: 0, idempotency: keys)
+                }
+                var messages: [Message] = []
+                var nextSeq: Int64 = 0
+                let messageRows = try await connection.query(
+                    "SELECT seq, role, content, timestamp FROM messages WHERE session_id = \(id) ORDER BY seq", logger: logger)
+                for try await (seq, role, content, timestamp) in messageRows.decode((Int64, String, ByteBuffer, Double).self) {
+                    messages.append(Message(role: Role(rawValue: role) ?? .user, content: String(decoding: content.readableBytesView, as: UTF8.self), timestamp: timestamp))
+                    nextSeq = seq + 1
+                }
+                let metadata = JSONValue.parse(Data(metadataBytes.readableBytesView))?.objectValue ?? [:]
+                let record = SessionRecord(id: id, messages: messages, metadata: metadata, createdAt: createdAt, lastUpdated: lastUpdated)
+                return StoredSession(record: record, nextSeq: nextSeq, idempotency: keys)
+            }
+        }
+    }
+
+    public func commit(_ batch: [SessionMutation]) async throws {
+        guard let version = batch.first?.ringVersion else { return }
+        let plan = CommitPlan(batch)
+        let fence = fence.current
+        try await bounded("committing \(batch.count) writes") { [client, logger] in
+            try await client.withTransaction(logger: logger) { connection in
+                try await Self.checkFence(fence, ringVersion: version, on: connection, logger: logger)
+                try await Self.apply(plan, on: connection, logger: logger)
+            }
+        }
+    }
+
+    /// The fence: this host holds a live lease (by the database's clock), as the incarnation
+    /// it registered, and the ring is still at `ringVersion`. The ring row is share-locked
+    /// and the member row key-share-locked until the commit, so a ring change (which updates
+    /// the one and deletes expired others) waits for this transaction, never the reverse.
+    private static func checkFence(_ fence: Fence.State, ringVersion: Int64, on connection: PostgresConnection, logger: Logger) async throws {
+        guard let incarnation = fence.incarnation else { throw FenceError("this host holds no lease") }
+        var held = false
+        for try await _ in try await connection.query(
+            """
+            SELECT 1 FROM ring r, members m
+            WHERE r.id = 1 AND r.version = \(ringVersion)
+              AND m.name = \(fence.node) AND m.incarnation = \(incarnation) AND m.lease_until > clock_timestamp()
+            FOR SHARE OF r FOR KEY SHARE OF m
+            """, logger: logger
+        ) {
+            held = true
+        }
+        guard held else { throw FenceError("this host's lease expired or its ring changed (version \(ringVersion)); nothing was written") }
+    }
+
+    private static func apply(_ plan: CommitPlan, on connection: PostgresConnection, logger: Logger) async throws {
+        if !plan.clearMessages.isEmpty {
+            try await connection.query("DELETE FROM messages WHERE session_id = ANY(\(plan.clearMessages))", logger: logger)
+        }
+        if !plan.deleteSessions.isEmpty {
+            try await connection.query("DELETE FROM sessions WHERE id = ANY(\(plan.deleteSessions))", logger: logger)
+        }
+        if !plan.rowsWithMetadata.isEmpty {
+            let rows = plan.rowsWithMetadata
+            try await connection.query(
+                """
+                INSERT INTO sessions (id, metadata, created_at, last_updated, message_count)
+                SELECT * FROM unnest(\(rows.map(\.id))::text[], \(rows.map { ByteBuffer(bytes: $0.metadata ?? Data("{}".utf8)) })::bytea[],
+                    \(rows.map(\.createdAt))::float8[], \(rows.map(\.lastUpdated))::float8[], \(rows.map { Int32($0.messageCount) })::int4[])
+                ON CONFLICT (id) DO UPDATE SET metadata = excluded.metadata, last_updated = excluded.last_updated,
+                    message_count = excluded.message_count
+                """, logger: logger)
+        }
+        if !plan.rowsKeepingMetadata.isEmpty {
+            let rows = plan.rowsKeepingMetadata
+            try await connection.query(
+                """
+                INSERT INTO sessions (id, metadata, created_at, last_updated, message_count)
+                SELECT id, '\\x7b7d'::bytea, created_at, last_updated, message_count
+                FROM unnest(\(rows.map(\.id))::text[], \(rows.map(\.createdAt))::float8[], \(rows.map(\.lastUpdated))::float8[],
+                    \(rows.map { Int32($0.messageCount) })::int4[]) AS r(id, created_at, last_updated, message_count)
+                ON CONFLICT (id) DO UPDATE SET last_updated = excluded.last_updated, message_count = excluded.message_count
+                """, logger: logger)
+        }
+        if !plan.messages.isEmpty {
+            let messages = plan.messages
+            try await connection.query(
+                """
+                INSERT INTO messages (session_id, seq, role, content, timestamp)
+                SELECT * FROM unnest(\(messages.map(\.sessionID))::text[], \(messages.map(\.seq))::int8[],
+                    \(messages.map(\.message.role.rawValue))::text[], \(messages.map { ByteBuffer(bytes: Array($0.message.content.utf8)) })::bytea[],
+                    \(messages.map(\.message.timestamp))::float8[])
+                """, logger: logger)
+        }
+        if !plan.idempotency.isEmpty {
+            let keys = plan.idempotency
+            try await connection.query(
+                """
+                INSERT INTO idempotency (session_id, key, request_hash, status, response, created_at)
+                SELECT * FROM unnest(\(keys.map(\.sessionID))::text[], \(keys.map(\.record.key))::text[],
+                    \(keys.map(\.record.requestHash))::int8[], \(keys.map { Int32($0.record.status) })::int4[],
+                    \(keys.map { ByteBuffer(bytes: $0.record.response) })::bytea[], \(keys.map(\.record.createdAt))::float8[])
+                ON CONFLICT (session_id, key) DO UPDATE SET request_hash = excluded.request_hash, status = excluded.status,
+                    response = excluded.response, created_at = excluded.created_at
+                """, logger: logger)
+        }
+    }
+
+    public func sessionCount() async throws -> Int {
+        try await bounded("counting sessions") { [client, logger] in
+            var count = 0
+            for try await value in try await client.query("SELECT count(*) FROM sessions", logger: logger).decode(Int.self) { count = value }
+            return count
+        }
+    }
+
+    public func pruneIdempotency(before cutoff: Double) async throws -> Int {
+        try await bounded("forgetting idempotency keys") { [client, logger] in
+            var count = 0
+            let rows = try await client.query(
+                "WITH gone AS (DELETE FROM idempotency WHERE created_at < \(cutoff) RETURNING 1) SELECT count(*) FROM gone", logger: logger)
+            for try await value in rows.decode(Int.self) { count = value }
+            return count
+        }
+    }
+
+    public func sessionIDs(after cursor: String?, limit: Int) async throws -> [String] {
+        try await bounded("listing sessions") { [client, logger] in
+            var ids: [String] = []
+            let rows = try await client.query("SELECT id FROM sessions WHERE id > \(cursor ?? "") ORDER BY id LIMIT \(limit)", logger: logger)
+            for try await id in rows.decode(String.self) { ids.append(id) }
+            return ids
+        }
+    }
+
+    public func close() async throws {}
+
+    /// Runs `body`, or throws once `timeout` has passed: a database that stopped answering
+    /// fails the request fast instead of holding it.
+    func bounded<T: Sendable>(_ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        let timeout = self.timeout
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else {
+                throw StoreError("the database did not answer within \(timeout) while \(what)")
+            }
+            return value
+        }
+    }
+}
+
+/// A commit refused by the fence: this host no longer holds its lease, or its ring changed.
+struct FenceError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
