@@ -45,8 +45,13 @@ public struct DurableHostServer: Sendable {
         case .postgres: parts = Self.postgresParts(configuration, address: bound, logger: logger)
         }
         let ring = parts.ring
-        let committer = GroupCommitter(store: parts.store, maxBatch: configuration.maxBatch, stats: parts.stats, logger: logger)
         let membership = parts.membership
+        let forgetAll = RingChangeHandler()
+        let committer = GroupCommitter(
+            store: parts.store, maxBatch: configuration.maxBatch, stats: parts.stats, commitDelay: configuration.commitDelay,
+            commitTimeout: configuration.storage == .postgres ? configuration.storageTimeout : nil,
+            settleDoubt: { await membership?.fenceOffCommitsInFlight() },
+            onDoubtResolved: { forgetAll.changed(0) }, logger: logger)
         let context = ObjectContext(
             committer: committer, store: parts.store, load: parts.load,
             limits: configuration.limits, idempotencyRetention: Double(retention.components.seconds), maxKeysPerSession: 1_000,
@@ -57,6 +62,7 @@ public struct DurableHostServer: Sendable {
         // On a shared database, a new ring version drops every live object: each reloads
         // under the new version, so none serves a session another host wrote meanwhile.
         parts.ringChanges.set { _ in directory.forgetAll() }
+        forgetAll.set { _ in directory.forgetAll() }
         state = HostState(
             node: configuration.node, directory: directory, limits: configuration.limits,
             metrics: RouteMetrics(registry: registry, prefix: "host"), storage: parts.stats, storePath: parts.store.description,
@@ -134,7 +140,12 @@ public struct DurableHostServer: Sendable {
         let url = configuration.databaseURL!
         var clientLogger = logger
         clientLogger.logLevel = max(logger.logLevel, .warning)
-        let client = PostgresClient(configuration: url.clientConfiguration, backgroundLogger: clientLogger)
+        var clientConfiguration = url.clientConfiguration
+        // A host paused inside a transaction holds the ring row's share lock; the server ends
+        // such a transaction after a lease, so a ring change never waits longer than that.
+        clientConfiguration.options.additionalStartupParameters.append(
+            ("idle_in_transaction_session_timeout", "\(Int(configuration.leaseDuration.secondsValue * 1000))"))
+        let client = PostgresClient(configuration: clientConfiguration, backgroundLogger: clientLogger)
         let fence = Fence(node: configuration.node)
         let store = PostgresSessionStore(client: client, fence: fence, timeout: configuration.storageTimeout, description: "\(url)", logger: clientLogger)
         let ring = RingState(
@@ -202,7 +213,8 @@ struct HostUpkeep: Service {
     let logger: Logger
 
     func run() async throws {
-        var lastPrune = ContinuousClock.now - .seconds(3600)
+        // The first pruning waits a minute: a host just started has better things to do.
+        var lastPrune = ContinuousClock.now - .seconds(540)
         var lastCount = ContinuousClock.now - .seconds(3600)
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             directory.sweep()

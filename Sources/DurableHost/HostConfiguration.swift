@@ -45,6 +45,8 @@ public struct HostConfiguration: Sendable {
     public var leaseRenewInterval: Duration = .seconds(1)
     /// Limit on one operation of the database (`storage = postgres`): past it, 503.
     public var storageTimeout: Duration = .seconds(2)
+    /// For tests only: a pause before each commit, so that a write can be caught queued.
+    public var commitDelay: Duration?
 
     public init(
         listen: ListenAddress = ListenAddress(host: "127.0.0.1", port: 7400),

@@ -153,6 +153,8 @@ final class HostState: Sendable {
         var uptimeSeconds: Double
         var version: String
         var ring: Ring
+        /// With storage postgres: the database, the lease and the live hosts.
+        var membership: DatabaseMembership.Health?
         var problems: [String]
 
         struct Ring: Encodable {
@@ -165,7 +167,7 @@ final class HostState: Sendable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case status, node, storage, version, ring, problems
+            case status, node, storage, version, ring, problems, membership
             case sessionsStored = "sessions_stored"
             case liveObjects = "live_objects"
             case uptimeSeconds = "uptime_seconds"
@@ -178,6 +180,11 @@ final class HostState: Sendable {
         let peers = await peerRings()
         var problems: [String] = []
         if let lastError { problems.append("storage is failing: \(lastError)") }
+        let membershipHealth = membership?.health
+        if let membershipHealth {
+            if let error = membershipHealth.lastError { problems.append("the database cannot be reached: \(error)") }
+            if !membershipHealth.serving { problems.append("this host holds no lease: it serves no session until it has one") }
+        }
         for peer in peers {
             if !peer.reachable {
                 problems.append("ring member \(peer.name) at \(peer.address) is unreachable: \(peer.error ?? "no answer")")
@@ -197,6 +204,7 @@ final class HostState: Sendable {
             ring: .init(
                 version: ring.version, fingerprint: ring.current.fingerprint, members: ring.current.members.count, settled: ring.isSettled,
                 pending: ring.pending, peers: peers),
+            membership: membershipHealth,
             problems: problems)
     }
 }

@@ -378,7 +378,8 @@ public final class DurableSessionManager: SessionManager, Service {
                 failedAttempts.increment()
                 let host = call.ring.owner(of: sessionID)
                 logger.warning(
-                    "host attempt \(call.attempts - 1)/\(policy.attempts) failed; retrying",
+                    // Past the configured attempts, the call waits for a shared ring to drop the owner.
+                    "host attempt \(call.attempts - 1)\(call.attempts - 1 < policy.attempts ? "/\(policy.attempts)" : " (waiting out a lease)") failed; retrying",
                     metadata: [
                         "host": "\(host?.name ?? "?")=\(host?.address ?? "?")", "operation": "\(operation)", "reason": "\(call.lastFailure)",
                         "retry_in": "\(delay)",

@@ -72,12 +72,14 @@ struct DurableHostCommand: AsyncParsableCommand {
     var leaseRenewInterval: Double?
     @Option(name: .customLong("storage-timeout"), help: "Seconds one database operation may take before the request fails with 503 (postgres; default 2).")
     var storageTimeout: Double?
+    @Option(name: .customLong("commit-delay"), help: ArgumentHelp("For tests only: seconds to pause before each commit.", visibility: .hidden))
+    var commitDelay: Double?
 
     static let settingKeys: Set<String> = [
         "listen", "node", "data", "peers", "ring_version", "token_file", "log_level", "synchronous", "max_live_objects",
         "idle_timeout", "idempotency_retention", "max_batch", "max_id_length", "max_content_bytes",
         "max_messages_per_session", "max_session_bytes", "max_metadata_bytes", "max_body_bytes", "request_read_timeout",
-        "storage", "database_url_file", "advertise", "lease_duration", "lease_renew_interval", "storage_timeout",
+        "storage", "database_url_file", "advertise", "lease_duration", "lease_renew_interval", "storage_timeout", "commit_delay",
     ]
 
     func run() async throws {
@@ -176,6 +178,9 @@ struct DurableHostCommand: AsyncParsableCommand {
             Int64(1000 * (try settings.seconds("lease_renew_interval", flag: leaseRenewInterval, default: 1, in: 0.1...300))))
         configuration.storageTimeout = .milliseconds(
             Int64(1000 * (try settings.seconds("storage_timeout", flag: storageTimeout, default: 2, in: 0.1...300))))
+        if settings.raw("commit_delay", flag: commitDelay.map { String($0) }) != nil {
+            configuration.commitDelay = .milliseconds(Int64(1000 * (try settings.seconds("commit_delay", flag: commitDelay, default: 0, in: 0...60))))
+        }
         let level = try settings.logLevel("log_level", flag: logLevel, default: .info)
         return (configuration, level)
     }

@@ -4,12 +4,16 @@ import SessionModel
 import Testing
 import TestSupport
 
-@Suite("durable-host over HTTP, as a real process")
+extension StorageBackend: CustomTestStringConvertible {
+    public var testDescription: String { rawValue }
+}
+
+@Suite("durable-host over HTTP, as a real process, on each storage backend")
 struct HostAPITests {
-    @Test("the seed's three operations, clear and the record answer in the seed's JSON shapes")
-    func lifecycle() async throws {
-        let host = HostHarness()
-        try await host.start()
+    @Test("the seed's three operations, clear and the record answer in the seed's JSON shapes", arguments: StorageBackend.allCases)
+    func lifecycle(backend: StorageBackend) async throws {
+        let (host, cluster) = try await HostHarness.make(backend)
+        try await host.startServing()
         let client = host.client()
 
         let empty = try await client.send(.get, "/sessions/conv-1/history")
@@ -50,12 +54,13 @@ struct HostAPITests {
         #expect(try await client.send(.get, "/sessions/conv-1/history").decode(HostAPI.History.self) == HostAPI.History(data: [], metadata: [:]))
         #expect(try await client.send(.delete, "/sessions/conv-1/clear").decode(HostAPI.Write.self).data.cleared == false)
         await host.stop()
+        await cluster?.stop()
     }
 
-    @Test("every bad request gets its status and error code, and changes nothing")
-    func badRequests() async throws {
-        let host = HostHarness(arguments: ["--max-body-bytes", "2048", "--max-content-bytes", "100"])
-        try await host.start()
+    @Test("every bad request gets its status and error code, and changes nothing", arguments: StorageBackend.allCases)
+    func badRequests(backend: StorageBackend) async throws {
+        let (host, cluster) = try await HostHarness.make(backend, arguments: ["--max-body-bytes", "2048", "--max-content-bytes", "100"])
+        try await host.startServing()
         let client = host.client()
         _ = try await client.send(.post, "/sessions/s/update", json: SessionOperation.appendMessage(MessageInput(role: .user, content: "keep me")))
         let before = try await client.send(.get, "/sessions/s").body
@@ -96,12 +101,13 @@ struct HostAPITests {
         #expect(bad.errorCode == "invalid_idempotency_key")
         #expect(try await client.send(.get, "/sessions/s").body == before, "no bad request changed the session")
         await host.stop()
+        await cluster?.stop()
     }
 
-    @Test("/health reports node, sessions stored, storage and uptime; /metrics is Prometheus text")
-    func healthAndMetrics() async throws {
-        let host = HostHarness(node: "alpha")
-        try await host.start()
+    @Test("/health reports node, sessions stored, storage and uptime; /metrics is Prometheus text", arguments: StorageBackend.allCases)
+    func healthAndMetrics(backend: StorageBackend) async throws {
+        let (host, cluster) = try await HostHarness.make(backend, node: "alpha")
+        try await host.startServing()
         let client = host.client()
         for id in 0..<3 {
             _ = try await client.send(.post, "/sessions/h\(id)/update", json: SessionOperation.appendMessage(MessageInput(role: .user, content: "x")))
@@ -124,12 +130,13 @@ struct HostAPITests {
             #expect(metrics.text.contains(family), "missing \(family)")
         }
         await host.stop()
+        await cluster?.stop()
     }
 
-    @Test("with a token, every route but /health needs it")
-    func authentication() async throws {
-        let host = HostHarness(environment: ["DURABLE_HOST_TOKEN": "s3cret-token"])
-        try await host.start()
+    @Test("with a token, every route but /health needs it", arguments: StorageBackend.allCases)
+    func authentication(backend: StorageBackend) async throws {
+        let (host, cluster) = try await HostHarness.make(backend, environment: ["DURABLE_HOST_TOKEN": "s3cret-token"])
+        try await host.startServing()
         let anonymous = host.client()
         #expect(try await anonymous.send(.get, "/health").status == 200)
         for path in ["/metrics", "/sessions/a/history", "/sessions/a"] {
@@ -146,6 +153,7 @@ struct HostAPITests {
         #expect(try await authorized.send(.post, "/sessions/a/update", json: SessionOperation.appendMessage(MessageInput(role: .user, content: "x"))).status == 200)
         #expect(!host.process.log.contains("s3cret-token"), "the token reached the log")
         await host.stop()
+        await cluster?.stop()
     }
 }
 

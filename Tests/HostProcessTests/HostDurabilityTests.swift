@@ -16,27 +16,28 @@ struct HostDurabilityTests {
         try await client.send(.get, "/sessions/\(id)/history").decode(HostAPI.History.self).data.map(\.content)
     }
 
-    @Test("sessions survive a graceful restart of the process")
-    func restart() async throws {
-        let host = HostHarness()
-        try await host.start()
+    @Test("sessions survive a graceful restart of the process", arguments: StorageBackend.allCases)
+    func restart(backend: StorageBackend) async throws {
+        let (host, cluster) = try await HostHarness.make(backend)
+        try await host.startServing()
         for index in 0..<5 { _ = try await append(host.client(), "persist", "m\(index)") }
         _ = try await host.client().send(.post, "/sessions/persist/update", json: SessionOperation.updateMetadata(["k": "v"]))
         host.process.signal(SIGTERM)
         #expect(try await host.process.waitForExit() == 0)
         #expect(host.process.log.contains("storage closed"))
 
-        try await host.start()
+        try await host.startServing()
         #expect(try await history(host.client(), "persist") == (0..<5).map { "m\($0)" })
         #expect(try await host.client().send(.get, "/sessions/persist/history").decode(HostAPI.History.self).metadata == ["k": "v"])
         #expect(try await host.client().send(.get, "/health").object["sessions_stored"] as? Int == 1)
         await host.stop()
+        await cluster?.stop()
     }
 
-    @Test("after kill -9 during a write load, every acknowledged append is present exactly once")
-    func killNine() async throws {
-        let host = HostHarness()
-        try await host.start()
+    @Test("after kill -9 during a write load, every acknowledged append is present exactly once", arguments: StorageBackend.allCases)
+    func killNine(backend: StorageBackend) async throws {
+        let (host, cluster) = try await HostHarness.make(backend)
+        try await host.startServing()
         let client = host.client()
         let acknowledged = Mutexed<Set<String>>([])
         let ids = (0..<4).map { "load-\($0)" }
@@ -59,7 +60,7 @@ struct HostDurabilityTests {
         #expect(try await host.process.waitForExit() == SIGKILL)
         await load.value
 
-        try await host.start()
+        try await host.startServing()
         var stored: [String] = []
         for id in ids { stored += try await history(host.client(), id) }
         let acked = acknowledged.get()
@@ -73,12 +74,13 @@ struct HostDurabilityTests {
             #expect(mine == mine.sorted())
         }
         await host.stop()
+        await cluster?.stop()
     }
 
-    @Test("an idempotent retry returns the first answer and applies nothing twice, even after a restart")
-    func idempotentRetry() async throws {
-        let host = HostHarness()
-        try await host.start()
+    @Test("an idempotent retry returns the first answer and applies nothing twice, even after a restart", arguments: StorageBackend.allCases)
+    func idempotentRetry(backend: StorageBackend) async throws {
+        let (host, cluster) = try await HostHarness.make(backend)
+        try await host.startServing()
         let first = try await append(host.client(), "idem", "only once", key: "retry-1")
         let retry = try await append(host.client(), "idem", "only once", key: "retry-1")
         #expect(first.status == 200 && retry.status == 200)
@@ -91,12 +93,13 @@ struct HostDurabilityTests {
 
         host.process.signal(SIGKILL)
         _ = try await host.process.waitForExit()
-        try await host.start()
+        try await host.startServing()
         let afterRestart = try await append(host.client(), "idem", "only once", key: "retry-1")
         #expect(afterRestart.body == first.body)
         #expect(afterRestart.headers["Idempotent-Replayed"] == "true")
         #expect(try await history(host.client(), "idem") == ["only once"])
         await host.stop()
+        await cluster?.stop()
     }
 
     @Test("many concurrent writers on one id: nothing lost, each writer's order kept; many ids in parallel too")

@@ -24,10 +24,10 @@ struct HostInputTests {
         "controls \u{1}\u{8}\u{1F}\u{7F} and \r\n\t",
     ]
 
-    @Test("NUL bytes, every Unicode plane and a 256 KiB content round-trip byte for byte across a restart, by append, append_messages and set_history")
-    func contentRoundTripsAcrossRestart() async throws {
-        let host = HostHarness()
-        try await host.start()
+    @Test("NUL bytes, every Unicode plane and a 256 KiB content round-trip byte for byte across a restart, by append, append_messages and set_history", arguments: StorageBackend.allCases)
+    func contentRoundTripsAcrossRestart(backend: StorageBackend) async throws {
+        let (host, cluster) = try await HostHarness.make(backend)
+        try await host.startServing()
         let client = host.client()
         let large = String(repeating: "0123456789abcdef", count: 16 * 1024)  // 256 KiB exactly: the default limit
         #expect(large.utf8.count == 262_144)
@@ -52,7 +52,7 @@ struct HostInputTests {
         #expect(retry.headers["Idempotent-Replayed"] == "true")
 
         await host.stop()
-        try await host.start()
+        try await host.startServing()
         let stored = try await host.client().send(.get, "/sessions/bytes/history").decode(HostAPI.History.self).data.map(\.content)
         #expect(stored.count == expected.count)
         for (index, (got, want)) in zip(stored, expected).enumerated() {
@@ -61,12 +61,13 @@ struct HostInputTests {
         let storedReplaced = try await host.client().send(.get, "/sessions/replaced").decode(HostAPI.Record.self).data.messages
         #expect(storedReplaced.map { Array($0.content.utf8) } == replaced.map { Array($0.content.utf8) })
         await host.stop()
+        await cluster?.stop()
     }
 
-    @Test("text that is not UTF-8 JSON without repeated keys, or holds a lone surrogate or an integer beyond 64 bits, is refused with a reason and changes nothing")
-    func strictJSON() async throws {
-        let host = HostHarness()
-        try await host.start()
+    @Test("text that is not UTF-8 JSON without repeated keys, or holds a lone surrogate or an integer beyond 64 bits, is refused with a reason and changes nothing", arguments: StorageBackend.allCases)
+    func strictJSON(backend: StorageBackend) async throws {
+        let (host, cluster) = try await HostHarness.make(backend)
+        try await host.startServing()
         let client = host.client()
         _ = try await client.send(.post, "/sessions/s/update", json: SessionOperation.appendMessage(MessageInput(role: .user, content: "keep me")))
         let before = try await client.send(.get, "/sessions/s").body
@@ -97,6 +98,7 @@ struct HostInputTests {
         let metadata = try await client.send(.get, "/sessions/s/history").decode(HostAPI.History.self).metadata
         #expect(metadata["max"] == .int(.max) && metadata["min"] == .int(.min))
         await host.stop()
+        await cluster?.stop()
     }
 
     @Test("the Bearer scheme is matched without regard to case")

@@ -30,3 +30,11 @@ public func eventually<Value>(
         try await Task.sleep(for: interval)
     }
 }
+
+extension Duration {
+    /// The duration in seconds, fractional.
+    public var inSeconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}

@@ -98,5 +98,52 @@ public final class Mutexed<Value: Sendable>: @unchecked Sendable {
     public func get() -> Value { lock.withLock { value } }
     public func set(_ newValue: Value) { lock.withLock { value = newValue } }
     @discardableResult
-    public func update<T>(_ body: (inout Value) -> T) -> T { lock.withLock { body(&value) } }
+    public func update<T>(_ body: (inout Value) throws -> T) rethrows -> T { try lock.withLock { try body(&value) } }
+}
+
+/// Where a test's hosts keep their sessions.
+public enum StorageBackend: String, Sendable, CaseIterable {
+    case sqlite
+    case postgres
+}
+
+extension HostHarness {
+    /// A host on the shared database of `cluster` (`--storage postgres`, the URL from the environment).
+    public static func onDatabase(
+        _ cluster: PostgresCluster, node: String = "host-1", arguments: [String] = [], environment: [String: String] = [:]
+    ) -> HostHarness {
+        HostHarness(
+            node: node, arguments: ["--storage", "postgres"] + arguments,
+            environment: environment.merging(["DURABLE_HOST_DATABASE_URL": cluster.url]) { $1 })
+    }
+
+    /// A host on `backend`: its own SQLite file, or a new PostgreSQL cluster (returned, to be stopped).
+    public static func make(
+        _ backend: StorageBackend, node: String = "host-1", arguments: [String] = [], environment: [String: String] = [:]
+    ) async throws -> (HostHarness, PostgresCluster?) {
+        switch backend {
+        case .sqlite:
+            return (HostHarness(node: node, arguments: arguments, environment: environment), nil)
+        case .postgres:
+            let cluster = try await PostgresCluster.start()
+            return (onDatabase(cluster, node: node, arguments: arguments, environment: environment), cluster)
+        }
+    }
+
+    /// Starts the host and waits until it serves sessions (on a shared database: until it
+    /// holds a lease and is a member of the ring).
+    @discardableResult
+    public func startServing(port: Int = 0) async throws -> String {
+        let base = try await start(port: port)
+        try await waitUntilServing()
+        return base
+    }
+
+    public func waitUntilServing() async throws {
+        try await eventually("\(node) serves sessions", timeout: .seconds(30)) {
+            guard let health = try? await JSONClient(base: self.base).send(.get, "/health").object else { return false }
+            guard let membership = health["membership"] as? [String: Any] else { return true }
+            return membership["serving"] as? Bool == true
+        }
+    }
 }

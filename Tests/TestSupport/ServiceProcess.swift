@@ -181,9 +181,22 @@ final class ProcessReaper: Sendable {
     }
 
     func adopt(_ pid: Int32) {
+        // With its start time: a pid reused by another process after ours ended is left alone.
+        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+        let fields = stat.split(separator: ")").last.map { $0.split(separator: " ") } ?? []
+        let started = fields.count > 19 ? String(fields[19]) : "?"
+        record("kill \(pid) \(started)")
+    }
+
+    /// Removes `path` once the test run is over (what lives as long as the run does).
+    func removeAtExit(_ path: String) {
+        record("remove \(path)")
+    }
+
+    private func record(_ line: String) {
         if let handle = FileHandle(forWritingAtPath: file) {
             handle.seekToEndOfFile()
-            handle.write(Data("\(pid)\n".utf8))
+            handle.write(Data("\(line)\n".utf8))
             try? handle.close()
         }
         let first = started.update { started -> Bool in
@@ -195,7 +208,14 @@ final class ProcessReaper: Sendable {
         reaper.executableURL = URL(fileURLWithPath: "/bin/sh")
         let script = """
             while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done
-            while read pid; do kill -9 -"$pid" "$pid" 2>/dev/null; done < '\(file)'
+            while read what target started; do
+                case "$what" in
+                    kill)
+                        now=$(sed 's/.*) //' /proc/"$target"/stat 2>/dev/null | cut -d' ' -f20)
+                        [ -n "$now" ] && [ "$now" = "$started" ] && kill -9 -"$target" "$target" 2>/dev/null ;;
+                    remove) rm -rf "$target" ;;
+                esac
+            done < '\(file)'
             rm -f '\(file)'
             """
         reaper.arguments = ["-c", script]

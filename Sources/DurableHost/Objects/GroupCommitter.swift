@@ -29,21 +29,41 @@ public final class GroupCommitter: Service, Sendable {
         var closed = false
         /// Incarnations whose earlier mutations failed, with when: their later ones fail too.
         var poisoned: [UInt64: Double] = [:]
+        /// A commit that outlived `commitTimeout` and may still land: until it has ended one
+        /// way or the other, nothing is queued and nothing is loaded.
+        var inDoubt = false
     }
 
     private let state = Mutex(State())
     private let committedBatches = Atomic<Int>(0)
     private let store: any SessionStore
     private let maxBatch: Int
+    /// A pause before each commit, for tests that must see what happens to a write queued
+    /// but not yet committed (`commit_delay`; never set in production).
+    private let commitDelay: Duration?
+    /// How long a commit may take before its writes are answered 503 (shared storage, whose
+    /// database may stop answering); nil: as long as it takes (a local file).
+    private let commitTimeout: Duration?
+    /// Settles a commit in doubt so that it can never land: shared storage fences this host
+    /// off from it (a new incarnation). Returns once done; then every live object reloads.
+    private let settleDoubt: @Sendable () async -> Void
+    private let onDoubtResolved: @Sendable () -> Void
     private let logger: Logger
     private let stats: StorageStatus
     private let commitTimer = Metrics.Timer(label: "host_storage_commit_seconds", preferredDisplayUnit: .seconds)
     private let batchSize = Recorder(label: "host_storage_batch_size")
     private let failures = Metrics.Counter(label: "host_storage_commit_failures_total")
 
-    init(store: any SessionStore, maxBatch: Int, stats: StorageStatus, logger: Logger) {
+    init(
+        store: any SessionStore, maxBatch: Int, stats: StorageStatus, commitDelay: Duration? = nil, commitTimeout: Duration? = nil,
+        settleDoubt: @escaping @Sendable () async -> Void = {}, onDoubtResolved: @escaping @Sendable () -> Void = {}, logger: Logger
+    ) {
+        self.settleDoubt = settleDoubt
         self.store = store
         self.maxBatch = maxBatch
+        self.commitDelay = commitDelay
+        self.commitTimeout = commitTimeout
+        self.onDoubtResolved = onDoubtResolved
         self.stats = stats
         self.logger = logger
     }
@@ -55,6 +75,9 @@ public final class GroupCommitter: Service, Sendable {
         let outcome: (wake: CheckedContinuation<Void, Never>?, refusal: APIError?) = state.withLock { state in
             if state.closed {
                 return (nil, APIError(.shuttingDown, "the host is shutting down; retry on another attempt"))
+            }
+            if state.inDoubt {
+                return (nil, APIError(.storageUnavailable, "the database is not answering; retry"))
             }
             if state.poisoned[mutation.incarnation] != nil {
                 return (nil, APIError(.storageUnavailable, "an earlier write of this session failed; retry"))
@@ -81,6 +104,9 @@ public final class GroupCommitter: Service, Sendable {
     /// Whether the committer has stopped taking mutations (the host is shutting down).
     var isClosed: Bool { state.withLock { $0.closed } }
 
+    /// Whether a commit that timed out may still land: sessions must not be loaded meanwhile.
+    var isInDoubt: Bool { state.withLock { $0.inDoubt } }
+
     /// Transactions committed so far.
     var batchesCommitted: Int { committedBatches.load(ordering: .relaxed) }
 
@@ -96,9 +122,11 @@ public final class GroupCommitter: Service, Sendable {
 
     private func commitUntilClosed() async {
         while let batch = await nextBatch() {
+            if let commitDelay { try? await Task.sleep(for: commitDelay) }
+            await waitUntilNotInDoubt()
             let start = ContinuousClock.now
             do {
-                try await store.commit(batch.map(\.mutation))
+                try await commit(batch.map(\.mutation))
                 commitTimer.record(since: start)
                 batchSize.record(batch.count)
                 stats.recordSuccess(sessionsDelta: batch.reduce(0) { $0 + $1.mutation.sessionsDelta })
@@ -110,6 +138,39 @@ public final class GroupCommitter: Service, Sendable {
                 logger.error("storage commit failed", metadata: ["batch": "\(batch.count)", "error": "\(error)"])
                 fail(batch, error: APIError(.storageUnavailable, "storage could not commit the write; retry"))
             }
+        }
+    }
+
+    /// Commits a batch within `commitTimeout`. Past it, the batch fails at once (its writers
+    /// get 503), but the commit might still land later: until it is settled (`settleDoubt`
+    /// makes sure it never can), new writes and loads are refused, so that none is computed
+    /// on a state the late commit could change. Then every live object reloads.
+    private func commit(_ mutations: [SessionMutation]) async throws {
+        guard let commitTimeout else { return try await store.commit(mutations) }
+        let store = self.store
+        let work = Task { try await store.commit(mutations) }
+        switch await Deadline.race(work, within: commitTimeout) {
+        case .finished(let result):
+            try result.get()
+        case .timedOut:
+            // What waits behind it fails now too: nothing may commit before it has ended.
+            let waiting = state.withLock { state -> [Entry] in
+                state.inDoubt = true
+                defer { state.queue = [] }
+                return state.queue
+            }
+            fail(waiting, error: APIError(.storageUnavailable, "the database is not answering; retry"))
+            work.cancel()
+            logger.error("a commit did not finish within \(commitTimeout); writes are refused until it is settled")
+            // Answer its writers now; settle the commit before anything else.
+            let settle = settleDoubt
+            Task { [weak self] in
+                await settle()
+                self?.state.withLock { $0.inDoubt = false }
+                self?.onDoubtResolved()
+                self?.logger.notice("the commit in doubt can no longer land; sessions reload from the database")
+            }
+            throw StoreError("the database did not answer within \(commitTimeout)")
         }
     }
 
@@ -201,4 +262,58 @@ public final class StorageStatus: Sendable {
 
     /// nil when the last commit succeeded.
     public var lastError: String? { state.withLock { $0.lastError } }
+}
+
+extension GroupCommitter {
+    /// Returns once no commit is in doubt.
+    fileprivate func waitUntilNotInDoubt() async {
+        while isInDoubt { try? await Task.sleep(for: .milliseconds(20)) }
+    }
+}
+
+/// Races a task against a deadline without waiting for the task once the deadline has passed
+/// (a structured task group would wait for a child that ignores cancellation).
+enum Deadline {
+    enum Outcome<Success: Sendable>: Sendable {
+        case finished(Result<Success, any Error>)
+        case timedOut
+    }
+
+    /// Resumes its continuation once, with whichever outcome comes first.
+    private final class Gate<Success: Sendable>: Sendable {
+        let continuation = Mutex<CheckedContinuation<Outcome<Success>, Never>?>(nil)
+
+        func resume(_ outcome: Outcome<Success>) {
+            continuation.withLock { $0.take() }?.resume(returning: outcome)
+        }
+    }
+
+    static func race<Success: Sendable>(_ work: Task<Success, any Error>, within timeout: Duration) async -> Outcome<Success> {
+        let gate = Gate<Success>()
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Outcome<Success>, Never>) in
+            gate.continuation.withLock { $0 = continuation }
+            let timer = Task {
+                try? await Task.sleep(for: timeout)
+                gate.resume(.timedOut)
+            }
+            Task {
+                gate.resume(.finished(await work.result))
+                timer.cancel()
+            }
+        }
+    }
+
+    /// Runs `body`, or throws once `timeout` has passed (the body is cancelled and left to end
+    /// on its own).
+    static func run<Success: Sendable>(
+        within timeout: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> Success
+    ) async throws -> Success {
+        let work = Task { try await body() }
+        switch await race(work, within: timeout) {
+        case .finished(let result): return try result.get()
+        case .timedOut:
+            work.cancel()
+            throw StoreError("the database did not answer within \(timeout) while \(what)")
+        }
+    }
 }

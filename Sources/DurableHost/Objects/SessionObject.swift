@@ -438,6 +438,9 @@ actor SessionObject {
         // the host that has it now), not from the frozen copy.
         if loaded?.movedTo != nil, loading == nil, !isHeldCopy, context.ownsNow(id) { loaded = nil }
         if loaded != nil { return }
+        if context.committer.isInDoubt {
+            throw APIError(.storageUnavailable, "the database is not answering; retry")
+        }
         let task: Task<StoredSession?, any Error>
         if let loading {
             task = loading

@@ -77,9 +77,11 @@ final class DatabaseMembership: Service, Sendable {
         /// Since when the database answered without a break: evictions wait a lease after an outage.
         var connectedSince: ContinuousClock.Instant?
         var leaving = false
+        var roundRunning = false
     }
 
     private let state = Mutex(State())
+    private let registering = Mutex<Task<Void, any Error>?>(nil)
     private let ringChanges = Metrics.Counter(label: "host_ring_changes_total")
 
     init(
@@ -151,22 +153,16 @@ final class DatabaseMembership: Service, Sendable {
     }
 
     /// One round: migrate and register if not yet, renew the lease, drop expired members,
-    /// adopt the ring.
+    /// adopt the ring. Bounded by the lease: a database that stops answering cannot hold it.
     func round() async {
+        // A round that outlived its bound may still be under way: never two at once.
+        guard state.withLock({ $0.roundRunning == false }) else { return }
         do {
-            if !state.withLock({ $0.migrated }) {
-                try await PostgresSessionStore.migrate(client, logger: logger)
-                state.withLock { $0.migrated = true }
+            try await Deadline.run(within: timing.leaseDuration, "renewing the lease") {
+                self.state.withLock { $0.roundRunning = true }
+                defer { self.state.withLock { $0.roundRunning = false } }
+                try await self.steps()
             }
-            if fence.current.incarnation == nil {
-                try await register()
-            } else if try await !renew() {
-                logger.warning("this host's lease was taken away (it was too slow to renew it); registering again")
-                fence.hold(nil)
-                state.withLock { $0.renewedAt = nil }
-                try await register()
-            }
-            try await reconcile()
             state.withLock { state in
                 state.lastError = nil
                 if state.connectedSince == nil { state.connectedSince = .now }
@@ -184,23 +180,60 @@ final class DatabaseMembership: Service, Sendable {
         }
     }
 
+    private func steps() async throws {
+        if !state.withLock({ $0.migrated }) {
+            try await PostgresSessionStore.migrate(client, logger: logger)
+            state.withLock { $0.migrated = true }
+        }
+        if fence.current.incarnation == nil {
+            try await register()
+        } else if try await !renew() {
+            logger.warning("this host's lease was taken away (it was too slow to renew it); registering again")
+            fence.hold(nil)
+            state.withLock { $0.renewedAt = nil }
+            try await register()
+        }
+        try await reconcile()
+    }
+
+    /// Registers with a new incarnation. The member row is locked first (`FOR UPDATE`), which
+    /// waits for every commit of an earlier incarnation still in flight (each holds a key-share
+    /// lock on it): once this returns, no commit of an earlier incarnation can land.
     private func register() async throws {
+        // One registration at a time: a second caller joins the one under way.
+        let task = registering.withLock { running -> Task<Void, any Error> in
+            if let running { return running }
+            let task = Task { try await self.registerOnce() }
+            running = task
+            return task
+        }
+        defer { registering.withLock { if $0 == task { $0 = nil } } }
+        try await task.value
+    }
+
+    private func registerOnce() async throws {
         guard let address = address() else { return }
         let lease = timing.leaseDuration.secondsValue
-        var incarnation: Int64?
-        var tookOver = false
-        let rows = try await client.query(
-            """
-            WITH previous AS (SELECT lease_until > clock_timestamp() AS live FROM members WHERE name = \(node))
-            INSERT INTO members (name, address, incarnation, lease_until)
-            VALUES (\(node), \(address), nextval('incarnations'), clock_timestamp() + make_interval(secs => \(lease)))
-            ON CONFLICT (name) DO UPDATE SET address = excluded.address, incarnation = excluded.incarnation,
-                lease_until = excluded.lease_until, joined_at = clock_timestamp()
-            RETURNING incarnation, coalesce((SELECT live FROM previous), false)
-            """, logger: logger)
-        for try await (value, live) in rows.decode((Int64, Bool).self) {
-            incarnation = value
-            tookOver = live
+        let (incarnation, tookOver) = try await client.withTransaction(logger: logger) { [node, logger] connection -> (Int64?, Bool) in
+            var live = false
+            for try await alive in try await connection.query(
+                "SELECT lease_until > clock_timestamp() FROM members WHERE name = \(node) FOR UPDATE", logger: logger
+            ).decode(Bool.self) {
+                live = alive
+            }
+            var incarnation: Int64?
+            for try await value in try await connection.query(
+                """
+                INSERT INTO members (name, address, incarnation, lease_until)
+                VALUES (\(node), \(address), nextval('incarnations'), clock_timestamp() + make_interval(secs => \(lease)))
+                ON CONFLICT (name) DO UPDATE SET address = excluded.address, incarnation = excluded.incarnation,
+                    lease_until = excluded.lease_until, joined_at = clock_timestamp()
+                RETURNING incarnation
+                """, logger: logger
+            ).decode(Int64.self) {
+                incarnation = value
+            }
+            return (incarnation, live)
         }
         guard let incarnation else { throw StoreError("registering as a member returned nothing") }
         fence.hold(incarnation)
@@ -209,6 +242,21 @@ final class DatabaseMembership: Service, Sendable {
             logger.warning("took over the live lease of an earlier process with this node name; it can no longer write", metadata: ["node": "\(node)"])
         }
         logger.notice("joined the ring's members", metadata: ["incarnation": "\(incarnation)", "address": "\(address)"])
+    }
+
+    /// Makes sure no commit of this host's current incarnation can land any more (a commit
+    /// timed out and might): registers anew, retrying until the database answers.
+    func fenceOffCommitsInFlight() async {
+        while !Task.isCancelled {
+            do {
+                try await Deadline.run(within: timing.leaseDuration, "registering anew") { try await self.register() }
+                if fence.current.incarnation != nil {
+                    logger.notice("registered anew: no earlier commit of this host can land now")
+                    return
+                }
+            } catch {}
+            try? await Task.sleep(for: timing.renewInterval)
+        }
     }
 
     /// Extends the lease; false when this incarnation's row is gone (evicted, or taken over).

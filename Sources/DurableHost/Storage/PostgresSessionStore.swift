@@ -154,11 +154,10 @@ public final class PostgresSessionStore: SessionStore {
         guard let version = batch.first?.ringVersion else { return }
         let plan = CommitPlan(batch)
         let fence = fence.current
-        try await bounded("committing \(batch.count) writes") { [client, logger] in
-            try await client.withTransaction(logger: logger) { connection in
-                try await Self.checkFence(fence, ringVersion: version, on: connection, logger: logger)
-                try await Self.apply(plan, on: connection, logger: logger)
-            }
+        // Bounded by the committer (`commitTimeout`), which must know whether it ended.
+        try await client.withTransaction(logger: logger) { connection in
+            try await Self.checkFence(fence, ringVersion: version, on: connection, logger: logger)
+            try await Self.apply(plan, on: connection, logger: logger)
         }
     }
 
@@ -267,19 +266,7 @@ public final class PostgresSessionStore: SessionStore {
     /// Runs `body`, or throws once `timeout` has passed: a database that stopped answering
     /// fails the request fast instead of holding it.
     func bounded<T: Sendable>(_ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        let timeout = self.timeout
-        return try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return nil
-            }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let value = first else {
-                throw StoreError("the database did not answer within \(timeout) while \(what)")
-            }
-            return value
-        }
+        try await Deadline.run(within: timeout, what, body)
     }
 }
 
