@@ -69,11 +69,19 @@ final class WorkerState: Sendable {
             /// Whether the host's ring is this worker's (nil when it could not be read).
             var ringAgrees: Bool?
             var ringVersion: Int?
+            /// With storage postgres: whether the host reaches its database, holds its lease
+            /// (serving), and how many hosts hold one.
+            var database: String?
+            var serving: Bool?
+            var liveHosts: Int?
+            var leaseAgeSeconds: Double?
 
             enum CodingKeys: String, CodingKey {
-                case name, address, reachable, status, error
+                case name, address, reachable, status, error, database, serving
                 case ringAgrees = "ring_agrees"
                 case ringVersion = "ring_version"
+                case liveHosts = "live_hosts"
+                case leaseAgeSeconds = "lease_age_seconds"
             }
         }
 
@@ -118,6 +126,10 @@ final class WorkerState: Sendable {
         for host in hosts {
             if !host.reachable {
                 problems.append("host \(host.name) at \(host.address) is unreachable: \(host.error ?? "no answer")")
+            } else if let database = host.database, database != "ok" {
+                problems.append("host \(host.name) cannot reach its database")
+            } else if host.serving == false {
+                problems.append("host \(host.name) holds no lease (joining, or cut off from its database)")
             } else if host.ringAgrees == false {
                 problems.append(
                     "host \(host.name) uses ring version \(host.ringVersion ?? 0), this worker \(ring.version): give workers and hosts the same members and ring_version")
@@ -147,7 +159,14 @@ final class WorkerState: Sendable {
         var probed = Health.Host(name: host.name, address: "\(host.address)", reachable: false)
         do {
             let response = try await client.execute(HTTPRequest(url: "http://\(host.address)/health", timeout: .seconds(1), connectTimeout: .seconds(1)))
-            probed.status = (try? JSONCoding.decoder.decode(JSONObject.self, from: response.body))?["status"]?.stringValue
+            let health = JSONValue.parse(response.body)?.objectValue
+            probed.status = health?["status"]?.stringValue
+            if let membership = health?["membership"]?.objectValue {
+                probed.database = membership["database"]?.stringValue
+                probed.serving = membership["serving"]?.boolValue
+                probed.liveHosts = membership["live_hosts"]?.numberValue.map { Int($0) }
+                probed.leaseAgeSeconds = membership["lease_age_seconds"]?.numberValue
+            }
             probed.reachable = response.status == 200
             probed.error = response.status == 200 ? nil : "HTTP \(response.status)"
         } catch {
@@ -155,6 +174,8 @@ final class WorkerState: Sendable {
             return probed
         }
         if case .success(let info) = await client.ring(at: "\(host.address)", token: configuration.hostToken, timeout: .seconds(1)) {
+            // A newer ring seen here is adopted here: the probe is as good a messenger as a 421.
+            (store as? DurableSessionManager)?.consider(info, from: host.name)
             probed.ringVersion = info.version
             probed.ringAgrees = info.agrees(with: ring)
         }

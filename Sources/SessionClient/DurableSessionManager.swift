@@ -437,12 +437,21 @@ public final class DurableSessionManager: SessionManager, Service {
     /// Asks the members, other than `failing`, for their ring and adopts a newer one: how a
     /// worker learns of a change without being told (a removed host no longer answers).
     func refreshRingFromMembers(except failing: String? = nil) async {
-        for member in membership.members where member.name != failing {
-            if let info = await ring(of: member) {
-                _ = adopt(info, from: member)
-                return
-            }
+        // Every member at once, the newest ring kept: members may be a change apart.
+        let members = membership.members.filter { $0.name != failing }
+        let answers = await withTaskGroup(of: (Membership.Member, RingInfo?).self) { group in
+            for member in members { group.addTask { (member, await self.ring(of: member)) } }
+            var answers: [(Membership.Member, RingInfo)] = []
+            for await (member, info) in group { if let info { answers.append((member, info)) } }
+            return answers
         }
+        if let (member, newest) = answers.max(by: { $0.1.version < $1.1.version }) { _ = adopt(newest, from: member) }
+    }
+
+    /// Adopts a ring a host answered elsewhere (the worker's health probe), if it is newer.
+    public func consider(_ info: RingInfo, from name: String) {
+        guard let member = info.members.first(where: { $0.name == name }) ?? membership.member(named: name) else { return }
+        _ = adopt(info, from: member)
     }
 
     private func ring(of host: Membership.Member) async -> RingInfo? {

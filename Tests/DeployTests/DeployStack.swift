@@ -38,12 +38,14 @@ final class DeployStack: Sendable {
     /// `overrides` are `--set` items on top of the ports and directories chosen here.
     static func up(_ config: String, standIn: UpstreamStandIn, overrides: [String] = [], tls: Bool = false) async throws -> DeployStack {
         let directory = TemporaryDirectory("stack")
-        // Workers take up to 8 ports from base, hosts 4 from base + 100, the front base + 200.
+        // Workers take up to 8 ports from base, hosts 4 from base + 100, a stack's own
+        // PostgreSQL base + 150, the front base + 200.
         let base = freeLoopbackPortRange(201)
         let frontPort = base + 200
         var settings = [
             "run_dir=\(directory.file("run"))", "storage.data_dir=\(directory.file("data"))",
             "front.listen=127.0.0.1:\(frontPort)", "workers.first_port=\(base)", "hosts.first_port=\(base + 100)",
+            "storage.postgres_port=\(base + 150)",
         ] + overrides
         if tls { settings += try selfSignedCertificate(in: directory) }
         var environment = standIn.workerEnvironment

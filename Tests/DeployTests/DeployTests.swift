@@ -5,7 +5,7 @@ import TestSupport
 
 @Suite("deploy/: stacks behind real nginx, brought up by the script, smoke-tested", .serialized)
 struct DeployTests {
-    @Test("staging: deploy/stack up, the smoke test passes through nginx, status, down stops everything")
+    @Test("staging (PostgreSQL): deploy/stack up starts its own database, the smoke test passes through nginx and reports it, status, down stops everything")
     func stagingSmoke() async throws {
         let standIn = try await UpstreamStandIn.startIndexed()
         let stack = try await DeployStack.up("staging", standIn: standIn)
@@ -14,7 +14,9 @@ struct DeployTests {
         let smoke = try await runScript("deploy/smoke", [stack.front, "--repository", "acme/widgets"])
         #expect(smoke.status == 0, "\(smoke.output)")
         #expect(smoke.output.contains("smoke: PASS"))
-        #expect(smoke.output.contains("3 hosts, ring v1 agreed"))
+        #expect(smoke.output.contains("3 hosts, ring v"), "\(smoke.output)")
+        #expect(smoke.output.contains("database ok, 3 live hosts"), "\(smoke.output)")
+        #expect(stack.pids["postgres"] != nil, "the stack runs its own PostgreSQL")
         #expect(stack.accessLog.contains { $0.contains("POST /mcp") && $0.contains("upstream=127.0.0.1:") })
         #expect(try await stack.stack(["status"]).status == 0)
 
