@@ -214,6 +214,7 @@ struct SharedStorageTests {
         }
         let history = try await a.client().send(.get, "/sessions/\(id)/history").decode(HostAPI.History.self).data.map(\.content)
         #expect(history == ["w1", "w3", "w4", "w5"])
+        print("fencing: the paused owner's queued write was answered \(late.status) and never committed; stored: \(history)")
         await a.stop()
         await b.stop()
         await cluster.stop()
@@ -278,6 +279,7 @@ struct SharedStorageTests {
         #expect(!during.isError, "\(during.text)")
 
         #expect(outageAnswers.get().allSatisfy { $0 == 503 }, "while the database was down: \(Set(outageAnswers.get()))")
+        print("database restart: \(acknowledged.get().values.map(\.count).reduce(0, +)) writes acknowledged, \(outageAnswers.get().count) answered 503 while it was down, \(clientTimeouts.get()) hung")
         #expect(clientTimeouts.get() == 0, "no request hung until the client gave up")
         for id in ids {
             let stored = try stack.cluster.query("SELECT convert_from(content, 'UTF8') FROM messages WHERE session_id = '\(id)' ORDER BY seq")
