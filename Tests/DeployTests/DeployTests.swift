@@ -78,7 +78,10 @@ struct DeployTests {
         }
         #expect(statuses.contains(429), "\(statuses)")
         #expect(statuses.prefix(5).allSatisfy { $0 != 429 }, "the burst is allowed: \(statuses)")
-        try await Task.sleep(for: .seconds(1))
+        // The bucket refills with time: wait until a request is let through again.
+        try await eventually("the rate limit lets requests through again") {
+            try await client.send(.post, "/mcp", text: #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).status != 429
+        }
         let large = try await client.send(.post, "/mcp", text: "{\"pad\":\"" + String(repeating: "x", count: 10_000) + "\"}")
         #expect(large.status == 413)
         #expect(try await client.send(.get, "/elsewhere").status == 404)
@@ -132,7 +135,10 @@ struct FrontTests {
 
     /// Conversations asking question after question through the front until `stop`; returns
     /// the acknowledged turns per conversation and the failures with their times.
-    static func load(front: String, conversations: Int, stop: Mutexed<Bool>) async -> (acknowledged: [Int: Int], failures: [(ContinuousClock.Instant, String)]) {
+    /// Conversations through the front until `stop`; `answered` counts the acknowledged turns as they come.
+    static func load(front: String, conversations: Int, stop: Mutexed<Bool>, answered: Mutexed<Int> = Mutexed(0)) async
+        -> (acknowledged: [Int: Int], failures: [(ContinuousClock.Instant, String)])
+    {
         let acknowledged = Mutexed([Int: Int]())
         let failures = Mutexed([(ContinuousClock.Instant, String)]())
         await withTaskGroup(of: Void.self) { group in
@@ -153,6 +159,7 @@ struct FrontTests {
                                 failures.update { $0.append((.now, "c\(index) t\(turn): \(answer.text)")) }
                             } else {
                                 acknowledged.update { $0[index, default: 0] += 1 }
+                                answered.update { $0 += 1 }
                             }
                         } catch {
                             failures.update { $0.append((.now, "c\(index) t\(turn): \(error)")) }
@@ -170,11 +177,16 @@ struct FrontTests {
         let standIn = try await UpstreamStandIn.startIndexed()
         let stack = try await DeployStack.up("staging", standIn: standIn, overrides: ["workers.count=3"] + Self.unlimited)
         let stop = Mutexed(false)
-        async let outcome = Self.load(front: stack.front, conversations: 8, stop: stop)
-        try await Task.sleep(for: .seconds(1))
+        let answered = Mutexed(0)
+        async let outcome = Self.load(front: stack.front, conversations: 8, stop: stop, answered: answered)
+        try await eventually("the load runs") { answered.get() >= 16 }
         let killedAt = ContinuousClock.now
-        kill(stack.pids["worker-2"]!, SIGKILL)
-        try await Task.sleep(for: .seconds(4))
+        kill(try #require(stack.pids["worker-2"]), SIGKILL)
+        let beforeKill = answered.get()
+        // Past the window in which calls in flight on the killed worker may fail, and well on.
+        try await eventually("the load goes on after the kill") {
+            ContinuousClock.now - killedAt > .seconds(3) && answered.get() >= beforeKill + 40
+        }
         stop.set(true)
         let (acknowledged, failures) = await outcome
 
@@ -215,16 +227,19 @@ struct FrontTests {
         let standIn = try await UpstreamStandIn.startIndexed()
         let stack = try await DeployStack.up("staging", standIn: standIn, overrides: Self.unlimited)
         let stop = Mutexed(false)
-        async let outcome = Self.load(front: stack.front, conversations: 6, stop: stop)
-        try await Task.sleep(for: .milliseconds(500))
+        let answered = Mutexed(0)
+        async let outcome = Self.load(front: stack.front, conversations: 6, stop: stop, answered: answered)
+        try await eventually("the load runs") { answered.get() >= 12 }
         let up = try await stack.stack(["scale", "workers", "4"])
         #expect(up.status == 0, "\(up.output)")
         #expect(stack.pids.keys.filter { $0.hasPrefix("worker-") }.count == 4)
-        try await Task.sleep(for: .seconds(1))
+        let scaledUp = answered.get()
+        try await eventually("the load runs on four workers") { answered.get() >= scaledUp + 30 }
         let down = try await stack.stack(["scale", "workers", "1"])
         #expect(down.status == 0, "\(down.output)")
         #expect(stack.pids.keys.filter { $0.hasPrefix("worker-") }.count == 1)
-        try await Task.sleep(for: .seconds(1))
+        let scaledDown = answered.get()
+        try await eventually("the load runs on one worker") { answered.get() >= scaledDown + 12 }
         stop.set(true)
         let (acknowledged, failures) = await outcome
         #expect(failures.isEmpty, "\(failures.map(\.1).prefix(5))")

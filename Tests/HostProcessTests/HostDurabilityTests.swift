@@ -55,7 +55,7 @@ struct HostDurabilityTests {
                 }
             }
         }
-        while acknowledged.get().count < 400 { try await Task.sleep(for: .milliseconds(10)) }
+        try await eventually("400 appends acknowledged") { acknowledged.get().count >= 400 }
         host.process.signal(SIGKILL)
         #expect(try await host.process.waitForExit() == SIGKILL)
         await load.value
@@ -147,7 +147,7 @@ struct HostDurabilityTests {
                 }
             }
         }
-        while acknowledged.get().count < 100 { try await Task.sleep(for: .milliseconds(5)) }
+        try await eventually("100 appends acknowledged") { acknowledged.get().count >= 100 }
         host.process.signal(SIGTERM)
         #expect(try await host.process.waitForExit() == 0)
         await load.value

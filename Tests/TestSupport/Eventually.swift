@@ -38,3 +38,14 @@ extension Duration {
         return Double(seconds) + Double(attoseconds) / 1e18
     }
 }
+
+extension Array {
+    /// The element at `index`, or an error saying how many there were: a test that finds
+    /// fewer than it expects fails, instead of crashing the whole run.
+    public func at(_ index: Int, file: StaticString = #filePath, line: UInt = #line) throws -> Element {
+        guard indices.contains(index) else {
+            throw ServiceProcess.Failure(description: "expected an element at index \(index) of \(count) (\(file):\(line))")
+        }
+        return self[index]
+    }
+}

@@ -36,15 +36,14 @@ struct FaultTests {
 
         // The host comes back on its port with its data: the journaled turns are replayed, in order.
         try await host.start(port: port)
-        let deadline = ContinuousClock.now + .seconds(30)
-        var stored: [Message] = []
-        while ContinuousClock.now < deadline {
-            stored = (try? await host.client().send(.get, "/sessions/conv:local:outage/history").decode(HostAPI.History.self).data) ?? []
-            if stored.count == 4 { break }
-            try await Task.sleep(for: .milliseconds(100))
+        let stored = try await eventually("the journaled turn reached the host", timeout: .seconds(30)) {
+            let messages = try? await host.client().send(.get, "/sessions/conv:local:outage/history").decode(HostAPI.History.self).data
+            return messages?.count == 4 ? messages : nil
         }
         #expect(stored.map(\.role) == [.user, .assistant, .user, .assistant])
-        #expect(stored[2].content == "during")
+        #expect(stored.map(\.content).first == "before")
+        #expect(try stored.at(2).content == "during")
+        #expect(try stored.at(3).content == turn2.structured["message"] as? String, "the answer given from memory is the one stored")
         #expect(try await http.send(.get, "/health").object["status"] as? String != nil)
         await stack.stop()
     }
@@ -91,7 +90,7 @@ struct FaultTests {
         #expect(!result.isError, "\(result.text)")
         let attempts = try await stack.standIn.requests(to: "/v2/repositories/")
         #expect(attempts.count == 2)
-        let gap = ((attempts[1]["time"] as? Double) ?? 0) - ((attempts[0]["time"] as? Double) ?? 0)
+        let gap = ((try attempts.at(1)["time"] as? Double) ?? 0) - ((try attempts.at(0)["time"] as? Double) ?? 0)
         #expect(gap >= 0.9, "Retry-After: 1 must be honoured (waited \(gap) s)")
         await stack.stop()
     }
@@ -139,7 +138,7 @@ struct FaultTests {
         let client = try await stack.session()
         try await stack.standIn.control(["delay_ms": 1500])
         async let answer = client.callTool("query_repository", ["query": "in flight", "repositories": [["remote": "github", "repository": "acme/widgets", "branch": "main"]]])
-        try await Task.sleep(for: .milliseconds(500))
+        try await eventually("the call is in flight at Greptile") { try await stack.standIn.requests(to: "/v2/query").count == 1 }
         stack.worker.process.signal(SIGTERM)
         let result = try await answer
         #expect(!result.isError, "\(result.text)")

@@ -68,7 +68,7 @@ struct HostileInputTests {
         }
         let queries = try await stack.standIn.requests(to: "/v2/query").map { WorkerStack.body($0)["sessionId"] as? String }
         let searches = try await stack.standIn.requests(to: "/v2/search").map { WorkerStack.body($0)["sessionId"] as? String }
-        #expect(queries.count == 3 && searches.count == 3)
+        try #require(queries.count == 3 && searches.count == 3)
         #expect(queries[0] != nil && queries[0] != "shared-1")
         #expect(queries[0] != queries[1], "alice and bob got the same upstream session")
         #expect(queries[0] == queries[2], "alice's own conversation keeps its upstream session")

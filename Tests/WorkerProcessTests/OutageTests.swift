@@ -116,4 +116,33 @@ struct OutageTests {
         Self.expectExchanges(stored, exchanges)
         await stack.stop()
     }
+
+    @Test("a holder does not start holding a session for an owner that came back and answers: the call goes back to the owner")
+    func noCopyForAnOwnerThatAnswers() async throws {
+        let stack = try await RingStack.start(hosts: 3, workers: 0)
+        let ownerName = "host-3"
+        let id = "conv:local:" + Self.conversation(ownedBy: ownerName, in: stack.ring, prefix: "returned")
+        let owner = stack.host(named: ownerName)
+        let holder = stack.host(named: try #require(stack.ring.runnerUp(of: id)))
+        let hinted: HTTPHeaders = ["Hinted-For": ownerName]
+        let write = SessionOperation.updateMetadata(["topic": "held"])
+
+        // The owner asks what is held for it, as it does when it starts or finds it was paused;
+        // the holder's probe of it succeeds (under a heavy load a probe may time out, and the
+        // holder then asks for a seed: the owner asks again and so does the test).
+        let refused = try await eventually("the holder refuses to hold for an owner that answers") {
+            _ = try await holder.client().send(.get, "/hints?owner=\(ownerName)")
+            let response = try await holder.client().send(.post, "/sessions/\(id)/update", json: write, headers: hinted)
+            return response.status == 409 ? nil : response
+        }
+        #expect(refused.status == 503 && refused.errorCode == "hint_refused", "\(refused.status) \(refused.text)")
+        #expect(try await holder.client().send(.get, "/hints?owner=\(ownerName)").object["ids"] as? [String] == [], "nothing held")
+
+        // Paused, the owner does not answer: the holder asks for a seed and holds the session.
+        owner.process.signal(SIGSTOP)
+        let seedAsked = try await holder.client().send(.post, "/sessions/\(id)/update", json: write, headers: hinted)
+        #expect(seedAsked.status == 409 && seedAsked.errorCode == "hint_seed_required", "\(seedAsked.status) \(seedAsked.text)")
+        owner.process.signal(SIGCONT)
+        await stack.stop()
+    }
 }

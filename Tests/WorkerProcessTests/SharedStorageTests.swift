@@ -187,10 +187,12 @@ struct SharedStorageTests {
                 timeout: .seconds(60))
         }
         #expect(try await append(a, "w1").status == 200)
+        func held() -> Int { a.logs.components(separatedBy: "holding a batch for the commit delay").count - 1 }
+        let heldBefore = held()
 
         // w2 reaches host-a's committer, which pauses before committing it; then host-a stops.
         let queued = Task { try await append(a, "w2 (queued on the paused owner)") }
-        try await Task.sleep(for: .milliseconds(500))
+        try await eventually("w2 is held in host-a's committer") { held() > heldBefore }
         a.process.signal(SIGSTOP)
         try await eventually("host-b drops host-a from the ring") {
             (try? await b.client().send(.get, "/ring").decode(RingInfo.self))?.members.map(\.name) == ["host-b"]

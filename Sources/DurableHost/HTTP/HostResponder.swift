@@ -122,6 +122,9 @@ public struct HostResponder: HTTPResponder {
                 try held.checkHolding(id, for: owner)
                 let version = Self.seedVersion(request.headers)
                 if try await held.needsSeed(id, callerVersion: version) {
+                    if await held.ownerAnswers(owner) {
+                        throw APIError(.hintRefused, "\(owner) answers again and takes '\(id)' itself: send to it")
+                    }
                     throw APIError(.hintSeedRequired, "no copy of '\(id)' is held for \(owner) yet: POST /hints/{id}/seed with the last state you know")
                 }
                 return try await sessionRoute(route, id: id, object: HeldWrites.copyID(id), holdingFor: owner, request: request)

@@ -122,7 +122,10 @@ public final class GroupCommitter: Service, Sendable {
 
     private func commitUntilClosed() async {
         while let batch = await nextBatch() {
-            if let commitDelay { try? await Task.sleep(for: commitDelay) }
+            if let commitDelay {
+                logger.notice("holding a batch for the commit delay (a test setting)", metadata: ["writes": "\(batch.count)"])
+                try? await Task.sleep(for: commitDelay)
+            }
             await waitUntilNotInDoubt()
             let start = ContinuousClock.now
             do {

@@ -61,6 +61,9 @@ final class HeldWrites: Sendable {
     /// Nanoseconds since `started` of the last heartbeat.
     private let lastBeat = Atomic<Int64>(0)
     private let recovering = Mutex<Task<Void, Never>?>(nil)
+    /// Owners that asked what this host holds for them (they are back), until a probe finds
+    /// one unreachable again.
+    private let returned = Mutex<Set<String>>([])
     private let merged = Metrics.Counter(label: "host_held_writes_merged_total")
     private let heldHere = Metrics.Counter(label: "host_held_writes_total")
 
@@ -228,6 +231,25 @@ final class HeldWrites: Sendable {
         return info.writes == 0 && callerVersion > info.seedVersion
     }
 
+    /// Whether `owner`, which this host would start holding a session for, answers again.
+    ///
+    /// A worker that found the owner unreachable keeps sending its sessions here until its
+    /// next probe, so a session can be held for an owner that has already come back and asked
+    /// what is held for it. Such an owner would not know to merge the session before serving
+    /// it; so once an owner has asked (`GET /hints?owner=`), a new copy is started only after
+    /// a probe finds it unreachable again, and otherwise the call is refused back to it. A dead
+    /// owner refuses the probe's connection at once; a paused one costs a second, once.
+    func ownerAnswers(_ owner: String) async -> Bool {
+        guard returned.withLock({ $0.contains(owner) }), let member = ring.otherMembers.first(where: { $0.name == owner }) else {
+            return false
+        }
+        let probe = HTTPRequest(
+            url: "http://\(member.address)/health", headers: headers(json: false), timeout: .seconds(1), connectTimeout: .milliseconds(500))
+        if let response = try? await client.execute(probe), response.status == 200 { return true }
+        returned.withLock { _ = $0.remove(owner) }
+        return false
+    }
+
     /// Counts a write held for an owner.
     func countHeld() {
         heldHere.increment()
@@ -235,6 +257,7 @@ final class HeldWrites: Sendable {
 
     /// `GET /hints?owner=NODE`.
     func list(for owner: String) async throws(APIError) -> HostAPI.HeldSessions {
+        returned.withLock { _ = $0.insert(owner) }
         do {
             return HostAPI.HeldSessions(holder: node, ids: try await store.heldSessions(owner: owner).map(\.id))
         } catch {
