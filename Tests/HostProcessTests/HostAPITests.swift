@@ -104,6 +104,67 @@ struct HostAPITests {
         await cluster?.stop()
     }
 
+    @Test("every limit, set by flag, environment or config file, is the one the host applies: at the limit accepted, one past it refused")
+    func limitsThroughTheProcess() async throws {
+        let directory = TemporaryDirectory("limits")
+        let config = directory.file("host.json")
+        try #"{"max_messages_per_session": 3, "max_metadata_bytes": 64}"#.write(toFile: config, atomically: true, encoding: .utf8)
+        let host = HostHarness(
+            arguments: ["--config", config, "--max-content-bytes", "20", "--max-body-bytes", "1024"],
+            environment: ["DURABLE_HOST_MAX_SESSION_BYTES": "50", "DURABLE_HOST_MAX_ID_LENGTH": "10", "DURABLE_HOST_REQUEST_READ_TIMEOUT": "1"])
+        try await host.startServing()
+        let client = host.client()
+        func append(_ id: String, _ content: String) async throws -> HTTPResponse {
+            try await client.send(.post, "/sessions/\(id)/update", json: SessionOperation.appendMessage(MessageInput(role: .user, content: content)))
+        }
+        func expectRefused(_ response: HTTPResponse, _ status: Int, _ code: String, _ what: String) {
+            #expect(response.status == status && response.errorCode == code, "\(what): \(response.status) \(response.text)")
+        }
+
+        // max_id_length (environment): 10 bytes.
+        #expect(try await append("tenbytesid", "x").status == 200)
+        expectRefused(try await append("eleven-byte", "x"), 400, "invalid_session_id", "an 11-byte id")
+        // max_content_bytes (flag): 20 bytes.
+        #expect(try await append("content", String(repeating: "c", count: 20)).status == 200)
+        expectRefused(try await append("content", String(repeating: "c", count: 21)), 422, "limit_exceeded", "21 bytes of content")
+        // max_messages_per_session (config file): 3.
+        for _ in 0..<3 { #expect(try await append("messages", "m").status == 200) }
+        expectRefused(try await append("messages", "m"), 422, "limit_exceeded", "a fourth message")
+        // max_session_bytes (environment): 50 bytes of content in a session.
+        for content in [String(repeating: "b", count: 20), String(repeating: "b", count: 20)] {
+            #expect(try await append("bytes", content).status == 200)
+        }
+        expectRefused(try await append("bytes", String(repeating: "b", count: 11)), 422, "limit_exceeded", "51 bytes in the session")
+        #expect(try await append("bytes", String(repeating: "b", count: 10)).status == 200)
+        // max_metadata_bytes (config file): 64 bytes of metadata JSON; {"k":"..."} is 8 bytes and its value.
+        let fits = try await client.send(.post, "/sessions/meta/update", json: SessionOperation.updateMetadata(["k": .string(String(repeating: "v", count: 56))]))
+        #expect(fits.status == 200, "\(fits.text)")
+        let tooBig = try await client.send(.post, "/sessions/meta/update", json: SessionOperation.updateMetadata(["k": .string(String(repeating: "v", count: 57))]))
+        expectRefused(tooBig, 422, "limit_exceeded", "65 bytes of metadata")
+        // max_body_bytes (flag): 1,024 bytes of request body.
+        let body = #"{"operation":"append_message","message":{"role":"user","content":"x"}}"#
+        let padded = { (size: Int) in String(repeating: " ", count: size - body.utf8.count) + body }
+        #expect(try await client.send(.post, "/sessions/body/update", text: padded(1024)).status == 200)
+        expectRefused(try await client.send(.post, "/sessions/body/update", text: padded(1025)), 413, "payload_too_large", "a 1,025-byte body")
+        // request_read_timeout (environment): 1 s. One byte every 200 ms would take 40 s to
+        // arrive; the host closes the connection after about 5 (slack for a loaded machine).
+        let connection = try SlowConnection(port: host.port)
+        let head = Array("GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ".utf8)
+        let closedAfter = try await connection.trickle(head + Array(repeating: UInt8(ascii: "a"), count: 200), every: .milliseconds(200))
+        connection.close()
+        let sentBytes = try #require(closedAfter, "the host never closed the slow connection")
+        #expect(sentBytes < 60, "the connection stayed open for \(sentBytes) bytes")
+
+        // Nothing refused was stored.
+        let history = { (id: String) in try await client.send(.get, "/sessions/\(id)/history").decode(HostAPI.History.self).data.map(\.content) }
+        #expect(try await history("content") == [String(repeating: "c", count: 20)])
+        #expect(try await history("messages") == ["m", "m", "m"])
+        #expect(try await history("bytes").map(\.utf8.count) == [20, 20, 10])
+        #expect(try await client.send(.get, "/sessions/meta/history").decode(HostAPI.History.self).metadata == ["k": .string(String(repeating: "v", count: 56))])
+        #expect(try await history("body") == ["x"])
+        await host.stop()
+    }
+
     @Test("/health reports node, sessions stored, storage and uptime; /metrics is Prometheus text", arguments: StorageBackend.allCases)
     func healthAndMetrics(backend: StorageBackend) async throws {
         let (host, cluster) = try await HostHarness.make(backend, node: "alpha")

@@ -77,6 +77,28 @@ struct HostDurabilityTests {
         await cluster?.stop()
     }
 
+    @Test("a write is answered only once it is committed: with the commit held back, no answer comes, and kill -9 then loses only what was never answered", arguments: StorageBackend.allCases)
+    func answeredOnlyAfterCommit(backend: StorageBackend) async throws {
+        // A test-only setting holds every batch back before its commit, so a reply that does
+        // not wait for the commit is always visible, not one run in five.
+        let (host, cluster) = try await HostHarness.make(backend, arguments: ["--commit-delay", "30"])
+        try await host.startServing()
+        let client = host.client()
+        let write = Task { try? await append(client, "held", "never committed") }
+        try await eventually("the write's batch is held before its commit") {
+            host.logs.contains("holding a batch for the commit delay")
+        }
+        host.process.signal(SIGKILL)
+        #expect(try await host.process.waitForExit() == SIGKILL)
+        let answer = await write.value
+        #expect(answer == nil, "answered HTTP \(answer?.status ?? 0) before the write was committed")
+
+        try await host.startServing()
+        #expect(try await history(host.client(), "held") == [], "the write was never committed")
+        await host.stop()
+        await cluster?.stop()
+    }
+
     @Test("an idempotent retry returns the first answer and applies nothing twice, even after a restart", arguments: StorageBackend.allCases)
     func idempotentRetry(backend: StorageBackend) async throws {
         let (host, cluster) = try await HostHarness.make(backend)

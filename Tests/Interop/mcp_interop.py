@@ -137,6 +137,8 @@ async def scenario(args):
                   "a streamed answer must be assembled from its chunks: %s" % streamed["message"])
             check(len(streamed["sources"]) > 0, "streamed citations must come back as sources")
             report["streamed_message"] = streamed["message"]
+            report["exchanges"] = [[question, answer["message"]] for question, answer in (
+                ("How are requests routed?", first), ("And the errors?", second), ("Where are tests?", third), ("Streamed please", streamed))]
             later = router.seen[start:]
             check({seen[1] for seen in later} == set(targets), "every later worker must be used: %s" % later)
             check({seen[2] for seen in later} == {transport_session}, "the later workers must serve the same session: %s" % later)

@@ -49,6 +49,7 @@ async def scenario(args):
                 "query_repository", second_arguments, progress_callback=on_progress if args.stream else None))
             check("after 1 earlier questions" in second["message"], "the conversation must continue: %s" % second["message"])
             report["second_message"] = second["message"]
+            report["first_message"] = first["message"]
     report["progress"] = progress
     return report
 

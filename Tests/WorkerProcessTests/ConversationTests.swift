@@ -135,9 +135,11 @@ struct ConversationTests {
     func windowAndPreviousMessages() async throws {
         let stack = try await WorkerStack.start(workerArguments: ["--history-window", "3"])
         let client = try await stack.session()
+        var answers: [String] = []
         for question in ["q1", "q2", "q3"] {
             let result = try await client.callTool("query_repository", ["query": question, "repositories": [WorkerStack.repository], "session_id": "w"])
             #expect(!result.isError, "\(result.text)")
+            answers.append(result.structured["message"] as? String ?? "?")
         }
         let last = try #require(try await stack.standIn.requests(to: "/v2/query").last)
         let sent = WorkerStack.turns(last)
@@ -145,7 +147,9 @@ struct ConversationTests {
         #expect(sent.first?.hasPrefix("user: q2") == true)
         #expect(sent.last == "user: q3")
         let hostClient = stack.host!.client()
-        #expect(try await hostClient.send(.get, "/sessions/conv:local:w/history").decode(HostAPI.History.self).data.count == 6)
+        let kept = try await hostClient.send(.get, "/sessions/conv:local:w/history").decode(HostAPI.History.self).data
+        #expect(kept.map(\.role) == [.user, .assistant, .user, .assistant, .user, .assistant])
+        #expect(kept.map(\.content) == ["q1", answers[0], "q2", answers[1], "q3", answers[2]])
 
         let replaced = try await client.callTool("query_repository", [
             "query": "q4", "repositories": [WorkerStack.repository], "session_id": "w",
@@ -155,8 +159,8 @@ struct ConversationTests {
         let replacedRequest = try #require(try await stack.standIn.requests(to: "/v2/query").last)
         #expect(WorkerStack.turns(replacedRequest) == ["user: earlier", "assistant: reply", "user: q4"])
         let stored = try await hostClient.send(.get, "/sessions/conv:local:w/history").decode(HostAPI.History.self).data
-        #expect(stored.map(\.content).prefix(3) == ["earlier", "reply", "q4"])
-        #expect(stored.count == 4)
+        #expect(stored.map(\.role) == [.user, .assistant, .user, .assistant])
+        #expect(stored.map(\.content) == ["earlier", "reply", "q4", replaced.structured["message"] as? String ?? "?"])
         await stack.stop()
     }
 
@@ -183,6 +187,10 @@ struct ConversationTests {
         #expect(!turn3.isError, "\(turn3.text)")
         #expect((turn3.structured["message"] as? String)?.contains("after 2 earlier questions") == true)
         #expect(try await client.request("ping")["result"] != nil)
+        let stored = try await stack.host!.client().send(.get, "/sessions/conv:local:\(conversation)/history").decode(HostAPI.History.self).data
+        let answers = [turn1, turn2, turn3].map { $0.structured["message"] as? String ?? "?" }
+        #expect(stored.map(\.role) == [.user, .assistant, .user, .assistant, .user, .assistant])
+        #expect(stored.map(\.content) == ["first", answers[0], "second", answers[1], "third", answers[2]])
         await stack.stop()
     }
 
@@ -231,6 +239,13 @@ struct ConversationTests {
         #expect(parsed["protocol_version"] as? String == "2025-11-25")
         #expect(parsed["later_workers"] as? [String] == [stack.worker.base, stack.workers[1].base])
         #expect((parsed["streamed_message"] as? String)?.contains("after 3 earlier questions") == true)
+        // The host holds the whole conversation: each question, then the answer the client got.
+        let exchanges = try #require(parsed["exchanges"] as? [[String]], "\(report)")
+        let conversation = try #require(parsed["conversation"] as? String)
+        let stored = try await stack.host!.client().send(.get, "/sessions/conv:local:\(conversation)/history").decode(HostAPI.History.self).data
+        #expect(exchanges.count == 4)
+        #expect(stored.map(\.role) == Array(repeating: [Role.user, .assistant], count: exchanges.count).flatMap { $0 })
+        #expect(stored.map(\.content) == exchanges.flatMap { $0 })
         await stack.stop()
     }
 }

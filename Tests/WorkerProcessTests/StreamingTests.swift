@@ -48,6 +48,8 @@ struct StreamingTests {
             #expect(progress.last == whole, "\(mode): the last progress is the whole answer")
             let stored = try await stack.host!.client().send(.get, "/sessions/conv:local:modes-\(mode)/history").decode(HostAPI.History.self)
             #expect(stored.data.last?.content == whole, "\(mode): the stored assistant turn is the whole answer")
+            #expect(stored.data.map(\.role) == [.user, .assistant, .user, .assistant], "\(mode)")
+            #expect(stored.data.map(\.content) == ["first question", report["first_message"] as? String ?? "?", "second question", whole], "\(mode)")
         }
         await stack.stop()
     }

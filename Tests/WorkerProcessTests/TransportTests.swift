@@ -159,6 +159,49 @@ struct TransportTests {
         }
     }
 
+    @Test("every limit, set by config file or environment, is the one the worker applies: at the limit accepted, one past it refused")
+    func limitsThroughTheProcess() async throws {
+        let directory = TemporaryDirectory("worker-limits")
+        let config = directory.file("worker.json")
+        try #"{"history_window": 2, "max_body_bytes": 2048}"#.write(toFile: config, atomically: true, encoding: .utf8)
+        let stack = try await WorkerStack.start(
+            workerArguments: ["--config", config], workerEnvironment: ["MCP_WORKER_QUERY_TIMEOUT": "1", "MCP_WORKER_REQUEST_READ_TIMEOUT": "1"])
+        let client = try await stack.session()
+
+        // history_window (config file): the newest 2 messages go upstream, the question last.
+        for question in ["q1", "q2"] {
+            let result = try await client.callTool("query_repository", ["query": question, "repositories": [WorkerStack.repository], "session_id": "window"])
+            #expect(!result.isError, "\(result.text)")
+        }
+        let sent = WorkerStack.turns(try #require(try await stack.standIn.requests(to: "/v2/query").last))
+        #expect(sent.count == 2 && sent.last == "user: q2", "\(sent)")
+
+        // max_body_bytes (config file): 2,048 bytes.
+        let ping = { (size: Int) in
+            let bare = #"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":""}}"#
+            return #"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":""# + String(repeating: "x", count: size - bare.utf8.count) + #""}}"#
+        }
+        #expect(try await client.post(ping(2048)).status == 200)
+        let tooBig = try await client.post(ping(2049))
+        #expect(tooBig.status == 413, "\(tooBig.text)")
+
+        // query_timeout (environment): 1 s; Greptile answering after 3 s is a timeout.
+        try await stack.standIn.control(["delay_ms": 3000])
+        let slow = try await client.callTool("query_repository", ["query": "slow", "repositories": [WorkerStack.repository], "session_id": "slow"])
+        try await stack.standIn.control(["delay_ms": 0])
+        #expect(slow.isError && slow.text.lowercased().contains("time"), "\(slow.text)")
+
+        // request_read_timeout (environment): 1 s. One byte every 200 ms would take 40 s to
+        // arrive; the worker closes the connection after about 5 (slack for a loaded machine).
+        let connection = try SlowConnection(port: stack.worker.port)
+        let head = Array("GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ".utf8)
+        let closedAfter = try await connection.trickle(head + Array(repeating: UInt8(ascii: "a"), count: 200), every: .milliseconds(200))
+        connection.close()
+        let sentBytes = try #require(closedAfter, "the worker never closed the slow connection")
+        #expect(sentBytes < 60, "the connection stayed open for \(sentBytes) bytes")
+        await stack.stop()
+    }
+
     @Test("mcp-worker check: secrets missing or rejected, hosts unreachable, ring disagreement, each with its fix")
     func check() async throws {
         let stack = try await WorkerStack.start(workers: 0)
