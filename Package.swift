@@ -170,7 +170,7 @@ let package = Package(
             dependencies: ["SessionModel", "CurlHTTP", "TestSupport"],
             swiftSettings: strict
         ),
-        .testTarget(name: "HashRingTests", dependencies: ["HashRing"], swiftSettings: strict),
+        .testTarget(name: "HashRingTests", dependencies: ["HashRing", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "DeployTests", dependencies: ["CurlHTTP", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "SessionClientTests", dependencies: ["SessionClient", "SessionModel", "HashRing", "CurlHTTP"], swiftSettings: strict),
         .testTarget(

@@ -1,5 +1,6 @@
 import HashRing
 import Testing
+import TestSupport
 
 @Suite("HashRing: rendezvous hashing of ids onto named nodes")
 struct HashRingTests {
@@ -58,6 +59,18 @@ struct HashRingTests {
                 #expect(three.owner(of: id) == before)
             }
         }
+    }
+
+    @Test("500 ids on five nodes: the owner and runner-up an independent implementation (Python) computes")
+    func independentPlacement() async throws {
+        let nodes = ["host-1", "host-2", "host-3", "host-4", "host-5"]
+        let ring = HashRing(nodes: nodes)
+        let ids = Array(Self.ids.prefix(400)) + (0..<100).map { "conv:p\($0):caf\u{E9}-\($0)~events" }
+        let placements = try await IndependentRing.placements(of: ids, nodes: nodes)
+        let wrong = ids.filter {
+            placements[$0] != IndependentRing.Placement(owner: ring.owner(of: $0) ?? "-", runnerUp: ring.runnerUp(of: $0))
+        }
+        #expect(wrong.isEmpty, "\(wrong.count) of \(ids.count) placed differently, e.g. \(wrong.prefix(3))")
     }
 
     @Test("the same owners in every process: pinned known answers, order and duplicates do not matter")
