@@ -54,7 +54,9 @@ async def wait_for(path, timeout):
     while time.monotonic() < deadline:
         if os.path.exists(path):
             with open(path) as handle:
-                return handle.read().strip()
+                text = handle.read().strip()
+            if text:  # the test writes it atomically; an empty read is a file still being written
+                return text
         await asyncio.sleep(0.05)
     raise AssertionError("no %s within %ss" % (path, timeout))
 

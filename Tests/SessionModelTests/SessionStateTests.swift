@@ -13,7 +13,7 @@ struct SessionStateTests {
         _ = try state.apply(.appendMessage(MessageInput(role: .user, content: "a")), now: 100, limits: limits)
         #expect(state.exists)
         #expect(state.record.createdAt == 100)
-        #expect(state.record.messages[0].timestamp == 100)
+        #expect(state.record.messages.first?.timestamp == 100)
         _ = try state.apply(.appendMessage(MessageInput(role: .assistant, content: "b", timestamp: 7)), now: 105, limits: limits)
         #expect(state.record.createdAt == 100)
         #expect(state.record.lastUpdated == 105)

@@ -229,7 +229,7 @@ struct ConversationTests {
         }
         await stack.worker.stop()
         try await stack.worker.start(hosts: [stack.host!.member], port: 0)
-        try Data("\(stack.worker.base) \(stack.workers[1].base)".utf8).write(to: URL(fileURLWithPath: go))
+        try Data("\(stack.worker.base) \(stack.workers[1].base)".utf8).write(to: URL(fileURLWithPath: go), options: .atomic)
 
         let status = try await python.waitForExit(timeout: .seconds(120))
         let report = python.log.split(separator: "\n").last.map(String.init) ?? ""

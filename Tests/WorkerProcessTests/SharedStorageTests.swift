@@ -161,6 +161,7 @@ struct SharedStorageTests {
         #expect(!moved.isEmpty, "some conversations were the killed host's")
         let failover = moved.compactMap { conversation in conversation.acknowledged.first { $0.at > killed }.map { ($0.at - killed).inSeconds } }
         let sorted = failover.sorted()
+        try #require(sorted.count == moved.count, "every moved conversation was written again after the kill")
         print("kill -9 failover: \(moved.count) sessions moved; first write after the kill: median \(sorted[sorted.count / 2]) s, worst \(sorted.last!) s")
         print("acknowledged turns: \(conversations.map(\.acknowledged.count).reduce(0, +)); failed calls: \(conversations.map(\.failed).reduce(0, +))")
         await stack.stop()
