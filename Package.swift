@@ -155,6 +155,15 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "SessionModelTests", dependencies: ["SessionModel"], swiftSettings: strict),
+        .testTarget(
+            name: "MCPWorkerTests",
+            dependencies: [
+                "MCPWorker", "SessionClient", "SessionModel", "Greptile", "CurlHTTP", "ServiceMetrics",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(name: "CurlHTTPTests", dependencies: ["CurlHTTP", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "DurableHostTests",

@@ -126,29 +126,17 @@ struct GreptileTools: Sendable {
             }
             outcome = "ok"
             return Self.success(value)
-        } catch let error as ToolError {
-            outcome = "invalid_arguments"
-            return Self.failure(error.message)
-        } catch let error as GreptileError {
-            outcome = "upstream_error"
-            logger.warning("tool failed upstream", metadata: ["tool": "\(name)", "error": "\(error.message)"])
-            return Self.failure(error.message)
-        } catch let error as SessionError where error.isCancelled {
-            outcome = "cancelled"
-            throw CancellationError()
-        } catch let error as SessionError {
-            outcome = "session_error"
-            return Self.failure("the conversation could not be stored: \(error.message)")
-        } catch let error as RPCError {
-            outcome = "unknown_tool"
-            throw error
-        } catch is CancellationError {
-            outcome = "cancelled"
-            throw CancellationError()
         } catch {
-            outcome = "internal_error"
-            logger.error("tool failed", metadata: ["tool": "\(name)", "error": "\(error)"])
-            return Self.failure("internal error in \(name): \(error)")
+            let failure = ToolFailure(error)
+            outcome = failure.outcome
+            if let level = failure.logLevel {
+                logger.log(level: level, "tool failed", metadata: ["tool": "\(name)", "outcome": "\(failure.outcome)", "error": "\(error)"])
+            }
+            switch failure {
+            case .cancelled: throw CancellationError()
+            case .protocolError(let error): throw error
+            default: return Self.failure(failure.message(tool: name) ?? "\(name) failed")
+            }
         }
     }
 
