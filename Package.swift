@@ -40,7 +40,7 @@ let package = Package(
         .target(name: "CurlHTTP", dependencies: ["CCurl"], swiftSettings: strict),
         .target(
             name: "Settings",
-            dependencies: [.product(name: "Logging", package: "swift-log")],
+            dependencies: ["HashRing", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .target(name: "HashRing", swiftSettings: strict),

@@ -22,9 +22,11 @@ public struct RetryPolicy: Sendable, Hashable {
         return base * (1 + jitter * (2 * random - 1))
     }
 
-    /// Whether a host's HTTP status is worth another attempt.
+    /// Whether an HTTP status is worth another attempt, for every caller (durable hosts,
+    /// Greptile, GitHub): a timeout (408), throttling (429), or a server failure (5xx) other
+    /// than those that say the request itself can never work (501, 505).
     public static func isRetryable(status: Int) -> Bool {
-        status == 408 || status == 429 || status == 502 || status == 503 || status == 504 || status == 500
+        status == 408 || status == 429 || ((500...599).contains(status) && status != 501 && status != 505)
     }
 }
 

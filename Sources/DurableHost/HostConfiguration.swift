@@ -79,7 +79,7 @@ public struct HostConfiguration: Sendable {
     /// The ring: `peers`, or this host alone.
     public var membership: Membership {
         let members = peers.isEmpty ? [NamedAddress(name: node, address: listen)] : peers
-        return Membership(version: ringVersion, members: members.map { .init(name: $0.name, address: "\($0.address)") })
+        return Membership(version: ringVersion, hosts: members)
     }
 
     /// Refuses configurations that must not run: listening beyond loopback with no token.

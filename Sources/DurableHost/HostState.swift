@@ -1,5 +1,6 @@
 import CurlHTTP
 import Foundation
+import HTTPServing
 import HashRing
 import Logging
 import ServiceMetrics
@@ -199,7 +200,7 @@ final class HostState: Sendable {
             sessionsStored: storage.sessions,
             liveObjects: directory.liveCount,
             storage: .init(status: lastError == nil ? "ok" : "failing", path: storePath, lastError: lastError),
-            uptimeSeconds: Double(uptime.components.seconds) + Double(uptime.components.attoseconds) / 1e18,
+            uptimeSeconds: uptime.secondsValue,
             version: DurableHostServer.version,
             ring: .init(
                 version: ring.version, fingerprint: ring.current.fingerprint, members: ring.current.members.count, settled: ring.isSettled,

@@ -21,7 +21,7 @@ struct UpstreamCaller: Sendable {
             var wait: Duration?
             do {
                 let response = try await client.execute(request)
-                guard Self.isRetryable(response.status) else { return response }
+                guard RetryPolicy.isRetryable(status: response.status) else { return response }
                 lastStatus = response.status
                 lastReason = "HTTP \(response.status)"
                 wait = response.retryAfter
@@ -48,10 +48,6 @@ struct UpstreamCaller: Sendable {
                 status: lastStatus)
         }
         throw GreptileError(.unreachable, "cannot reach \(service) while \(what): \(lastReason)")
-    }
-
-    static func isRetryable(_ status: Int) -> Bool {
-        status == 429 || (500...599).contains(status)
     }
 
     /// The human part of an error body: `message`, or `error`.

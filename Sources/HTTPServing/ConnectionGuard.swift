@@ -31,8 +31,7 @@ public final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandl
     /// The handlers to install on a new connection: the observer (after HTTP decoding), which
     /// places the guard first in the pipeline when it is added.
     public static func handlers(readTimeout: Duration) -> [any RemovableChannelHandler] {
-        let (seconds, attoseconds) = readTimeout.components
-        let guardHandler = ConnectionGuard(readTimeout: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
+        let guardHandler = ConnectionGuard(readTimeout: .nanoseconds(readTimeout.nanosecondsValue))
         return [RequestEndObserver(guard: guardHandler)]
     }
 

@@ -17,13 +17,12 @@ public enum HTTPService {
         readTimeout: Duration = defaultReadTimeout, idleTimeout: Duration = defaultIdleTimeout,
         logger: Logger, onListening: @escaping @Sendable (String) -> Void
     ) -> some Service where Responder.Context: InitializableFromSource<ApplicationRequestContextSource> {
-        let (seconds, attoseconds) = idleTimeout.components
         return Application(
             responder: responder,
             server: .http1(
                 configuration: .init(
                     additionalChannelHandlers: ConnectionGuard.handlers(readTimeout: readTimeout),
-                    idleTimeout: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000))),
+                    idleTimeout: .nanoseconds(idleTimeout.nanosecondsValue))),
             configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: serverName),
             onServerRunning: { channel in
                 let address = channel.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"

@@ -79,14 +79,18 @@ public struct HashRing: Sendable, Hashable {
     /// FNV-1a, 64 bits, over the UTF-8 bytes of `text`, finalized with SplitMix64.
     public static func hash(_ text: String) -> UInt64 {
         var text = text
-        return text.withUTF8 { bytes in
-            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-            for byte in bytes {
-                hash ^= UInt64(byte)
-                hash &*= 0x0000_0100_0000_01b3
-            }
-            return mix(hash)
+        return text.withUTF8 { mix(fnv1a($0)) }
+    }
+
+    /// FNV-1a, 64 bits, over `bytes` (unmixed: its low bits are weak; `hash` mixes them).
+    @inlinable
+    public static func fnv1a(_ bytes: some Sequence<UInt8>) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in bytes {
+            hash ^= UInt64(byte)
+            hash &*= 0x0000_0100_0000_01b3
         }
+        return hash
     }
 
     /// The SplitMix64 finalizer: every input bit affects every output bit.

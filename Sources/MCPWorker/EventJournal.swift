@@ -71,7 +71,7 @@ struct EventJournal: Sendable {
     static func parse(_ eventID: String) -> (stream: String, number: Int)? {
         guard let dash = eventID.lastIndex(of: "-"), let number = Int(eventID[eventID.index(after: dash)...]) else { return nil }
         let stream = String(eventID[..<dash])
-        guard !stream.isEmpty, stream.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }) else { return nil }
+        guard !stream.isEmpty, stream.isLowercaseHex else { return nil }
         return (stream, number)
     }
 }

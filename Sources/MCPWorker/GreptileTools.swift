@@ -1,6 +1,7 @@
 import CurlHTTP
 import Foundation
 import Greptile
+import HTTPServing
 import Logging
 import MCP
 import Metrics
@@ -113,7 +114,7 @@ struct GreptileTools: Sendable {
         defer {
             Metrics.Counter(label: "worker_tool_calls_total", dimensions: [("tool", name), ("outcome", outcome)]).increment()
             Metrics.Timer(label: "worker_tool_duration_seconds", dimensions: [("tool", name)], preferredDisplayUnit: .seconds)
-                .recordNanoseconds((ContinuousClock.now - start).nanoseconds)
+                .recordNanoseconds((ContinuousClock.now - start).nanosecondsValue)
         }
         do {
             let value: JSONValue
@@ -295,9 +296,3 @@ protocol ProgressReporter: Sendable {
     func report(_ textSoFar: String) async
 }
 
-extension Duration {
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-    }
-}

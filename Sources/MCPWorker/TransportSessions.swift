@@ -35,7 +35,7 @@ struct TransportSessions: Sendable {
 
     /// Whether a header value can be one of our ids at all.
     static func isWellFormed(_ id: String) -> Bool {
-        id.utf8.count == 32 && id.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
+        id.utf8.count == 32 && id.isLowercaseHex
     }
 
     func create(principal: String, protocolVersion: String, clientName: String, clientVersion: String) async throws(SessionError) -> TransportSession {
@@ -93,5 +93,12 @@ struct TransportSessions: Sendable {
 extension String {
     func leftPadded(to length: Int) -> String {
         count >= length ? self : String(repeating: "0", count: length - count) + self
+    }
+}
+
+extension String {
+    /// Whether every character is one of `0-9 a-f` (the ids this worker makes).
+    var isLowercaseHex: Bool {
+        utf8.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }
     }
 }

@@ -77,8 +77,7 @@ public enum WorkerCheck {
         guard !configuration.hosts.isEmpty else {
             return [Finding(ok: true, subject: "hosts", detail: "none: sessions are kept in memory (local development only)")]
         }
-        let ours = Membership(
-            version: configuration.ringVersion, members: configuration.hosts.map { .init(name: $0.name, address: "\($0.address)") })
+        let ours = Membership(version: configuration.ringVersion, hosts: configuration.hosts)
         var findings: [Finding] = []
         for host in configuration.hosts {
             let subject = "host \(host.name) (\(host.address))"

@@ -1,6 +1,7 @@
 import CurlHTTP
 import Foundation
 import Greptile
+import HTTPServing
 import HashRing
 import Logging
 import ServiceMetrics
@@ -140,7 +141,7 @@ final class WorkerState: Sendable {
         return Health(
             status: problems.isEmpty ? "ok" : "degraded",
             version: WorkerServer.version,
-            uptimeSeconds: Double(uptime.components.seconds) + Double(uptime.components.attoseconds) / 1e18,
+            uptimeSeconds: uptime.secondsValue,
             sessions: sessionHealth,
             hosts: hosts,
             ring: ring,

@@ -84,8 +84,7 @@ public final class DurableSessionManager: SessionManager, Service {
         self.configuration = configuration
         self.client = client
         self.logger = logger
-        ring = Mutex(Membership(
-            version: configuration.ringVersion, members: configuration.hosts.map { .init(name: $0.name, address: "\($0.address)") }))
+        ring = Mutex(Membership(version: configuration.ringVersion, hosts: configuration.hosts))
         fallback = InMemorySessionManager(limits: configuration.limits)
         lastKnown = LastKnownSessions(limits: configuration.limits)
     }

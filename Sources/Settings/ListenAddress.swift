@@ -1,4 +1,5 @@
 import Foundation
+import HashRing
 
 /// A `HOST:PORT` to listen on or to call.
 public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
@@ -77,4 +78,11 @@ public struct NamedAddress: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { "\(name)=\(address)" }
+}
+
+extension Membership {
+    /// The ring of configured hosts (`--peers`, `--hosts`) at `version`.
+    public init(version: Int, hosts: [NamedAddress]) {
+        self.init(version: version, members: hosts.map { Member(name: $0.name, address: "\($0.address)") })
+    }
 }

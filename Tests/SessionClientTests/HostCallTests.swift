@@ -201,3 +201,22 @@ struct HostCallTests {
         #expect(call.waited() == .send(to: without.owner(of: Self.id)!, holdingFor: nil))
     }
 }
+
+@Suite("RetryPolicy: one rule for what is worth another attempt")
+struct RetryPolicyTests {
+    @Test("408, 429 and server failures are retried; client errors, 501 and 505 are not")
+    func retryable() {
+        for status in [408, 429, 500, 502, 503, 504, 507, 599] { #expect(RetryPolicy.isRetryable(status: status), "\(status)") }
+        for status in [200, 301, 400, 401, 403, 404, 409, 413, 421, 422, 501, 505] { #expect(!RetryPolicy.isRetryable(status: status), "\(status)") }
+    }
+
+    @Test("the wait doubles per attempt within its jitter, and ends after the last attempt")
+    func delays() {
+        let policy = RetryPolicy(attempts: 4, initialDelay: .milliseconds(100), jitter: 0.5)
+        #expect(policy.delay(afterAttempt: 1, random: 0.5) == .milliseconds(100))
+        #expect(policy.delay(afterAttempt: 2, random: 0.5) == .milliseconds(200))
+        #expect(policy.delay(afterAttempt: 3, random: 0) == .milliseconds(200), "the low end of the jitter: 400 ms x 0.5")
+        #expect(policy.delay(afterAttempt: 3, random: 1) == .milliseconds(600))
+        #expect(policy.delay(afterAttempt: 4, random: 0.5) == nil)
+    }
+}

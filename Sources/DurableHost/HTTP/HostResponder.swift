@@ -365,10 +365,5 @@ public struct HostResponder: HTTPResponder {
 
 /// 64-bit FNV-1a: tells a retried request from a different one under the same key.
 func fnv1a(_ data: Data) -> Int64 {
-    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-    for byte in data {
-        hash ^= UInt64(byte)
-        hash &*= 0x100_0000_01b3
-    }
-    return Int64(bitPattern: hash)
+    Int64(bitPattern: HashRing.fnv1a(data))
 }

@@ -1,4 +1,5 @@
 import Foundation
+import HTTPServing
 import HashRing
 import Logging
 import Metrics
@@ -379,12 +380,5 @@ final class DatabaseMembership: Service, Sendable {
 
     static func encodeMembers(_ members: [Membership.Member]) -> String {
         String(decoding: (try? JSONCoding.encoder.encode(members)) ?? Data("[]".utf8), as: UTF8.self)
-    }
-}
-
-extension Duration {
-    var secondsValue: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) / 1e18
     }
 }

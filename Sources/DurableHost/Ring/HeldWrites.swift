@@ -1,5 +1,6 @@
 import CurlHTTP
 import Foundation
+import HTTPServing
 import HashRing
 import Logging
 import Metrics
@@ -312,13 +313,6 @@ struct HeldWritesCourier: Service {
             }
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: beatInterval) }
         }
-    }
-}
-
-extension Duration {
-    var nanosecondsValue: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 }
 
