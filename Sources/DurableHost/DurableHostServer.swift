@@ -3,13 +3,13 @@ import Foundation
 import HTTPServing
 import HashRing
 import Logging
+import PostgresNIO
 import Prometheus
+import ServiceLifecycle
 import ServiceMetrics
 import SessionModel
-import ServiceLifecycle
 import Settings
 import Synchronization
-import PostgresNIO
 
 /// A durable host, assembled: storage, the group committer, the live objects, upkeep and
 /// the HTTP server, as services for one `ServiceGroup`.

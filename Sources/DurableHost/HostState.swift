@@ -102,7 +102,6 @@ final class HostState: Sendable {
         let error: APIError
     }
 
-
     /// What each other member says its ring is.
     func peerRings() async -> [PeerRing] {
         await withTaskGroup(of: PeerRing.self) { group in
@@ -191,7 +190,8 @@ final class HostState: Sendable {
                 problems.append("ring member \(peer.name) at \(peer.address) is unreachable: \(peer.error ?? "no answer")")
             } else if peer.agrees == false {
                 problems.append(
-                    "ring member \(peer.name) uses ring version \(peer.version ?? 0), this host \(ring.version): give every member the same peers and ring_version")
+                    "ring member \(peer.name) uses ring version \(peer.version ?? 0), this host \(ring.version): give every member the same peers and ring_version"
+                )
             }
         }
         return Health(

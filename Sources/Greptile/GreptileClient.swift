@@ -61,7 +61,8 @@ public final class GreptileClient: Sendable {
 
     /// `GET /repositories/{id}`: the indexing status of a repository.
     public func status(of repository: RepositoryRef) async throws -> RepositoryStatus {
-        let response = try await send(.get, "/repositories/\(repository.greptileID)", body: nil as String?, what: "reading the status of \(repository.repository)")
+        let response = try await send(
+            .get, "/repositories/\(repository.greptileID)", body: nil as String?, what: "reading the status of \(repository.repository)")
         return try object(response, what: "repository status")
     }
 

@@ -102,4 +102,3 @@ final class RequestEndObserver: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelRead(data)
     }
 }
-

@@ -87,7 +87,10 @@ struct GreptileTools: Sendable {
                 or failed, with files processed. The branch defaults to the repository's default branch.
                 """,
             inputSchema: objectSchema(
-                ["remote": remoteSchema, "repository": repositorySchema, "branch": .object(["type": "string", "description": "Branch; defaults to the default branch."])],
+                [
+                    "remote": remoteSchema, "repository": repositorySchema,
+                    "branch": .object(["type": "string", "description": "Branch; defaults to the default branch."]),
+                ],
                 required: ["remote", "repository"]),
             annotations: .init(title: "Repository indexing status", readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: true)),
     ]
@@ -295,4 +298,3 @@ struct GreptileTools: Sendable {
 protocol ProgressReporter: Sendable {
     func report(_ textSoFar: String) async
 }
-

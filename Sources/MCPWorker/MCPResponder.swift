@@ -5,8 +5,8 @@ import Hummingbird
 import Logging
 import MCP
 import NIOCore
-import SessionClient
 import ServiceMetrics
+import SessionClient
 import SessionModel
 
 /// A request's context on a worker: Hummingbird's, plus the connection it arrived on (a call
@@ -50,7 +50,8 @@ public struct MCPResponder: HTTPResponder {
             response = await mcp(request, channel: context.channel)
         case "/health":
             route = "/health"
-            response = request.method == .get || request.method == .head
+            response =
+                request.method == .get || request.method == .head
                 ? Self.json(await worker.health()) : Self.plainError(.methodNotAllowed, "use GET", allow: "GET")
         case "/ring":
             route = "/ring"
@@ -135,8 +136,10 @@ public struct MCPResponder: HTTPResponder {
             return await modern(message, request: request, principal: principal, channel: channel)
         }
         if let version = request.headers[Self.versionHeader], !WorkerState.protocolVersions.contains(version) {
-            return Self.rpcError(.badRequest, nil, .invalidRequest(
-                "Bad Request: unsupported MCP-Protocol-Version \(version.prefix(40)); supported: \(WorkerState.protocolVersions.joined(separator: ", "))"))
+            return Self.rpcError(
+                .badRequest, nil,
+                .invalidRequest(
+                    "Bad Request: unsupported MCP-Protocol-Version \(version.prefix(40)); supported: \(WorkerState.protocolVersions.joined(separator: ", "))"))
         }
 
         if case .request(let id, "initialize", let params) = message {
@@ -192,7 +195,8 @@ public struct MCPResponder: HTTPResponder {
         } catch {
             return Self.json(bytes: JSONRPC.error(id: id, error))
         }
-        let version = WorkerState.protocolVersions.contains(parameters.protocolVersion)
+        let version =
+            WorkerState.protocolVersions.contains(parameters.protocolVersion)
             ? parameters.protocolVersion : WorkerState.protocolVersions[0]
         let session: TransportSession
         do {
@@ -339,7 +343,8 @@ public struct MCPResponder: HTTPResponder {
         case "server/discover":
             return Self.json(bytes: JSONRPC.result(id: id, ModernTransport.discoverResult(instructions: Self.instructions)))
         case "tools/list":
-            return Self.json(bytes: JSONRPC.result(id: id, ModernTransport.complete(ListTools.Result(tools: GreptileTools.definitions), cacheFor: .seconds(300))))
+            return Self.json(
+                bytes: JSONRPC.result(id: id, ModernTransport.complete(ListTools.Result(tools: GreptileTools.definitions), cacheFor: .seconds(300))))
         case "tools/call":
             do {
                 let call = try JSONRPC.callParameters(params)

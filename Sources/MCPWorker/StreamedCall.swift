@@ -181,7 +181,8 @@ struct StreamProgress: ProgressReporter {
     }
 
     func send(progress: Double, message: String) async {
-        await events.send(JSONRPC.notification(method: "notifications/progress", params: Parameters(progressToken: token, progress: progress, message: message)))
+        await events.send(
+            JSONRPC.notification(method: "notifications/progress", params: Parameters(progressToken: token, progress: progress, message: message)))
     }
 
     struct Parameters: Encodable {

@@ -49,9 +49,13 @@ public enum WorkerCheck {
                 let login = try await GitHubClient(configuration: quick, client: client, logger: logger).user()
                 findings.append(Finding(ok: true, subject: "GITHUB_TOKEN", detail: "accepted by \(upstream.githubBaseURL) (user \(login))"))
             } catch let error as GreptileError where error.kind == .unauthorized {
-                findings.append(Finding(ok: false, subject: "GITHUB_TOKEN", detail: "rejected by GitHub: create a new token with repository read access and export it"))
+                findings.append(
+                    Finding(ok: false, subject: "GITHUB_TOKEN", detail: "rejected by GitHub: create a new token with repository read access and export it"))
             } catch {
-                findings.append(Finding(ok: false, subject: "GITHUB_TOKEN", detail: "could not be checked at \(upstream.githubBaseURL): \(error); check GITHUB_API_URL and the network"))
+                findings.append(
+                    Finding(
+                        ok: false, subject: "GITHUB_TOKEN",
+                        detail: "could not be checked at \(upstream.githubBaseURL): \(error); check GITHUB_API_URL and the network"))
             }
         }
         if upstream.greptileAPIKey == nil {
@@ -65,9 +69,13 @@ public enum WorkerCheck {
             } catch let error as GreptileError where error.kind == .notFound {
                 findings.append(Finding(ok: true, subject: "GREPTILE_API_KEY", detail: "accepted by \(upstream.greptileBaseURL)"))
             } catch let error as GreptileError where error.kind == .unauthorized {
-                findings.append(Finding(ok: false, subject: "GREPTILE_API_KEY", detail: "rejected by Greptile: copy a valid key from app.greptile.com and export it"))
+                findings.append(
+                    Finding(ok: false, subject: "GREPTILE_API_KEY", detail: "rejected by Greptile: copy a valid key from app.greptile.com and export it"))
             } catch {
-                findings.append(Finding(ok: false, subject: "GREPTILE_API_KEY", detail: "could not be checked at \(upstream.greptileBaseURL): \(error); check GREPTILE_BASE_URL and the network"))
+                findings.append(
+                    Finding(
+                        ok: false, subject: "GREPTILE_API_KEY",
+                        detail: "could not be checked at \(upstream.greptileBaseURL): \(error); check GREPTILE_BASE_URL and the network"))
             }
         }
         return findings
@@ -92,9 +100,19 @@ public enum WorkerCheck {
                 if info.node != host.name {
                     findings.append(Finding(ok: false, subject: subject, detail: "is node '\(info.node ?? "?")', not '\(host.name)': fix the name in --hosts"))
                 } else if info.version > ours.version {
-                    findings.append(Finding(ok: false, subject: subject, detail: "serves ring version \(info.version), newer than ours (\(ours.version)): update --hosts and ring_version (the worker follows by itself meanwhile)"))
+                    findings.append(
+                        Finding(
+                            ok: false, subject: subject,
+                            detail:
+                                "serves ring version \(info.version), newer than ours (\(ours.version)): update --hosts and ring_version (the worker follows by itself meanwhile)"
+                        ))
                 } else if !info.agrees(with: RingInfo(node: nil, membership: ours)) {
-                    findings.append(Finding(ok: false, subject: subject, detail: "serves ring version \(info.version) with other members than ours (version \(ours.version)): give workers and hosts the same members and ring_version"))
+                    findings.append(
+                        Finding(
+                            ok: false, subject: subject,
+                            detail:
+                                "serves ring version \(info.version) with other members than ours (version \(ours.version)): give workers and hosts the same members and ring_version"
+                        ))
                 } else {
                     findings.append(Finding(ok: true, subject: subject, detail: "reachable, ring version \(info.version) agreed"))
                 }

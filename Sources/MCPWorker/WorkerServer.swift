@@ -23,7 +23,8 @@ public struct WorkerServer: Sendable {
     ) {
         let client = CurlClient(configuration: .init(userAgent: "greptile-mcp/\(Self.version)"))
         let store = SessionManagers.make(
-            hosts: configuration.hosts, ringVersion: configuration.ringVersion, token: configuration.hostToken, client: client, limits: configuration.limits, logger: logger,
+            hosts: configuration.hosts, ringVersion: configuration.ringVersion, token: configuration.hostToken, client: client, limits: configuration.limits,
+            logger: logger,
             retry: configuration.hostRetry, attemptTimeout: configuration.hostTimeout)
         let state = WorkerState(
             configuration: configuration, store: store, client: client,

@@ -133,7 +133,8 @@ final class WorkerState: Sendable {
                 problems.append("host \(host.name) holds no lease (joining, or cut off from its database)")
             } else if host.ringAgrees == false {
                 problems.append(
-                    "host \(host.name) uses ring version \(host.ringVersion ?? 0), this worker \(ring.version): give workers and hosts the same members and ring_version")
+                    "host \(host.name) uses ring version \(host.ringVersion ?? 0), this worker \(ring.version): give workers and hosts the same members and ring_version"
+                )
             }
         }
         if let detail = sessionHealth.detail, sessionHealth.degraded { problems.append(detail) }

@@ -1,5 +1,5 @@
-import Foundation
 import CurlHTTP
+import Foundation
 import HashRing
 import SessionModel
 
@@ -29,7 +29,8 @@ extension CurlClient {
         if let token { headers.add("Authorization", "Bearer \(token)") }
         let response: HTTPResponse
         do {
-            response = try await execute(HTTPRequest(url: "http://\(address)/ring", headers: headers, timeout: timeout, connectTimeout: min(timeout, .seconds(1))))
+            response = try await execute(
+                HTTPRequest(url: "http://\(address)/ring", headers: headers, timeout: timeout, connectTimeout: min(timeout, .seconds(1))))
         } catch {
             return .failure(.unreachable("\(error)"))
         }

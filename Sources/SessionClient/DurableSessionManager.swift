@@ -4,8 +4,8 @@ import HashRing
 import Logging
 import Metrics
 import ServiceLifecycle
-import SessionModel
 import ServiceMetrics
+import SessionModel
 import Settings
 import Synchronization
 
@@ -129,7 +129,8 @@ public final class DurableSessionManager: SessionManager, Service {
             }
             let now = Date().timeIntervalSince1970
             lastKnown.store(
-                sessionID, history.data.isEmpty && history.metadata.isEmpty
+                sessionID,
+                history.data.isEmpty && history.metadata.isEmpty
                     ? nil : SessionRecord(id: sessionID, messages: history.data, metadata: history.metadata, createdAt: now, lastUpdated: now),
                 now: now)
             return SessionHistory(messages: history.data, metadata: history.metadata)
@@ -469,7 +470,8 @@ public final class DurableSessionManager: SessionManager, Service {
             return true
         }
         if adopted {
-            logger.notice("adopted a newer ring from a host", metadata: ["host": "\(host.name)", "version": "\(info.version)", "members": "\(info.members.map(\.name))"])
+            logger.notice(
+                "adopted a newer ring from a host", metadata: ["host": "\(host.name)", "version": "\(info.version)", "members": "\(info.members.map(\.name))"])
         }
         return adopted
     }

@@ -174,7 +174,8 @@ public struct HostCall: Sendable {
             if ring.members.count > 1 { return .refreshRing(except: member.name) }
             return failed(reason, unreachable: true, random: random)
         case .holder(let owner, _):
-            return finish(.unreachable(reason: "\(owner.name) is unreachable (\(lastReason)), and so is \(member.name), which would hold its writes (\(reason))"))
+            return finish(
+                .unreachable(reason: "\(owner.name) is unreachable (\(lastReason)), and so is \(member.name), which would hold its writes (\(reason))"))
         case .finished:
             return .finish(.unreachable(reason: reason))
         }

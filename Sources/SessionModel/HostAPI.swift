@@ -1,4 +1,5 @@
 import Foundation
+
 /// The wire shapes of the durable host's HTTP API (README, "Host API").
 ///
 /// Hosts produce them and workers consume them: both sides import these types, so neither

@@ -47,8 +47,9 @@ struct JSONParser {
         if parser.bytes.starts(with: [0xEF, 0xBB, 0xBF]) {
             throw JSONParseError(message: "the text starts with a byte order mark; JSON must be UTF-8 without one", offset: 0)
         }
-        if parser.bytes.count >= 2, parser.bytes[0] == 0 || parser.bytes[1] == 0 || parser.bytes.starts(with: [0xFF, 0xFE])
-            || parser.bytes.starts(with: [0xFE, 0xFF])
+        if parser.bytes.count >= 2,
+            parser.bytes[0] == 0 || parser.bytes[1] == 0 || parser.bytes.starts(with: [0xFF, 0xFE])
+                || parser.bytes.starts(with: [0xFE, 0xFF])
         {
             throw JSONParseError(message: "the text looks like UTF-16 or UTF-32; JSON must be UTF-8", offset: 0)
         }
@@ -84,9 +85,11 @@ struct JSONParser {
 
     private mutating func literal(_ text: StaticString, _ value: JSONValue) throws(JSONParseError) -> JSONValue {
         let count = text.utf8CodeUnitCount
-        let matches = index + count <= bytes.count && text.withUTF8Buffer { expected in
-            bytes[index..<(index + count)].elementsEqual(expected)
-        }
+        let matches =
+            index + count <= bytes.count
+            && text.withUTF8Buffer { expected in
+                bytes[index..<(index + count)].elementsEqual(expected)
+            }
         guard matches else { throw fail("unexpected text where a value should be") }
         index += count
         return value

@@ -104,7 +104,8 @@ public struct SessionState: Sendable, Hashable {
         guard record.messages.count + inputs.count <= limits.maxMessagesPerSession else {
             throw APIError(
                 .limitExceeded,
-                "session holds \(record.messages.count) messages\(inputs.count > 1 ? " and \(inputs.count) more were sent" : ""); the limit is \(limits.maxMessagesPerSession)")
+                "session holds \(record.messages.count) messages\(inputs.count > 1 ? " and \(inputs.count) more were sent" : ""); the limit is \(limits.maxMessagesPerSession)"
+            )
         }
         guard contentBytes + bytes <= limits.maxSessionBytes else {
             throw APIError(.limitExceeded, "session would hold \(contentBytes + bytes) bytes of content; the limit is \(limits.maxSessionBytes)")

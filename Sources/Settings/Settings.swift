@@ -116,7 +116,9 @@ public struct Settings: Sendable {
     }
 
     /// A number of seconds, fractional allowed, within `range`.
-    public func seconds(_ key: String, flag: Double?, default value: Double, in range: ClosedRange<Double> = 0...Double.greatestFiniteMagnitude) throws(SettingsError) -> Double {
+    public func seconds(
+        _ key: String, flag: Double?, default value: Double, in range: ClosedRange<Double> = 0...Double.greatestFiniteMagnitude
+    ) throws(SettingsError) -> Double {
         guard let (text, origin) = raw(key, flag: flag.map { String($0) }) else { return value }
         guard let number = Double(text.trimmingCharacters(in: .whitespaces)), number.isFinite, range.contains(number) else {
             throw SettingsError("\(origin) must be a number of seconds in \(range.lowerBound)...\(range.upperBound) (got '\(text)')")

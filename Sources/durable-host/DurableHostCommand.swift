@@ -3,8 +3,8 @@ import DurableHost
 import Foundation
 import Logging
 import Prometheus
-import SessionModel
 import ServiceMetrics
+import SessionModel
 import Settings
 
 /// `durable-host`: configuration in, services out (README, "durable-host").
@@ -62,7 +62,9 @@ struct DurableHostCommand: AsyncParsableCommand {
     var requestReadTimeout: Double?
     @Option(help: "Where sessions are kept: sqlite (default, one file per host) or postgres (one database shared by the hosts).")
     var storage: String?
-    @Option(name: .customLong("database-url-file"), help: "File holding the PostgreSQL URL (or DURABLE_HOST_DATABASE_URL); never the URL itself on the command line.")
+    @Option(
+        name: .customLong("database-url-file"),
+        help: "File holding the PostgreSQL URL (or DURABLE_HOST_DATABASE_URL); never the URL itself on the command line.")
     var databaseURLFile: String?
     @Option(help: "HOST:PORT other hosts and workers reach this host at (postgres; default: the listen address).")
     var advertise: String?

@@ -32,7 +32,6 @@ struct Serve: AsyncParsableCommand {
 
     @OptionGroup var options: WorkerOptions
 
-
     func run() async throws {
         let (configuration, level): (WorkerConfiguration, Logger.Level)
         do {

@@ -1,7 +1,7 @@
 import CurlHTTP
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @Suite("CurlClient against a real local server")
 struct CurlClientTests {
@@ -10,8 +10,9 @@ struct CurlClientTests {
         let server = try await UpstreamStandIn.start()
         let client = CurlClient()
         let body = Data((0..<1000).map { UInt8($0 % 256) })
-        let response = try await client.execute(HTTPRequest(
-            method: .put, url: server.base + "/echo?x=1", headers: ["X-Test": "value", "Content-Type": "application/octet-stream"], body: body))
+        let response = try await client.execute(
+            HTTPRequest(
+                method: .put, url: server.base + "/echo?x=1", headers: ["X-Test": "value", "Content-Type": "application/octet-stream"], body: body))
         #expect(response.status == 200)
         #expect(response.headers["content-type"] == "application/json")
         let echoed = response.object

@@ -7,10 +7,11 @@ struct ServerSentEventParserTests {
     func fields() {
         var parser = ServerSentEventParser()
         let events = parser.feed(Array(": comment\nid: 7\nevent: message\ndata: first\ndata: second\nretry: 1500\n\ndata:no-space\n\n".utf8))
-        #expect(events == [
-            ServerSentEvent(id: "7", event: "message", data: "first\nsecond", retry: 1500),
-            ServerSentEvent(data: "no-space"),
-        ])
+        #expect(
+            events == [
+                ServerSentEvent(id: "7", event: "message", data: "first\nsecond", retry: 1500),
+                ServerSentEvent(data: "no-space"),
+            ])
     }
 
     @Test("events split at any byte, and CRLF or CR line ends, parse the same")

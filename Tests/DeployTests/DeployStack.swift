@@ -1,13 +1,15 @@
 import CurlHTTP
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The repository's root, for its scripts and configurations.
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 
 /// Runs one of the repository's scripts to its end; returns its exit status and output.
-func runScript(_ script: String, _ arguments: [String], environment: [String: String] = [:], timeout: Duration = .seconds(180)) async throws -> (status: Int32, output: String) {
+func runScript(
+    _ script: String, _ arguments: [String], environment: [String: String] = [:], timeout: Duration = .seconds(180)
+) async throws -> (status: Int32, output: String) {
     let directory = TemporaryDirectory("script")
     let process = try ServiceProcess(
         executable: "/usr/bin/env", arguments: ["python3", "\(repositoryRoot)/\(script)"] + arguments, environment: environment,
@@ -42,11 +44,12 @@ final class DeployStack: Sendable {
         // PostgreSQL base + 150, the front base + 200.
         let base = freeLoopbackPortRange(201)
         let frontPort = base + 200
-        var settings = [
-            "run_dir=\(directory.file("run"))", "storage.data_dir=\(directory.file("data"))",
-            "front.listen=127.0.0.1:\(frontPort)", "workers.first_port=\(base)", "hosts.first_port=\(base + 100)",
-            "storage.postgres_port=\(base + 150)",
-        ] + overrides
+        var settings =
+            [
+                "run_dir=\(directory.file("run"))", "storage.data_dir=\(directory.file("data"))",
+                "front.listen=127.0.0.1:\(frontPort)", "workers.first_port=\(base)", "hosts.first_port=\(base + 100)",
+                "storage.postgres_port=\(base + 150)",
+            ] + overrides
         if tls { settings += try selfSignedCertificate(in: directory) }
         var environment = standIn.workerEnvironment
         environment["GREPTILE_MCP_BIN_DIR"] = BuiltProducts.directory.path

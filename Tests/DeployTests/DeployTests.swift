@@ -1,7 +1,7 @@
 import CurlHTTP
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @Suite("deploy/: stacks behind real nginx, brought up by the script, smoke-tested", .serialized)
 struct DeployTests {
@@ -66,7 +66,8 @@ struct DeployTests {
     @Test("the front limits each client's rate with a JSON-RPC 429, and refuses oversize bodies with 413")
     func rateLimitAndBodySize() async throws {
         let standIn = try await UpstreamStandIn.start()
-        let stack = try await DeployStack.up("staging", standIn: standIn, overrides: ["front.rate_per_second=5", "front.burst=5", "workers.max_body_bytes=4096"])
+        let stack = try await DeployStack.up(
+            "staging", standIn: standIn, overrides: ["front.rate_per_second=5", "front.burst=5", "workers.max_body_bytes=4096"])
         let client = JSONClient(base: stack.front)
         var statuses: [Int] = []
         for _ in 0..<30 {
@@ -122,9 +123,10 @@ struct FrontTests {
         let report = (try? JSONSerialization.jsonObject(with: Data((interop.output.split(separator: "\n").last ?? "").utf8))) as? [String: Any] ?? [:]
         #expect(report["ok"] as? Bool == true, "\(interop.output)")
         let session = try #require(report["transport_session"] as? String)
-        let upstreams = Set(stack.accessLog.filter { $0.contains("session=\(session)") }.compactMap { line in
-            line.split(separator: " ").first { $0.hasPrefix("upstream=") }
-        })
+        let upstreams = Set(
+            stack.accessLog.filter { $0.contains("session=\(session)") }.compactMap { line in
+                line.split(separator: " ").first { $0.hasPrefix("upstream=") }
+            })
         #expect(upstreams.count == 3, "the session's requests went to \(upstreams)")
         await stack.down()
         await standIn.stop()
@@ -136,7 +138,9 @@ struct FrontTests {
     /// Conversations asking question after question through the front until `stop`; returns
     /// the acknowledged turns per conversation and the failures with their times.
     /// Conversations through the front until `stop`; `answered` counts the acknowledged turns as they come.
-    static func load(front: String, conversations: Int, stop: Mutexed<Bool>, answered: Mutexed<Int> = Mutexed(0)) async
+    static func load(
+        front: String, conversations: Int, stop: Mutexed<Bool>, answered: Mutexed<Int> = Mutexed(0)
+    ) async
         -> (acknowledged: [Int: Int], failures: [(ContinuousClock.Instant, String)])
     {
         let acknowledged = Mutexed([Int: Int]())
@@ -154,7 +158,10 @@ struct FrontTests {
                         do {
                             let answer = try await client.callTool(
                                 "query_repository",
-                                ["query": "c\(index) t\(turn)", "repositories": [["remote": "github", "repository": "acme/widgets"]], "session_id": "front-\(index)"])
+                                [
+                                    "query": "c\(index) t\(turn)", "repositories": [["remote": "github", "repository": "acme/widgets"]],
+                                    "session_id": "front-\(index)",
+                                ])
                             if answer.isError {
                                 failures.update { $0.append((.now, "c\(index) t\(turn): \(answer.text)")) }
                             } else {

@@ -1,7 +1,8 @@
-@testable import DurableHost
 import Foundation
 import SessionModel
 import Testing
+
+@testable import DurableHost
 
 /// `CommitPlan` folds a batch into set-based statements; each test is a rule of the folding.
 @Suite("CommitPlan: a batch folded into a few statements, each session's order kept")

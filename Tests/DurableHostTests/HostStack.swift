@@ -1,8 +1,9 @@
-@testable import DurableHost
 import Foundation
 import Logging
 import SessionModel
 import TestSupport
+
+@testable import DurableHost
 
 /// A host's storage, committer and live objects, in process, on a real SQLite file.
 final class HostStack: Sendable {

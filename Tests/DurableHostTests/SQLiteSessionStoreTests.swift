@@ -1,8 +1,9 @@
-@testable import DurableHost
 import Foundation
 import SessionModel
-import Testing
 import TestSupport
+import Testing
+
+@testable import DurableHost
 
 @Suite("SQLite session store")
 struct SQLiteSessionStoreTests {

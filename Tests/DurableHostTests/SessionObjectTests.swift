@@ -1,9 +1,10 @@
-@testable import DurableHost
 import Foundation
 import GRDB
 import SessionModel
-import Testing
 import TestSupport
+import Testing
+
+@testable import DurableHost
 
 @Suite("Session objects, the committer and the directory")
 struct SessionObjectTests {

@@ -1,6 +1,6 @@
 import HashRing
-import Testing
 import TestSupport
+import Testing
 
 @Suite("HashRing: rendezvous hashing of ids onto named nodes")
 struct HashRingTests {

@@ -1,8 +1,8 @@
 import CurlHTTP
 import Foundation
 import SessionModel
-import Testing
 import TestSupport
+import Testing
 
 extension StorageBackend: CustomTestStringConvertible {
     public var testDescription: String { rawValue }
@@ -28,7 +28,9 @@ struct HostAPITests {
         #expect(result.messageCount == 1)
         #expect(abs(result.createdAt - Date().timeIntervalSince1970) < 60)
 
-        _ = try await client.send(.post, "/sessions/conv-1/update", json: SessionOperation.appendMessage(MessageInput(role: .assistant, content: "It starts the server.", timestamp: 1_700_000_000.25)))
+        _ = try await client.send(
+            .post, "/sessions/conv-1/update",
+            json: SessionOperation.appendMessage(MessageInput(role: .assistant, content: "It starts the server.", timestamp: 1_700_000_000.25)))
         _ = try await client.send(.post, "/sessions/conv-1/update", json: SessionOperation.updateMetadata(["repository": "owner/repo", "turns": 1]))
 
         let history = try await client.send(.get, "/sessions/conv-1/history")
@@ -71,13 +73,25 @@ struct HostAPITests {
             (.post, "/sessions/s/update", #"{"operation":"truncate"}"#, "application/json", 400, "unknown_operation"),
             (.post, "/sessions/s/update", #"{"operation":"append_message"}"#, "application/json", 400, "missing_field"),
             (.post, "/sessions/s/update", #"{"operation":"append_message","message":{"role":"user","content":[]}}"#, "application/json", 400, "invalid_field"),
-            (.post, "/sessions/s/update", #"{"operation":"append_message","message":{"role":"robot","content":"x"}}"#, "application/json", 400, "invalid_field"),
+            (
+                .post, "/sessions/s/update", #"{"operation":"append_message","message":{"role":"robot","content":"x"}}"#, "application/json", 400,
+                "invalid_field"
+            ),
             (.post, "/sessions/s/update", #"{"operation":"update_metadata","metadata":"x"}"#, "application/json", 400, "invalid_field"),
-            (.post, "/sessions/s/update", #"{"operation":"append_message","message":{"role":"user","content":"\#(String(repeating: "x", count: 101))"}}"#, "application/json", 422, "limit_exceeded"),
+            (
+                .post, "/sessions/s/update", #"{"operation":"append_message","message":{"role":"user","content":"\#(String(repeating: "x", count: 101))"}}"#,
+                "application/json", 422, "limit_exceeded"
+            ),
             (.post, "/sessions/s/update", String(repeating: " ", count: 3000) + "{}", "application/json", 413, "payload_too_large"),
-            (.post, "/sessions/s/update", #"{"operation":"append_message","message":{"role":"user","content":"x"}}"#, "text/plain", 415, "unsupported_media_type"),
+            (
+                .post, "/sessions/s/update", #"{"operation":"append_message","message":{"role":"user","content":"x"}}"#, "text/plain", 415,
+                "unsupported_media_type"
+            ),
             (.post, "/sessions/s/update", #"{"operation":"append_message","message":{"role":"user","content":"x"}}"#, "", 415, "unsupported_media_type"),
-            (.post, "/sessions/bad%20id/update", #"{"operation":"append_message","message":{"role":"user","content":"x"}}"#, "application/json", 400, "invalid_session_id"),
+            (
+                .post, "/sessions/bad%20id/update", #"{"operation":"append_message","message":{"role":"user","content":"x"}}"#, "application/json", 400,
+                "invalid_session_id"
+            ),
             (.get, "/sessions/\(String(repeating: "a", count: 129))/history", nil, "", 400, "invalid_session_id"),
             (.get, "/sessions/s/update", nil, "", 405, "method_not_allowed"),
             (.delete, "/sessions/s/history", nil, "", 405, "method_not_allowed"),
@@ -97,7 +111,9 @@ struct HostAPITests {
             #expect((response.object["error"] as? [String: Any])?["message"] as? String != nil)
             if status == 405 { #expect(response.headers["Allow"] != nil) }
         }
-        let bad = try await client.send(.post, "/sessions/s/update", text: #"{"operation":"append_message","message":{"role":"user","content":"x"}}"#, headers: ["Idempotency-Key": String(repeating: "k", count: 201)])
+        let bad = try await client.send(
+            .post, "/sessions/s/update", text: #"{"operation":"append_message","message":{"role":"user","content":"x"}}"#,
+            headers: ["Idempotency-Key": String(repeating: "k", count: 201)])
         #expect(bad.errorCode == "invalid_idempotency_key")
         #expect(try await client.send(.get, "/sessions/s").body == before, "no bad request changed the session")
         await host.stop()
@@ -137,9 +153,11 @@ struct HostAPITests {
         expectRefused(try await append("bytes", String(repeating: "b", count: 11)), 422, "limit_exceeded", "51 bytes in the session")
         #expect(try await append("bytes", String(repeating: "b", count: 10)).status == 200)
         // max_metadata_bytes (config file): 64 bytes of metadata JSON; {"k":"..."} is 8 bytes and its value.
-        let fits = try await client.send(.post, "/sessions/meta/update", json: SessionOperation.updateMetadata(["k": .string(String(repeating: "v", count: 56))]))
+        let fits = try await client.send(
+            .post, "/sessions/meta/update", json: SessionOperation.updateMetadata(["k": .string(String(repeating: "v", count: 56))]))
         #expect(fits.status == 200, "\(fits.text)")
-        let tooBig = try await client.send(.post, "/sessions/meta/update", json: SessionOperation.updateMetadata(["k": .string(String(repeating: "v", count: 57))]))
+        let tooBig = try await client.send(
+            .post, "/sessions/meta/update", json: SessionOperation.updateMetadata(["k": .string(String(repeating: "v", count: 57))]))
         expectRefused(tooBig, 422, "limit_exceeded", "65 bytes of metadata")
         // max_body_bytes (flag): 1,024 bytes of request body.
         let body = #"{"operation":"append_message","message":{"role":"user","content":"x"}}"#
@@ -160,7 +178,8 @@ struct HostAPITests {
         #expect(try await history("content") == [String(repeating: "c", count: 20)])
         #expect(try await history("messages") == ["m", "m", "m"])
         #expect(try await history("bytes").map(\.utf8.count) == [20, 20, 10])
-        #expect(try await client.send(.get, "/sessions/meta/history").decode(HostAPI.History.self).metadata == ["k": .string(String(repeating: "v", count: 56))])
+        #expect(
+            try await client.send(.get, "/sessions/meta/history").decode(HostAPI.History.self).metadata == ["k": .string(String(repeating: "v", count: 56))])
         #expect(try await history("body") == ["x"])
         await host.stop()
     }
@@ -211,7 +230,8 @@ struct HostAPITests {
         #expect(refused.status == 401)
         let authorized = host.client(token: "s3cret-token")
         #expect(try await authorized.send(.get, "/sessions/a/history").decode(HostAPI.History.self).data.isEmpty, "the refused write changed nothing")
-        #expect(try await authorized.send(.post, "/sessions/a/update", json: SessionOperation.appendMessage(MessageInput(role: .user, content: "x"))).status == 200)
+        #expect(
+            try await authorized.send(.post, "/sessions/a/update", json: SessionOperation.appendMessage(MessageInput(role: .user, content: "x"))).status == 200)
         #expect(!host.process.log.contains("s3cret-token"), "the token reached the log")
         await host.stop()
         await cluster?.stop()

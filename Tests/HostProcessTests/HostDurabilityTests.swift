@@ -1,8 +1,8 @@
 import CurlHTTP
 import Foundation
 import SessionModel
-import Testing
 import TestSupport
+import Testing
 
 @Suite("durable-host durability, with real processes and signals")
 struct HostDurabilityTests {
@@ -77,7 +77,9 @@ struct HostDurabilityTests {
         await cluster?.stop()
     }
 
-    @Test("a write is answered only once it is committed: with the commit held back, no answer comes, and kill -9 then loses only what was never answered", arguments: StorageBackend.allCases)
+    @Test(
+        "a write is answered only once it is committed: with the commit held back, no answer comes, and kill -9 then loses only what was never answered",
+        arguments: StorageBackend.allCases)
     func answeredOnlyAfterCommit(backend: StorageBackend) async throws {
         // A test-only setting holds every batch back before its commit, so a reply that does
         // not wait for the commit is always visible, not one run in five.

@@ -1,8 +1,8 @@
 import CurlHTTP
 import Foundation
 import SessionModel
-import Testing
 import TestSupport
+import Testing
 
 /// Hostile and unusual input to a `durable-host` process: what it keeps, byte for byte, and
 /// what it refuses, with a clear error and no change.
@@ -24,7 +24,9 @@ struct HostInputTests {
         "controls \u{1}\u{8}\u{1F}\u{7F} and \r\n\t",
     ]
 
-    @Test("NUL bytes, every Unicode plane and a 256 KiB content round-trip byte for byte across a restart, by append, append_messages and set_history", arguments: StorageBackend.allCases)
+    @Test(
+        "NUL bytes, every Unicode plane and a 256 KiB content round-trip byte for byte across a restart, by append, append_messages and set_history",
+        arguments: StorageBackend.allCases)
     func contentRoundTripsAcrossRestart(backend: StorageBackend) async throws {
         let (host, cluster) = try await HostHarness.make(backend)
         try await host.startServing()
@@ -64,7 +66,9 @@ struct HostInputTests {
         await cluster?.stop()
     }
 
-    @Test("text that is not UTF-8 JSON without repeated keys, or holds a lone surrogate or an integer beyond 64 bits, is refused with a reason and changes nothing", arguments: StorageBackend.allCases)
+    @Test(
+        "text that is not UTF-8 JSON without repeated keys, or holds a lone surrogate or an integer beyond 64 bits, is refused with a reason and changes nothing",
+        arguments: StorageBackend.allCases)
     func strictJSON(backend: StorageBackend) async throws {
         let (host, cluster) = try await HostHarness.make(backend)
         try await host.startServing()
@@ -76,12 +80,21 @@ struct HostInputTests {
         let bodies: [(String, Data, String)] = [
             ("a lone high surrogate", Data(#"{"operation":"append_message","message":{"role":"user","content":"a\ud800b"}}"#.utf8), "lone surrogate"),
             ("a lone low surrogate", Data(#"{"operation":"append_message","message":{"role":"user","content":"\udc00"}}"#.utf8), "lone surrogate"),
-            ("a repeated key", Data(#"{"operation":"append_message","operation":"set_history","message":{"role":"user","content":"x"}}"#.utf8), "appears twice"),
+            (
+                "a repeated key", Data(#"{"operation":"append_message","operation":"set_history","message":{"role":"user","content":"x"}}"#.utf8),
+                "appears twice"
+            ),
             ("a repeated nested key", Data(#"{"operation":"append_message","message":{"role":"user","content":"x","content":"y"}}"#.utf8), "appears twice"),
-            ("an integer beyond 64 bits", Data(#"{"operation":"update_metadata","metadata":{"n":123456789012345678901234567890}}"#.utf8), "does not fit in 64 bits"),
+            (
+                "an integer beyond 64 bits", Data(#"{"operation":"update_metadata","metadata":{"n":123456789012345678901234567890}}"#.utf8),
+                "does not fit in 64 bits"
+            ),
             ("a byte order mark", Data([0xEF, 0xBB, 0xBF]) + Data(append.utf8), "byte order mark"),
             ("UTF-16", append.data(using: .utf16LittleEndian)!, "UTF-8"),
-            ("invalid UTF-8", Data(#"{"operation":"append_message","message":{"role":"user","content":""#.utf8) + Data([0xC3, 0x28]) + Data(#""}}"#.utf8), "not UTF-8"),
+            (
+                "invalid UTF-8", Data(#"{"operation":"append_message","message":{"role":"user","content":""#.utf8) + Data([0xC3, 0x28]) + Data(#""}}"#.utf8),
+                "not UTF-8"
+            ),
         ]
         for (name, body, reason) in bodies {
             let response = try await client.send(.post, "/sessions/s/update", body: body, headers: ["Content-Type": "application/json"])

@@ -28,7 +28,8 @@ struct TransportRulesTests {
 
     /// Starts a session of the 2025-11-25 revision; returns its id.
     static func session(_ client: some TestClientProtocol) async throws -> String {
-        let initialize = #"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#
+        let initialize =
+            #"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#
         let id = try await client.execute(uri: "/mcp", method: .post, headers: json, body: ByteBuffer(string: initialize)) { response in
             #expect(response.status == .ok)
             return try #require(response.headers[HTTPField.Name("MCP-Session-Id")!])
@@ -65,17 +66,31 @@ struct TransportRulesTests {
         Row(name: "a duplicated key", body: #"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#, status: 400, code: -32700),
         Row(name: "an unknown method", body: #"{"jsonrpc":"2.0","id":1,"method":"resources/templates/nope"}"#, status: 200, code: -32601),
         Row(name: "a call without a name", body: #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{}}}"#, status: 200, code: -32602),
-        Row(name: "an unknown tool", body: #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"rm_rf","arguments":{}}}"#, status: 200, code: -32602),
+        Row(
+            name: "an unknown tool", body: #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"rm_rf","arguments":{}}}"#, status: 200,
+            code: -32602),
         Row(name: "initialize without its parameters", body: #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#, status: 200, code: -32602),
         Row(name: "a text body", body: #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, headers: ["Content-Type": "text/plain"], status: 415, code: -32600),
         Row(name: "accepting only HTML", body: #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, headers: ["Accept": "text/html"], status: 406, code: -32600),
-        Row(name: "an unknown revision", body: #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, headers: ["MCP-Protocol-Version": "1999-01-01"], status: 400, code: -32600),
-        Row(name: "a foreign Origin", body: #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, headers: ["Origin": "https://evil.example"], status: 403, code: -32600),
-        Row(name: "a localhost Origin", body: #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, headers: ["Origin": "http://localhost:3000"], status: 200, code: nil),
-        Row(name: "a body over the limit", body: #"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":"\#(String(repeating: "x", count: 5000))"}}"#, status: 413, code: -32600),
+        Row(
+            name: "an unknown revision", body: #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, headers: ["MCP-Protocol-Version": "1999-01-01"], status: 400,
+            code: -32600),
+        Row(
+            name: "a foreign Origin", body: #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, headers: ["Origin": "https://evil.example"], status: 403, code: -32600
+        ),
+        Row(
+            name: "a localhost Origin", body: #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, headers: ["Origin": "http://localhost:3000"], status: 200, code: nil
+        ),
+        Row(
+            name: "a body over the limit", body: #"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":"\#(String(repeating: "x", count: 5000))"}}"#,
+            status: 413, code: -32600),
         Row(name: "no session header", body: #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, headers: ["MCP-Session-Id": ""], status: 400, code: -32600),
-        Row(name: "an unknown session", body: #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, headers: ["MCP-Session-Id": String(repeating: "ab", count: 16)], status: 404, code: -32001),
-        Row(name: "a malformed session id", body: #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, headers: ["MCP-Session-Id": "not-even-hex"], status: 404, code: -32001),
+        Row(
+            name: "an unknown session", body: #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, headers: ["MCP-Session-Id": String(repeating: "ab", count: 16)],
+            status: 404, code: -32001),
+        Row(
+            name: "a malformed session id", body: #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, headers: ["MCP-Session-Id": "not-even-hex"], status: 404,
+            code: -32001),
         Row(name: "a ping in the session", body: #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, status: 200, code: nil),
     ]
 
@@ -116,7 +131,8 @@ struct TransportRulesTests {
             try await client.execute(uri: "/mcp", method: .delete, headers: headers) { response in
                 #expect(response.status == .ok || response.status == .noContent)
             }
-            try await client.execute(uri: "/mcp", method: .post, headers: headers, body: ByteBuffer(string: #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)) { response in
+            try await client.execute(uri: "/mcp", method: .post, headers: headers, body: ByteBuffer(string: #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)) {
+                response in
                 #expect(response.status == .notFound)
             }
         }
@@ -133,7 +149,8 @@ struct TransportRulesTests {
             }
             var alice = Self.json
             alice[.authorization] = "Bearer alice-key-0123456789abcdef"
-            let initialize = #"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#
+            let initialize =
+                #"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#
             let session = try await client.execute(uri: "/mcp", method: .post, headers: alice, body: ByteBuffer(string: initialize)) { response in
                 try #require(response.headers[HTTPField.Name("MCP-Session-Id")!])
             }

@@ -1,8 +1,9 @@
 import CurlHTTP
 import HashRing
-@testable import SessionClient
 import SessionModel
 import Testing
+
+@testable import SessionClient
 
 /// `HostCall` decides a host call without I/O: each test feeds it events and checks the
 /// actions it asks for.

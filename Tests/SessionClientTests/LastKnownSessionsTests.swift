@@ -30,7 +30,8 @@ struct LastKnownSessionsTests {
     func bounded() {
         let cache = LastKnownSessions(maxSessions: 100, maxBytes: 10_000, limits: limits)
         for index in 0..<500 {
-            cache.store("s\(index)", SessionRecord(id: "s\(index)", messages: [Message(role: .user, content: "x", timestamp: 1)], createdAt: 1, lastUpdated: 1), now: 1)
+            cache.store(
+                "s\(index)", SessionRecord(id: "s\(index)", messages: [Message(role: .user, content: "x", timestamp: 1)], createdAt: 1, lastUpdated: 1), now: 1)
         }
         #expect(cache.count <= 100)
         #expect(cache.state(of: "s499") != nil)
@@ -38,11 +39,17 @@ struct LastKnownSessionsTests {
 
         let big = String(repeating: "y", count: 4_000)
         for index in 0..<5 {
-            cache.store("big\(index)", SessionRecord(id: "big\(index)", messages: [Message(role: .user, content: big, timestamp: 1)], createdAt: 1, lastUpdated: 1), now: 1)
+            cache.store(
+                "big\(index)", SessionRecord(id: "big\(index)", messages: [Message(role: .user, content: big, timestamp: 1)], createdAt: 1, lastUpdated: 1),
+                now: 1)
         }
         #expect(cache.state(of: "big4") != nil)
         #expect(cache.state(of: "big0") == nil)
-        cache.store("huge", SessionRecord(id: "huge", messages: [Message(role: .user, content: String(repeating: "z", count: 20_000), timestamp: 1)], createdAt: 1, lastUpdated: 1), now: 1)
+        cache.store(
+            "huge",
+            SessionRecord(
+                id: "huge", messages: [Message(role: .user, content: String(repeating: "z", count: 20_000), timestamp: 1)], createdAt: 1, lastUpdated: 1),
+            now: 1)
         #expect(cache.state(of: "huge") == nil, "a session larger than the whole budget is not kept")
     }
 }

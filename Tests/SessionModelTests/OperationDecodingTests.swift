@@ -37,23 +37,28 @@ struct OperationDecodingTests {
                 == .updateMetadata(["repo": "a/b", "n": 1, "x": nil, "deep": ["k": [true, 1.5]]]))
     }
 
-    @Test("each malformed body names its problem", arguments: [
-        ("{", ErrorCode.invalidJSON, "not valid JSON"),
-        ("[1,2]", .invalidRequest, "must be a JSON object"),
-        ("{}", .missingField, "operation is required"),
-        (#"{"operation":7}"#, .invalidField, "operation must be a string"),
-        (#"{"operation":"drop_table"}"#, .unknownOperation, "unknown operation 'drop_table'"),
-        (#"{"operation":"append_message"}"#, .missingField, "message is required"),
-        (#"{"operation":"append_message","message":"hi"}"#, .invalidField, "message must be a JSON object"),
-        (#"{"operation":"append_message","message":{"role":"user"}}"#, .missingField, "message.content is required"),
-        (#"{"operation":"append_message","message":{"role":"user","content":5}}"#, .invalidField, "message.content must be a string"),
-        (#"{"operation":"append_message","message":{"role":"bot","content":"x"}}"#, .invalidField, "message.role must be one of user, assistant, system"),
-        (#"{"operation":"append_message","message":{"role":"user","content":"x","timestamp":-1}}"#, .invalidField, "message.timestamp must be a non-negative"),
-        (#"{"operation":"append_message","message":{"role":null,"content":"x"}}"#, .invalidField, "message.role must not be null"),
-        (#"{"operation":"set_history","messages":{}}"#, .invalidField, "messages must be an array"),
-        (#"{"operation":"set_history","messages":[{"role":"user","content":"a"},{"role":"user"}]}"#, .missingField, "messages[1].content is required"),
-        (#"{"operation":"update_metadata","metadata":[1]}"#, .invalidField, "metadata must be a JSON object"),
-    ])
+    @Test(
+        "each malformed body names its problem",
+        arguments: [
+            ("{", ErrorCode.invalidJSON, "not valid JSON"),
+            ("[1,2]", .invalidRequest, "must be a JSON object"),
+            ("{}", .missingField, "operation is required"),
+            (#"{"operation":7}"#, .invalidField, "operation must be a string"),
+            (#"{"operation":"drop_table"}"#, .unknownOperation, "unknown operation 'drop_table'"),
+            (#"{"operation":"append_message"}"#, .missingField, "message is required"),
+            (#"{"operation":"append_message","message":"hi"}"#, .invalidField, "message must be a JSON object"),
+            (#"{"operation":"append_message","message":{"role":"user"}}"#, .missingField, "message.content is required"),
+            (#"{"operation":"append_message","message":{"role":"user","content":5}}"#, .invalidField, "message.content must be a string"),
+            (#"{"operation":"append_message","message":{"role":"bot","content":"x"}}"#, .invalidField, "message.role must be one of user, assistant, system"),
+            (
+                #"{"operation":"append_message","message":{"role":"user","content":"x","timestamp":-1}}"#, .invalidField,
+                "message.timestamp must be a non-negative"
+            ),
+            (#"{"operation":"append_message","message":{"role":null,"content":"x"}}"#, .invalidField, "message.role must not be null"),
+            (#"{"operation":"set_history","messages":{}}"#, .invalidField, "messages must be an array"),
+            (#"{"operation":"set_history","messages":[{"role":"user","content":"a"},{"role":"user"}]}"#, .missingField, "messages[1].content is required"),
+            (#"{"operation":"update_metadata","metadata":[1]}"#, .invalidField, "metadata must be a JSON object"),
+        ])
     func malformed(body: String, code: ErrorCode, phrase: String) {
         let error = failure(body)
         #expect(error?.code == code, "\(body)")
@@ -140,14 +145,16 @@ struct HistoryFastPathTests {
 struct JSONParserTests {
     @Test("reads what JSON allows, exactly, and refuses what it does not")
     func acceptsAndRefuses() {
-        #expect(JSONValue.parse(Data(#" {"a" : [1, -2, 3.25e2, true, false, null, "x\u00e9\ud83d\ude00\n\"\/"]} "#.utf8))
-            == ["a": [1, -2, 325.0, true, false, nil, "xé😀\n\"/"]])
+        #expect(
+            JSONValue.parse(Data(#" {"a" : [1, -2, 3.25e2, true, false, null, "x\u00e9\ud83d\ude00\n\"\/"]} "#.utf8))
+                == ["a": [1, -2, 325.0, true, false, nil, "xé😀\n\"/"]])
         #expect(JSONValue.parse(Data("1795572992.8560202".utf8)) == .double(1_795_572_992.8560202))
         #expect(JSONValue.parse(Data("9223372036854775807".utf8)) == .int(Int64.max))
         #expect(JSONValue.parse(Data("1e400".utf8)) == nil)
-        for bad in ["", "{", "[1,]", "{\"a\":1,}", "01", "1.", "-", "\"abc", "\"\\x\"", "\"\u{01}\"", "tru", "{} x", "[1 2]", "\"\\ud83d\"",
-            String(repeating: "[", count: 600) + String(repeating: "]", count: 600)]
-        {
+        for bad in [
+            "", "{", "[1,]", "{\"a\":1,}", "01", "1.", "-", "\"abc", "\"\\x\"", "\"\u{01}\"", "tru", "{} x", "[1 2]", "\"\\ud83d\"",
+            String(repeating: "[", count: 600) + String(repeating: "]", count: 600),
+        ] {
             #expect(JSONValue.parse(Data(bad.utf8)) == nil, "\(bad.prefix(20))")
         }
     }

@@ -92,10 +92,12 @@ struct SessionIDTests {
         #expect(try SessionID.validate(id) == id)
     }
 
-    @Test("bad ids are refused with a reason", arguments: [
-        ("", "must not be empty"), ("a b", "may hold only"), ("a/b", "may hold only"), ("é", "may hold only"),
-        ("..", "must not be"), (String(repeating: "z", count: 129), "the limit is 128"),
-    ])
+    @Test(
+        "bad ids are refused with a reason",
+        arguments: [
+            ("", "must not be empty"), ("a b", "may hold only"), ("a/b", "may hold only"), ("é", "may hold only"),
+            ("..", "must not be"), (String(repeating: "z", count: 129), "the limit is 128"),
+        ])
     func invalid(id: String, phrase: String) {
         do {
             try SessionID.validate(id)

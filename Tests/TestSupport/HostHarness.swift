@@ -17,7 +17,9 @@ public final class ProductProcess: Sendable {
     /// Starts a new process and waits until it listens; returns its base URL.
     @discardableResult
     public func start(arguments: [String], environment: [String: String]) async throws -> String {
-        let attempt = starts.update { $0 += 1; return $0 }
+        let attempt = starts.update {
+            $0 += 1; return $0
+        }
         let process = try ServiceProcess(
             executable: BuiltProducts.path(product), arguments: arguments, environment: environment,
             logPath: logPath(attempt))

@@ -29,7 +29,9 @@ public struct JSONClient: Sendable {
     }
 
     /// Sends a raw JSON text body.
-    public func send(_ method: HTTPRequest.Method, _ path: String, text: String, contentType: String = "application/json", headers extra: HTTPHeaders = [:]) async throws -> HTTPResponse {
+    public func send(
+        _ method: HTTPRequest.Method, _ path: String, text: String, contentType: String = "application/json", headers extra: HTTPHeaders = [:]
+    ) async throws -> HTTPResponse {
         var all = extra
         all.set("Content-Type", contentType)
         return try await send(method, path, body: Data(text.utf8), headers: all)

@@ -39,7 +39,9 @@ public final class PostgresCluster: Sendable {
 
     /// Starts the server (again) on the same data and port.
     public func startServer() async throws {
-        let attempt = starts.update { $0 += 1; return $0 }
+        let attempt = starts.update {
+            $0 += 1; return $0
+        }
         let process = try ServiceProcess(
             executable: Self.asServer(Self.binDirectory + "/postgres").0,
             arguments: Self.asServer(Self.binDirectory + "/postgres").1 + [
@@ -67,8 +69,10 @@ public final class PostgresCluster: Sendable {
     /// Runs SQL with psql and returns its unaligned output.
     @discardableResult
     public func query(_ sql: String) throws -> String {
-        try Self.capture(Self.binDirectory + "/psql", ["-h", "127.0.0.1", "-p", "\(port)", "-U", "app", "-d", "postgres", "-AtqX", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .trimmingCharacters(in: .whitespacesAndNewlines)
+        try Self.capture(
+            Self.binDirectory + "/psql", ["-h", "127.0.0.1", "-p", "\(port)", "-U", "app", "-d", "postgres", "-AtqX", "-v", "ON_ERROR_STOP=1", "-c", sql]
+        )
+        .trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     public func stop() async {

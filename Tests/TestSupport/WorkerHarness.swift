@@ -75,7 +75,9 @@ public struct MCPTestClient: Sendable {
 
     /// Sends a JSON-RPC request and returns the whole reply object.
     public func request(_ method: String, _ params: [String: Any] = [:], via other: String? = nil) async throws -> [String: Any] {
-        let id = ids.update { $0 += 1; return $0 }
+        let id = ids.update {
+            $0 += 1; return $0
+        }
         let body = try JSONSerialization.data(withJSONObject: ["jsonrpc": "2.0", "id": id, "method": method, "params": params])
         let response = try await post(String(decoding: body, as: UTF8.self), via: other)
         guard response.status == 200 else {

@@ -1,8 +1,8 @@
 import CurlHTTP
 import Foundation
 import SessionModel
-import Testing
 import TestSupport
+import Testing
 
 @Suite("mcp-worker: tools, conversations and sessions through real processes")
 struct ConversationTests {
@@ -151,10 +151,12 @@ struct ConversationTests {
         #expect(kept.map(\.role) == [.user, .assistant, .user, .assistant, .user, .assistant])
         #expect(kept.map(\.content) == ["q1", answers[0], "q2", answers[1], "q3", answers[2]])
 
-        let replaced = try await client.callTool("query_repository", [
-            "query": "q4", "repositories": [WorkerStack.repository], "session_id": "w",
-            "previous_messages": [["role": "user", "content": "earlier"], ["role": "assistant", "content": "reply"]],
-        ])
+        let replaced = try await client.callTool(
+            "query_repository",
+            [
+                "query": "q4", "repositories": [WorkerStack.repository], "session_id": "w",
+                "previous_messages": [["role": "user", "content": "earlier"], ["role": "assistant", "content": "reply"]],
+            ])
         #expect(!replaced.isError, "\(replaced.text)")
         let replacedRequest = try #require(try await stack.standIn.requests(to: "/v2/query").last)
         #expect(WorkerStack.turns(replacedRequest) == ["user: earlier", "assistant: reply", "user: q4"])

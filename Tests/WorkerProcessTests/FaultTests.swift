@@ -1,8 +1,8 @@
 import CurlHTTP
 import Foundation
 import SessionModel
-import Testing
 import TestSupport
+import Testing
 
 @Suite("mcp-worker: faults of hosts and upstream services, with real processes and signals")
 struct FaultTests {
@@ -105,14 +105,16 @@ struct FaultTests {
 
         try await stack.standIn.control(["delay_ms": 3000])
         let slow = try await client.callTool(
-            "query_repository", ["query": "slow", "session_id": "unanswered", "repositories": [["remote": "github", "repository": "acme/widgets", "branch": "main"]]])
+            "query_repository",
+            ["query": "slow", "session_id": "unanswered", "repositories": [["remote": "github", "repository": "acme/widgets", "branch": "main"]]])
         #expect(slow.isError)
         #expect(slow.text.lowercased().contains("time"), "\(slow.text)")
         let unanswered = try await stack.host!.client().send(.get, "/sessions/conv:local:unanswered/history").decode(HostAPI.History.self)
         #expect(unanswered.data.isEmpty, "a failed query leaves no unanswered question in the conversation")
         try await stack.standIn.control(["delay_ms": 0, "chunk_interval_ms": 400])
         let slowStream = try await client.callTool(
-            "query_repository", ["query": "slow stream", "stream": true, "timeout": 1, "repositories": [["remote": "github", "repository": "acme/widgets", "branch": "main"]]])
+            "query_repository",
+            ["query": "slow stream", "stream": true, "timeout": 1, "repositories": [["remote": "github", "repository": "acme/widgets", "branch": "main"]]])
         #expect(slowStream.isError)
         #expect(slowStream.text.contains("did not finish within"), "\(slowStream.text)")
         try await stack.standIn.control(["chunk_interval_ms": 0])
@@ -124,7 +126,8 @@ struct FaultTests {
             try await client.initialize()
             return client
         }()
-        let rejected = try await other.callTool("query_repository", ["query": "x", "repositories": [["remote": "github", "repository": "acme/widgets", "branch": "main"]]])
+        let rejected = try await other.callTool(
+            "query_repository", ["query": "x", "repositories": [["remote": "github", "repository": "acme/widgets", "branch": "main"]]])
         #expect(rejected.isError)
         #expect(rejected.text.contains("GREPTILE_API_KEY was rejected"), "\(rejected.text)")
         #expect(!wrongKey.logs.contains("not-the-key"))
@@ -137,7 +140,8 @@ struct FaultTests {
         let stack = try await WorkerStack.start()
         let client = try await stack.session()
         try await stack.standIn.control(["delay_ms": 1500])
-        async let answer = client.callTool("query_repository", ["query": "in flight", "repositories": [["remote": "github", "repository": "acme/widgets", "branch": "main"]]])
+        async let answer = client.callTool(
+            "query_repository", ["query": "in flight", "repositories": [["remote": "github", "repository": "acme/widgets", "branch": "main"]]])
         try await eventually("the call is in flight at Greptile") { try await stack.standIn.requests(to: "/v2/query").count == 1 }
         stack.worker.process.signal(SIGTERM)
         let result = try await answer

@@ -1,8 +1,8 @@
 import CurlHTTP
 import Foundation
 import SessionModel
-import Testing
 import TestSupport
+import Testing
 
 /// What an outsider can do to a running worker with the requests it sends: steer its GitHub
 /// calls, share another principal's Greptile session, leave calls running, smuggle JSON, or
@@ -15,7 +15,10 @@ struct HostileInputTests {
     func repositoryNamesCannotSteerUpstreamRequests() async throws {
         let stack = try await WorkerStack.start()
         let client = try await stack.session()
-        let hostile = ["../user", "../..", "a/b?x=1", "acme/widgets/../../user", "a\u{0}b/widgets", "a/%2e%2e", "acme/.", "-acme/widgets", "acme/wid gets", "acme/widgets#x"]
+        let hostile = [
+            "../user", "../..", "a/b?x=1", "acme/widgets/../../user", "a\u{0}b/widgets", "a/%2e%2e", "acme/.", "-acme/widgets", "acme/wid gets",
+            "acme/widgets#x",
+        ]
         for repository in hostile {
             for tool in ["get_repository_info", "index_repository"] {
                 let result = try await client.callTool(tool, ["remote": "github", "repository": repository])

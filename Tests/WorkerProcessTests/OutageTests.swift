@@ -2,8 +2,8 @@ import CurlHTTP
 import Foundation
 import HashRing
 import SessionModel
-import Testing
 import TestSupport
+import Testing
 
 /// A session's owner goes away while conversations go on: its runner-up holds their writes
 /// (hinted handoff) and gives them back when the owner returns.
@@ -40,7 +40,8 @@ struct OutageTests {
         #expect(stored.map(\.content) == exchanges.flatMap { [$0.question, $0.answer] }, "every exchange whole, adjacent, in the order answered")
     }
 
-    @Test("owner paused (SIGSTOP): two workers continue one copy at the runner-up; a worker killed meanwhile loses nothing; the owner takes every exchange back")
+    @Test(
+        "owner paused (SIGSTOP): two workers continue one copy at the runner-up; a worker killed meanwhile loses nothing; the owner takes every exchange back")
     func pausedOwner() async throws {
         let stack = try await RingStack.start(hosts: 3, workers: 2, workerArguments: ["--host-timeout", "0.5"])
         let ownerName = "host-1"

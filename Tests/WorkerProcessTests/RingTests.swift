@@ -2,8 +2,8 @@ import CurlHTTP
 import Foundation
 import HashRing
 import SessionModel
-import Testing
 import TestSupport
+import Testing
 
 /// Several hosts sharing the id space, and workers routing by the same ring.
 struct RingStack {
@@ -342,7 +342,8 @@ struct HandoffTests {
             headers: [HostAPI.idempotencyKeyHeader: "key-1"])
         #expect(retried.status == 200)
         #expect(retried.headers["Idempotent-Replayed"] == "true")
-        _ = try await host2.client().send(.post, "/sessions/\(id)/update", json: SessionOperation.appendMessage(MessageInput(role: .assistant, content: Self.two)))
+        _ = try await host2.client().send(
+            .post, "/sessions/\(id)/update", json: SessionOperation.appendMessage(MessageInput(role: .assistant, content: Self.two)))
         let old = try await host1.client().send(.get, "/sessions/\(id)/history")
         #expect(old.status == 421)
         #expect(old.headers[RingHeaders.owner] == "host-2")
@@ -359,7 +360,9 @@ struct HandoffTests {
         #expect(try await host1.client().send(.get, "/ring").decode(RingInfo.self).version == 3)
         let reloaded = try await host1.client().send(.get, "/sessions/\(id)/history").decode(HostAPI.History.self).data
         #expect(reloaded.map { Array($0.content.utf8) } == [Array(Self.one.utf8), Array(Self.two.utf8)])
-        #expect(try await host1.client().send(.put, "/ring", json: Membership(version: 2, members: [.init(name: "host-1", address: "127.0.0.1:\(port1)")])).status == 400)
+        #expect(
+            try await host1.client().send(.put, "/ring", json: Membership(version: 2, members: [.init(name: "host-1", address: "127.0.0.1:\(port1)")])).status
+                == 400)
         await host2.stop()
         await host1.stop()
     }

@@ -2,8 +2,8 @@ import CurlHTTP
 import Foundation
 import HashRing
 import SessionModel
-import Testing
 import TestSupport
+import Testing
 
 /// Hosts on one PostgreSQL database: a real server started by the test, hosts and workers
 /// as processes.
@@ -16,7 +16,9 @@ struct SharedStack {
 
     /// `hosts` hosts named host-1... on their own ports, all on one new database, and
     /// `workers` workers given every host as a seed.
-    static func start(hosts count: Int, workers workerCount: Int, hostArguments: [String] = [], workerArguments: [String] = []) async throws
+    static func start(
+        hosts count: Int, workers workerCount: Int, hostArguments: [String] = [], workerArguments: [String] = []
+    ) async throws
         -> SharedStack
     {
         let cluster = try await PostgresCluster.start()
@@ -223,7 +225,9 @@ struct SharedStorageTests {
         await cluster.stop()
     }
 
-    @Test("the database restarted under load: writes fail fast with 503, a worker answers from memory meanwhile, and everything resumes with every acknowledged write there")
+    @Test(
+        "the database restarted under load: writes fail fast with 503, a worker answers from memory meanwhile, and everything resumes with every acknowledged write there"
+    )
     func databaseRestart() async throws {
         let stack = try await SharedStack.start(hosts: 2, workers: 1, hostArguments: ["--storage-timeout", "1"])
         let ring = try await stack.ring(from: stack.hosts[0]).membership
@@ -282,7 +286,9 @@ struct SharedStorageTests {
         #expect(!during.isError, "\(during.text)")
 
         #expect(outageAnswers.get().allSatisfy { $0 == 503 }, "while the database was down: \(Set(outageAnswers.get()))")
-        print("database restart: \(acknowledged.get().values.map(\.count).reduce(0, +)) writes acknowledged, \(outageAnswers.get().count) answered 503 while it was down, \(clientTimeouts.get()) hung")
+        print(
+            "database restart: \(acknowledged.get().values.map(\.count).reduce(0, +)) writes acknowledged, \(outageAnswers.get().count) answered 503 while it was down, \(clientTimeouts.get()) hung"
+        )
         #expect(clientTimeouts.get() == 0, "no request hung until the client gave up")
         for id in ids {
             let stored = try stack.cluster.query("SELECT convert_from(content, 'UTF8') FROM messages WHERE session_id = '\(id)' ORDER BY seq")

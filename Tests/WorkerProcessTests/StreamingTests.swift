@@ -1,18 +1,22 @@
 import CurlHTTP
 import Foundation
 import SessionModel
-import Testing
 import TestSupport
+import Testing
 
 /// A streamed `tools/call` of `query_repository`, as raw HTTP, for the tests of this file.
 func streamedQuery(base: String, client: MCPTestClient?, id: Int, query: String, conversation: String, modern: Bool) -> HTTPRequest {
     var params: [String: Any] = [
         "name": "query_repository",
-        "arguments": ["query": query, "stream": true, "session_id": conversation, "repositories": [["remote": "github", "repository": "acme/widgets", "branch": "main"]]],
+        "arguments": [
+            "query": query, "stream": true, "session_id": conversation, "repositories": [["remote": "github", "repository": "acme/widgets", "branch": "main"]],
+        ],
     ]
     var headers: HTTPHeaders = ["Content-Type": "application/json", "Accept": "application/json, text/event-stream"]
     if modern {
-        params["_meta"] = ["progressToken": "p\(id)", "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": [String: Any]()]
+        params["_meta"] = [
+            "progressToken": "p\(id)", "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": [String: Any](),
+        ]
         headers.set("MCP-Protocol-Version", "2026-07-28")
         headers.set("Mcp-Method", "tools/call")
         headers.set("Mcp-Name", "query_repository")
@@ -58,13 +62,19 @@ struct StreamingTests {
     func modernRules() async throws {
         let stack = try await WorkerStack.start()
         let http = JSONClient(base: stack.worker.base)
-        func post(_ method: String, params: [String: Any], version: String = "2026-07-28", meta: String? = "2026-07-28", methodHeader: String? = nil, name: String? = nil) async throws -> HTTPResponse {
+        func post(
+            _ method: String, params: [String: Any], version: String = "2026-07-28", meta: String? = "2026-07-28", methodHeader: String? = nil,
+            name: String? = nil
+        ) async throws -> HTTPResponse {
             var params = params
             if let meta {
                 params["_meta"] = ["io.modelcontextprotocol/protocolVersion": meta, "io.modelcontextprotocol/clientCapabilities": [String: Any]()]
             }
             let body = try JSONSerialization.data(withJSONObject: ["jsonrpc": "2.0", "id": 1, "method": method, "params": params])
-            var headers: HTTPHeaders = ["Content-Type": "application/json", "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": version, "Mcp-Method": methodHeader ?? method]
+            var headers: HTTPHeaders = [
+                "Content-Type": "application/json", "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": version,
+                "Mcp-Method": methodHeader ?? method,
+            ]
             if let name { headers.set("Mcp-Name", name) }
             return try await http.send(.post, "/mcp", body: body, headers: headers)
         }
@@ -118,7 +128,8 @@ struct StreamingTests {
         defer { curl.shutdown() }
 
         var firstPart: [ServerSentEvent] = []
-        let response = try await curl.stream(streamedQuery(base: stack.worker.base, client: client, id: 41, query: "resume me", conversation: "resumed", modern: false))
+        let response = try await curl.stream(
+            streamedQuery(base: stack.worker.base, client: client, id: 41, query: "resume me", conversation: "resumed", modern: false))
         #expect(response.headers["Content-Type"] == "text/event-stream")
         for try await event in response.body.serverSentEvents {
             firstPart.append(event)
@@ -160,7 +171,8 @@ struct StreamingTests {
         try await stack.standIn.control(["chunk_interval_ms": 150])
         let curl = CurlClient()
         defer { curl.shutdown() }
-        let response = try await curl.stream(streamedQuery(base: stack.worker.base, client: nil, id: 7, query: "stop me", conversation: "cancelled-modern", modern: true))
+        let response = try await curl.stream(
+            streamedQuery(base: stack.worker.base, client: nil, id: 7, query: "stop me", conversation: "cancelled-modern", modern: true))
         var received = 0
         for try await _ in response.body.serverSentEvents {
             received += 1
@@ -187,7 +199,8 @@ struct StreamingTests {
         let client = try await stack.session()
         let curl = CurlClient()
         defer { curl.shutdown() }
-        let response = try await curl.stream(streamedQuery(base: stack.worker.base, client: client, id: 9, query: "cancel me", conversation: "cancelled-legacy", modern: false))
+        let response = try await curl.stream(
+            streamedQuery(base: stack.worker.base, client: client, id: 9, query: "cancel me", conversation: "cancelled-legacy", modern: false))
         var events: [ServerSentEvent] = []
         let reader = Task {
             var seen: [ServerSentEvent] = []
@@ -196,7 +209,8 @@ struct StreamingTests {
         }
         try await eventually("the streamed query reached Greptile") { try await stack.standIn.requests(to: "/v2/query").count == 1 }
         let sent = Date().timeIntervalSince1970
-        let cancel = try await client.post(#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":9,"reason":"user"}}"#, via: stack.workers[1].base)
+        let cancel = try await client.post(
+            #"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":9,"reason":"user"}}"#, via: stack.workers[1].base)
         #expect(cancel.status == 202)
         let disconnect = try await stack.standIn.disconnect(from: "/v2/query", after: sent - 0.2)
         #expect(disconnect - sent < 3.0, "the upstream transfer was closed \(disconnect - sent) s after the cancellation")
@@ -212,7 +226,8 @@ struct StreamingTests {
         let stack = try await WorkerStack.start()
         try await stack.standIn.control(["delay_ms": 3500])
         let client = try await stack.session()
-        let body = #"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get_repository_info","arguments":{"remote":"github","repository":"acme/widgets","branch":"main"},"_meta":{"progressToken":"slow"}}}"#
+        let body =
+            #"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get_repository_info","arguments":{"remote":"github","repository":"acme/widgets","branch":"main"},"_meta":{"progressToken":"slow"}}}"#
         let response = try await client.post(body)
         #expect(response.headers["Content-Type"] == "text/event-stream")
         let text = String(decoding: response.body, as: UTF8.self)

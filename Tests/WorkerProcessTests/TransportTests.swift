@@ -1,7 +1,7 @@
 import CurlHTTP
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @Suite("mcp-worker: the Streamable HTTP transport rules, authentication and configuration")
 struct TransportTests {
@@ -21,9 +21,11 @@ struct TransportTests {
         // Every rule, row by row, runs in process (MCPWorkerTests, TransportRulesTests); a few
         // of them here, end to end through a real process and socket.
         try await check("{not json", status: 400, code: -32700, "invalid JSON")
-        try await check(#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"rm_rf","arguments":{}}}"#, status: 200, code: -32602, "an unknown tool")
+        try await check(
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"rm_rf","arguments":{}}}"#, status: 200, code: -32602, "an unknown tool")
         try await check(#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, headers: ["Content-Type": "text/plain"], status: 415, code: -32600, "a text body")
-        try await check(#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, headers: ["Origin": "https://evil.example"], status: 403, code: -32600, "a foreign Origin")
+        try await check(
+            #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, headers: ["Origin": "https://evil.example"], status: 403, code: -32600, "a foreign Origin")
         let padding = String(repeating: "x", count: 8000)
         try await check(#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":"\#(padding)"}}"#, status: 413, code: -32600, "an oversize body")
 
@@ -96,7 +98,8 @@ struct TransportTests {
         #expect(wrong.status == 401)
 
         let aliceClient = try await stack.session(apiKey: alice)
-        let asked = try await aliceClient.callTool("query_repository", ["query": "secret plans", "repositories": [WorkerStack.repository], "session_id": "shared-name"])
+        let asked = try await aliceClient.callTool(
+            "query_repository", ["query": "secret plans", "repositories": [WorkerStack.repository], "session_id": "shared-name"])
         #expect(!asked.isError)
 
         // Bob presents Alice's session id: not found, and it stays Alice's.

@@ -1,7 +1,7 @@
 import CurlHTTP
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The stand-in for Greptile and GitHub, one durable host and the workers, as real processes.
 struct WorkerStack {

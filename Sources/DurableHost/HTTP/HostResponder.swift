@@ -1,6 +1,6 @@
 import Foundation
-import HashRing
 import HTTPTypes
+import HashRing
 import Hummingbird
 import Logging
 import NIOCore
@@ -102,7 +102,8 @@ public struct HostResponder: HTTPResponder {
             guard asked.version == host.ring.version, host.ring.owner(of: id)?.name == asked.to, asked.to != host.node else {
                 throw APIError(
                     .ringChanging,
-                    "handoff of '\(id)' to \(asked.to) at ring version \(asked.version) does not match this host's ring (version \(host.ring.version), owner \(host.ring.owner(of: id)?.name ?? "none")); retry")
+                    "handoff of '\(id)' to \(asked.to) at ring version \(asked.version) does not match this host's ring (version \(host.ring.version), owner \(host.ring.owner(of: id)?.name ?? "none")); retry"
+                )
             }
             let payload = try await host.directory.withObject(id) { object throws(APIError) in
                 try await object.handOff(to: asked.to, version: asked.version)

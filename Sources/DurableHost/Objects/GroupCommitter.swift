@@ -1,9 +1,9 @@
 import Foundation
 import Logging
 import Metrics
+import ServiceLifecycle
 import ServiceMetrics
 import SessionModel
-import ServiceLifecycle
 import Synchronization
 
 /// Commits many sessions' writes in one transaction.

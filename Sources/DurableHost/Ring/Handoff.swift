@@ -72,7 +72,8 @@ final class Handoff: Sendable {
         let response: HTTPResponse
         do {
             response = try await client.execute(
-                HTTPRequest(method: .post, url: "http://\(member.address)/handoff/\(Self.escape(id))", headers: headers(json: true), body: body, timeout: .seconds(5)))
+                HTTPRequest(
+                    method: .post, url: "http://\(member.address)/handoff/\(Self.escape(id))", headers: headers(json: true), body: body, timeout: .seconds(5)))
         } catch {
             throw APIError(.ringChanging, "session '\(id)' is moving here from \(member.name), which cannot be reached (\(error)); retry")
         }
@@ -112,7 +113,8 @@ final class Handoff: Sendable {
         guard let owner = ring.owner(of: id) else { return false }
         do {
             let response = try await client.execute(
-                HTTPRequest(method: .post, url: "http://\(owner.address)/handoff/\(Self.escape(id))/adopt", headers: headers(json: false), timeout: .seconds(10)))
+                HTTPRequest(
+                    method: .post, url: "http://\(owner.address)/handoff/\(Self.escape(id))/adopt", headers: headers(json: false), timeout: .seconds(10)))
             guard response.status == 200 else { return false }
             if try await store.purgeMoved(id) {
                 stats.recordSuccess(sessionsDelta: -1)

@@ -32,15 +32,24 @@ final class RingState: Sendable {
     static func startingState(configured: Membership, stored: Persisted?) -> (Persisted, note: String?) {
         guard let stored else { return (Persisted(current: configured, previous: nil), nil) }
         if stored.current.version > configured.version {
-            return (stored, "the stored ring (version \(stored.current.version)) is newer than the configured one (version \(configured.version)); serving by the stored one: update the configuration")
+            return (
+                stored,
+                "the stored ring (version \(stored.current.version)) is newer than the configured one (version \(configured.version)); serving by the stored one: update the configuration"
+            )
         }
         if stored.current.version == configured.version {
             if stored.current.members != configured.members {
-                return (stored, "the configured members differ from the stored ones at the same ring version \(configured.version); serving by the stored ones: raise ring_version with every change")
+                return (
+                    stored,
+                    "the configured members differ from the stored ones at the same ring version \(configured.version); serving by the stored ones: raise ring_version with every change"
+                )
             }
             return (stored, nil)
         }
-        return (Persisted(current: configured, previous: stored.current), "ring changed from version \(stored.current.version) to \(configured.version) by configuration")
+        return (
+            Persisted(current: configured, previous: stored.current),
+            "ring changed from version \(stored.current.version) to \(configured.version) by configuration"
+        )
     }
 
     /// The previous ring of a host that joins a running ring: it has no stored state, so it
@@ -101,7 +110,8 @@ final class RingState: Sendable {
                 throw APIError(.invalidField, "ring version \(next.version) is not newer than this host's \(state.current.version)")
             }
             guard state.previous == nil else {
-                throw APIError(.ringChanging, "the change to ring version \(state.current.version) is still migrating; retry once GET /ring shows settled on every member")
+                throw APIError(
+                    .ringChanging, "the change to ring version \(state.current.version) is still migrating; retry once GET /ring shows settled on every member")
             }
             guard !next.members.isEmpty else { throw APIError(.invalidField, "a ring needs at least one member") }
             state = Persisted(current: next, previous: state.current)

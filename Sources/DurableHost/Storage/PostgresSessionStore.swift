@@ -124,7 +124,8 @@ public final class PostgresSessionStore: SessionStore {
                     WHERE session_id = \(id) AND created_at >= \(idempotencySince) ORDER BY created_at DESC LIMIT 1000
                     """, logger: logger)
                 for try await (key, hash, status, response, createdAt) in keyRows.decode((String, Int64, Int, ByteBuffer, Double).self) {
-                    keys.append(IdempotencyRecord(key: key, requestHash: hash, status: status, response: Data(response.readableBytesView), createdAt: createdAt))
+                    keys.append(
+                        IdempotencyRecord(key: key, requestHash: hash, status: status, response: Data(response.readableBytesView), createdAt: createdAt))
                 }
                 var row: (ByteBuffer, Double, Double)?
                 for try await found in try await connection.query(
@@ -140,7 +141,8 @@ public final class PostgresSessionStore: SessionStore {
                 let messageRows = try await connection.query(
                     "SELECT seq, role, content, timestamp FROM messages WHERE session_id = \(id) ORDER BY seq", logger: logger)
                 for try await (seq, role, content, timestamp) in messageRows.decode((Int64, String, ByteBuffer, Double).self) {
-                    messages.append(Message(role: Role(rawValue: role) ?? .user, content: String(decoding: content.readableBytesView, as: UTF8.self), timestamp: timestamp))
+                    messages.append(
+                        Message(role: Role(rawValue: role) ?? .user, content: String(decoding: content.readableBytesView, as: UTF8.self), timestamp: timestamp))
                     nextSeq = seq + 1
                 }
                 let metadata = JSONValue.parse(Data(metadataBytes.readableBytesView))?.objectValue ?? [:]

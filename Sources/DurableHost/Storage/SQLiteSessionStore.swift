@@ -120,8 +120,9 @@ public final class SQLiteSessionStore: LocalSessionStore {
             }
             let movedTo = try String.fetchOne(db, sql: "SELECT to_node FROM moved WHERE id = ?", arguments: [id])
             let adopted = try Bool.fetchOne(db, sql: "SELECT 1 FROM adopted WHERE id = ?", arguments: [id]) ?? false
-            guard let session = try Row.fetchOne(
-                db, sql: "SELECT metadata, created_at, last_updated FROM sessions WHERE id = ?", arguments: [id])
+            guard
+                let session = try Row.fetchOne(
+                    db, sql: "SELECT metadata, created_at, last_updated FROM sessions WHERE id = ?", arguments: [id])
             else {
                 return keys.isEmpty && movedTo == nil && !adopted
                     ? nil : StoredSession(record: nil, nextSeq: 0, idempotency: keys, movedTo: movedTo, adopted: adopted)
