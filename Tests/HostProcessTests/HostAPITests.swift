@@ -166,10 +166,7 @@ struct HostAPITests {
         expectRefused(try await client.send(.post, "/sessions/body/update", text: padded(1025)), 413, "payload_too_large", "a 1,025-byte body")
         // request_read_timeout (environment): 1 s. One byte every 200 ms would take 40 s to
         // arrive; the host closes the connection after about 5 (slack for a loaded machine).
-        let connection = try SlowConnection(port: host.port)
-        let head = Array("GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ".utf8)
-        let closedAfter = try await connection.trickle(head + Array(repeating: UInt8(ascii: "a"), count: 200), every: .milliseconds(200))
-        connection.close()
+        let closedAfter = try await SlowConnection.headerBytesBeforeCutOff(port: host.port)
         let sentBytes = try #require(closedAfter, "the host never closed the slow connection")
         #expect(sentBytes < 60, "the connection stayed open for \(sentBytes) bytes")
 

@@ -133,10 +133,7 @@ struct HostInputTests {
     func slowClientIsCutOff() async throws {
         let host = HostHarness(arguments: ["--request-read-timeout", "1"])
         try await host.start()
-        let connection = try SlowConnection(port: host.port)
-        defer { connection.close() }
-        let head = Array("GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ".utf8)
-        let closedAfter = try await connection.trickle(head + Array(repeating: UInt8(ascii: "a"), count: 200), every: .milliseconds(200))
+        let closedAfter = try await SlowConnection.headerBytesBeforeCutOff(port: host.port)
         // Sent one byte every 200 ms, the request would take 40 s to arrive; the host closes
         // the connection once the 1 s read timeout has passed (with slack for a loaded machine).
         let sentBytes = try #require(closedAfter, "the host never closed the slow connection")

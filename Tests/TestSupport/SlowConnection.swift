@@ -32,6 +32,16 @@ public final class SlowConnection: @unchecked Sendable {
         return isClosedByPeer ? bytes.count : nil
     }
 
+    /// Sends a request head to `port` one byte every 200 ms, through a header that never
+    /// ends (about 40 s to arrive whole); returns how many bytes were sent when the server
+    /// closed the connection, or nil if it never did.
+    public static func headerBytesBeforeCutOff(port: Int, requestLine: String = "GET /health HTTP/1.1") async throws -> Int? {
+        let connection = try SlowConnection(port: port)
+        defer { connection.close() }
+        let head = Array("\(requestLine)\r\nHost: x\r\nX-Slow: ".utf8)
+        return try await connection.trickle(head + Array(repeating: UInt8(ascii: "a"), count: 200), every: .milliseconds(200))
+    }
+
     /// Sends `bytes` at once.
     public func write(_ bytes: [UInt8]) {
         var sent = 0

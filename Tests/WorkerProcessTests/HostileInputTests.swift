@@ -171,10 +171,7 @@ struct HostileInputTests {
     @Test("a client that sends its request one byte at a time is cut off after the read timeout")
     func slowClientIsCutOff() async throws {
         let stack = try await WorkerStack.start(workerArguments: ["--request-read-timeout", "1"])
-        let connection = try SlowConnection(port: stack.worker.port)
-        defer { connection.close() }
-        let head = Array("POST /mcp HTTP/1.1\r\nHost: x\r\nX-Slow: ".utf8)
-        let closedAfter = try await connection.trickle(head + Array(repeating: UInt8(ascii: "a"), count: 200), every: .milliseconds(200))
+        let closedAfter = try await SlowConnection.headerBytesBeforeCutOff(port: stack.worker.port, requestLine: "POST /mcp HTTP/1.1")
         let sentBytes = try #require(closedAfter, "the worker never closed the slow connection")
         #expect(sentBytes < 60, "the connection stayed open for \(sentBytes) bytes")
         #expect(try await JSONClient(base: stack.worker.base).send(.get, "/health").status == 200)

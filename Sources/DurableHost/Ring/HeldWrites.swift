@@ -244,9 +244,7 @@ final class HeldWrites: Sendable {
         guard returned.withLock({ $0.contains(owner) }), let member = ring.otherMembers.first(where: { $0.name == owner }) else {
             return false
         }
-        let probe = HTTPRequest(
-            url: "http://\(member.address)/health", headers: headers(json: false), timeout: .seconds(1), connectTimeout: .milliseconds(500))
-        if let response = try? await client.execute(probe), response.status == 200 { return true }
+        if case .success = await client.ring(at: member.address, token: token, timeout: .seconds(1)) { return true }
         returned.withLock { _ = $0.remove(owner) }
         return false
     }
