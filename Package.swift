@@ -56,7 +56,7 @@ let package = Package(
         .target(
             name: "ServiceMetrics",
             dependencies: [
-                "CurlHTTP", "HashRing", "SessionModel",
+                "CurlHTTP", "HTTPServing",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -65,10 +65,11 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(name: "RingClient", dependencies: ["CurlHTTP", "HashRing", "SessionModel"], swiftSettings: strict),
         .target(
             name: "SessionClient",
             dependencies: [
-                "ServiceMetrics",
+                "ServiceMetrics", "RingClient",
                 "HashRing",
                 "SessionModel", "CurlHTTP", "Settings",
                 .product(name: "Logging", package: "swift-log"),
@@ -90,7 +91,7 @@ let package = Package(
             dependencies: [
                 "HashRing",
                 .product(name: "Crypto", package: "swift-crypto"),
-                "SessionModel", "SessionClient", "Greptile", "CurlHTTP", "Settings", "ServiceMetrics", "HTTPServing",
+                "SessionModel", "SessionClient", "Greptile", "CurlHTTP", "Settings", "ServiceMetrics", "HTTPServing", "RingClient",
                 .product(name: "MCP", package: "swift-sdk"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -104,7 +105,7 @@ let package = Package(
         .target(
             name: "DurableHost",
             dependencies: [
-                "HashRing", "CurlHTTP", "HTTPServing",
+                "HashRing", "CurlHTTP", "HTTPServing", "RingClient",
                 "SessionModel", "Settings", "ServiceMetrics",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -158,9 +159,11 @@ let package = Package(
         .testTarget(
             name: "MCPWorkerTests",
             dependencies: [
-                "MCPWorker", "SessionClient", "SessionModel", "Greptile", "CurlHTTP", "ServiceMetrics",
+                "MCPWorker", "SessionClient", "SessionModel", "Greptile", "CurlHTTP", "ServiceMetrics", "HTTPServing", "RingClient", "HashRing", "TestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "MCP", package: "swift-sdk"),
             ],
             swiftSettings: strict
         ),

@@ -5,6 +5,7 @@ import HashRing
 import Logging
 import PostgresNIO
 import Prometheus
+import RingClient
 import ServiceLifecycle
 import ServiceMetrics
 import SessionModel
@@ -22,7 +23,7 @@ public struct DurableHostServer: Sendable {
 
     public let configuration: HostConfiguration
     public let services: [any Service]
-    let state: HostState
+    let state: HostDependencies
 
     /// Opens storage and builds the services; `onListening` is told the bound address.
     public init(
@@ -63,7 +64,7 @@ public struct DurableHostServer: Sendable {
         // under the new version, so none serves a session another host wrote meanwhile.
         parts.ringChanges.set { _ in directory.forgetAll() }
         forgetAll.set { _ in directory.forgetAll() }
-        state = HostState(
+        state = HostDependencies(
             node: configuration.node, directory: directory, limits: configuration.limits,
             metrics: RouteMetrics(registry: registry, prefix: "host"), storage: parts.stats, storePath: parts.store.description,
             token: configuration.token, ring: ring, store: parts.store, peers: peers, held: parts.held, membership: membership, logger: logger)
@@ -95,7 +96,7 @@ public struct DurableHostServer: Sendable {
     struct StorageParts {
         let store: any SessionStore
         let stats: StorageStatus
-        let ring: RingState
+        let ring: RingHolder
         let load: @Sendable (_ id: String, _ idempotencySince: Double) async throws -> StoredSession?
         let held: HeldWrites?
         let membership: DatabaseMembership?
@@ -110,11 +111,11 @@ public struct DurableHostServer: Sendable {
     private static func sqliteParts(_ configuration: HostConfiguration, peers: CurlClient, logger: Logger) async throws -> StorageParts {
         let store = try SQLiteSessionStore(directory: configuration.dataDirectory, synchronous: configuration.synchronous)
         let stats = StorageStatus(sessions: try await store.sessionCount())
-        let stored = try await store.loadRingState().flatMap { try? JSONCoding.decoder.decode(RingState.Persisted.self, from: $0) }
-        var (persisted, note) = RingState.startingState(configured: configuration.membership, stored: stored)
+        let stored = try await store.loadRingState().flatMap { try? JSONCoding.decoder.decode(RingHolder.Persisted.self, from: $0) }
+        var (persisted, note) = RingHolder.startingState(configured: configuration.membership, stored: stored)
         if stored == nil, configuration.membership.members.count > 1 {
             let answers = await Self.rings(of: configuration.membership, except: configuration.node, token: configuration.token, client: peers)
-            if let previous = RingState.discoverPrevious(of: configuration.membership, answers: answers) {
+            if let previous = RingHolder.discoverPrevious(of: configuration.membership, answers: answers) {
                 persisted.previous = previous
                 note = "joining ring version \(configuration.membership.version); sessions move here from ring version \(previous.version)"
             }
@@ -122,7 +123,7 @@ public struct DurableHostServer: Sendable {
         if let note { logger.notice("\(note)") }
         // Written only when it changed: a host whose disk is full must still start and serve reads.
         if persisted != stored { try await store.saveRingState(try JSONCoding.encoder.encode(persisted)) }
-        let ring = RingState(node: configuration.node, persisted: persisted)
+        let ring = RingHolder(node: configuration.node, persisted: persisted)
         let handoff = Handoff(ring: ring, store: store, client: peers, token: configuration.token, stats: stats, logger: logger)
         let held = HeldWrites(node: configuration.node, ring: ring, store: store, client: peers, token: configuration.token, logger: logger)
         return StorageParts(
@@ -148,7 +149,7 @@ public struct DurableHostServer: Sendable {
         let client = PostgresClient(configuration: clientConfiguration, backgroundLogger: clientLogger)
         let fence = Fence(node: configuration.node)
         let store = PostgresSessionStore(client: client, fence: fence, timeout: configuration.storageTimeout, description: "\(url)", logger: clientLogger)
-        let ring = RingState(
+        let ring = RingHolder(
             node: configuration.node,
             persisted: .init(current: Membership(version: 0, members: [], lease: configuration.leaseDuration.secondsValue), previous: nil))
         let changes = RingChangeHandler()

@@ -29,7 +29,7 @@ public struct WorkerRequestContext: Hummingbird.RequestContext {
 /// loads its transport session from the durable hosts.
 public struct MCPResponder: HTTPResponder {
     public typealias Context = WorkerRequestContext
-    let worker: WorkerState
+    let worker: WorkerDependencies
 
     static let sessionHeader = HTTPField.Name("MCP-Session-Id")!
     static let instructions = """
@@ -135,11 +135,12 @@ public struct MCPResponder: HTTPResponder {
         {
             return await modern(message, request: request, principal: principal, channel: channel)
         }
-        if let version = request.headers[Self.versionHeader], !WorkerState.protocolVersions.contains(version) {
+        if let version = request.headers[Self.versionHeader], !WorkerDependencies.protocolVersions.contains(version) {
             return Self.rpcError(
                 .badRequest, nil,
                 .invalidRequest(
-                    "Bad Request: unsupported MCP-Protocol-Version \(version.prefix(40)); supported: \(WorkerState.protocolVersions.joined(separator: ", "))"))
+                    "Bad Request: unsupported MCP-Protocol-Version \(version.prefix(40)); supported: \(WorkerDependencies.protocolVersions.joined(separator: ", "))"
+                ))
         }
 
         if case .request(let id, "initialize", let params) = message {
@@ -196,8 +197,8 @@ public struct MCPResponder: HTTPResponder {
             return Self.json(bytes: JSONRPC.error(id: id, error))
         }
         let version =
-            WorkerState.protocolVersions.contains(parameters.protocolVersion)
-            ? parameters.protocolVersion : WorkerState.protocolVersions[0]
+            WorkerDependencies.protocolVersions.contains(parameters.protocolVersion)
+            ? parameters.protocolVersion : WorkerDependencies.protocolVersions[0]
         let session: TransportSession
         do {
             session = try await worker.sessions.create(

@@ -29,7 +29,7 @@ enum ModernTransport {
     }
 
     static func isHandshakeVersion(_ version: String) -> Bool {
-        WorkerState.protocolVersions.contains(version) || version == "2024-11-05"
+        WorkerDependencies.protocolVersions.contains(version) || version == "2024-11-05"
     }
 
     private static func hasEnvelope(_ params: Value?) -> Bool {
@@ -62,7 +62,7 @@ enum ModernTransport {
         guard versions.contains(requested) else {
             return RPCError(
                 unsupportedVersion, "Unsupported protocol version \(requested.prefix(40))",
-                data: .object(["supported": .array((versions + WorkerState.protocolVersions).map(Value.string)), "requested": .string(requested)]))
+                data: .object(["supported": .array((versions + WorkerDependencies.protocolVersions).map(Value.string)), "requested": .string(requested)]))
         }
         return nil
     }
@@ -82,7 +82,7 @@ enum ModernTransport {
     /// `server/discover`.
     static func discoverResult(instructions: String) -> Value {
         .object([
-            "supportedVersions": .array((versions + WorkerState.protocolVersions).map(Value.string)),
+            "supportedVersions": .array((versions + WorkerDependencies.protocolVersions).map(Value.string)),
             "capabilities": .object(["tools": .object(["listChanged": false])]),
             "serverInfo": .object(["name": "greptile-mcp", "title": "Greptile code search", "version": .string(WorkerServer.version)]),
             "instructions": .string(instructions),

@@ -25,8 +25,9 @@ final class EventStream: Sendable {
     /// Where events are kept for resumption (session revisions), with the session's id.
     private let journal: (EventJournal, session: String)?
     private let capacity: Int
+    private let now: @Sendable () -> ContinuousClock.Instant
     private let sequence = Mutex(0)
-    private let state = Mutex(State())
+    private let state: Mutex<State>
     /// Opened when the reader has gone: under 2026-07-28, a reason to stop the call.
     let readerGone = Latch()
 
@@ -34,14 +35,19 @@ final class EventStream: Sendable {
         var buffer: [ByteBuffer] = []
         var finished = false
         var readerGone = false
-        var lastSent = ContinuousClock.now
+        var lastSent: ContinuousClock.Instant
         var reader: CheckedContinuation<ByteBuffer?, Never>?
         var writers: [CheckedContinuation<Void, Never>] = []
     }
 
-    init(journal: (EventJournal, session: String)?, capacity: Int = 64) {
+    init(
+        journal: (EventJournal, session: String)?, capacity: Int = 64,
+        now: @escaping @Sendable () -> ContinuousClock.Instant = { .now }
+    ) {
         self.journal = journal
         self.capacity = capacity
+        self.now = now
+        state = Mutex(State(lastSent: now()))
         streamID = journal == nil ? nil : String(TransportSessions.newID().prefix(16))
     }
 
@@ -49,11 +55,11 @@ final class EventStream: Sendable {
     func send(_ message: Data) async {
         let data = String(decoding: message, as: UTF8.self)
         guard let id = nextID() else {
-            await enqueue("data: \(data)\n\n", counts: true)
+            await enqueue("data: \(data)\n\n")
             return
         }
         if let (journal, session) = journal { await journal.append(session: session, eventID: id, data: data) }
-        await enqueue("id: \(id)\ndata: \(data)\n\n", counts: true)
+        await enqueue("id: \(id)\ndata: \(data)\n\n")
     }
 
     /// The first event of a resumable stream: an id and no data.
@@ -63,7 +69,7 @@ final class EventStream: Sendable {
             await journal.startStream(session: session)
             await journal.append(session: session, eventID: id, data: "")
         }
-        await enqueue("id: \(id)\nretry: 1000\ndata: \n\n", counts: true)
+        await enqueue("id: \(id)\nretry: 1000\ndata: \n\n")
     }
 
     /// A comment line: keeps proxies from timing out, and finds out whether the client is
@@ -82,7 +88,11 @@ final class EventStream: Sendable {
     }
 
     /// Time since the last event (keep-alive comments do not count).
-    var idleFor: Duration { ContinuousClock.now - state.withLock { $0.lastSent } }
+    var idleFor: Duration { now() - state.withLock { $0.lastSent } }
+
+    /// Events buffered for the reader, and producers waiting for room (what tests observe).
+    var buffered: Int { state.withLock { $0.buffer.count } }
+    var waitingProducers: Int { state.withLock { $0.writers.count } }
 
     /// Ends the stream (and records its end for clients that resume it).
     func finish() async {
@@ -129,18 +139,19 @@ final class EventStream: Sendable {
         readerGone.open()
     }
 
-    private func enqueue(_ text: String, counts: Bool) async {
+    private func enqueue(_ text: String) async {
         let buffer = ByteBuffer(string: text)
         while true {
             enum Step { case delivered(CheckedContinuation<ByteBuffer?, Never>?), wait }
             let step: Step = state.withLock { state in
                 if state.readerGone { return .delivered(nil) }
-                if counts { state.lastSent = .now }
                 if let reader = state.reader {
                     state.reader = nil
+                    state.lastSent = now()
                     return .delivered(reader)
                 }
                 guard state.buffer.count < capacity else { return .wait }
+                state.lastSent = now()
                 state.buffer.append(buffer)
                 return .delivered(nil)
             }
@@ -201,14 +212,9 @@ extension MCPResponder {
         return object?["arguments"]?.objectValue?["stream"] == .bool(true)
     }
 
-    /// How often a stream with nothing to say sends a keep-alive, and after how long a call
-    /// that asked for progress gets a "still waiting" heartbeat.
-    static let keepAliveInterval: Duration = .seconds(1)
-    static let heartbeatAfter: Duration = .seconds(2)
-
     /// Answers a `tools/call` on an SSE stream: progress while it runs, then the response.
     ///
-    /// The call runs in its own task, not the connection's. Under the session revisions a
+    /// The call runs in the worker's `BackgroundCalls`, not the connection's task. Under the session revisions a
     /// client that goes away does not stop it (its answer is still stored, and the stream
     /// can be resumed) but `notifications/cancelled` does; under the stateless revision
     /// closing the stream stops it. Either way the upstream transfer is aborted.
@@ -218,7 +224,8 @@ extension MCPResponder {
         id: ID, call: CallTool.Parameters, params: Value?, principal: String, session: TransportSession?,
         clientGone: Latch?, encode: @escaping @Sendable (CallTool.Result) -> Data
     ) async -> Response {
-        let events = EventStream(journal: session.map { (worker.journal, $0.id) })
+        let timing = worker.streamTiming
+        let events = EventStream(journal: session.map { (worker.journal, $0.id) }, now: timing.now)
         let token = params?.objectValue?["_meta"]?.objectValue?["progressToken"]
         let reporter = token.map { StreamProgress(token: $0, events: events) }
         let tools = worker.tools
@@ -229,25 +236,10 @@ extension MCPResponder {
             stoppers.clientGone = [events.readerGone] + (clientGone.map { [$0] } ?? [])
         }
         let supervisor = worker.calls
-        // Every second: a keep-alive comment, and for a long call that asked for progress a
-        // "still waiting" heartbeat.
-        let heartbeat: @Sendable () async -> Void = {
-            let started = ContinuousClock.now
-            while !Task.isCancelled {
-                try? await Task.sleep(for: Self.keepAliveInterval)
-                if Task.isCancelled { break }
-                if let reporter, events.idleFor >= Self.heartbeatAfter {
-                    let waited = Int((ContinuousClock.now - started).components.seconds)
-                    await reporter.send(progress: 0, message: "waiting for Greptile (\(waited) s)")
-                } else {
-                    events.keepAlive()
-                }
-            }
-        }
         await events.prime()
-        Task {
+        let started = supervisor.background.start { [stoppers] in
             do {
-                let result = try await supervisor.run(stoppers, companions: [heartbeat]) {
+                let result = try await supervisor.run(stoppers, companions: [{ await timing.heartbeat(events, reporter) }]) {
                     try await tools.call(call.name, arguments: call.arguments, principal: principal, progress: reporter)
                 }
                 await events.send(encode(result))
@@ -256,6 +248,10 @@ extension MCPResponder {
             } catch {
                 // Stopped: the client closed the stream (stateless revision) or cancelled the request.
             }
+            await events.finish()
+        }
+        if !started {
+            await events.send(JSONRPC.error(id: id, .internalError("this worker is shutting down; send the call again")))
             await events.finish()
         }
         var response = Response(
@@ -278,5 +274,43 @@ extension MCPResponder {
         response.headers[.contentType] = "text/event-stream"
         response.headers[.cacheControl] = "no-cache"
         return response
+    }
+}
+
+/// When a stream with nothing to say speaks: a keep-alive comment every `keepAliveInterval`,
+/// and for a call that asked for progress a "still waiting" heartbeat once no event has been
+/// sent for `heartbeatAfter`. The clock and the sleep are inputs, so tests drive the ticks.
+struct StreamTiming: Sendable {
+    var keepAliveInterval: Duration = .seconds(1)
+    var heartbeatAfter: Duration = .seconds(2)
+    var now: @Sendable () -> ContinuousClock.Instant = { .now }
+    var sleep: @Sendable (Duration) async throws -> Void = { try await Task.sleep(for: $0) }
+
+    /// What a tick sends.
+    enum Tick: Equatable {
+        case keepAlive
+        /// A progress notification, after waiting this many whole seconds.
+        case heartbeat(waitedSeconds: Int)
+    }
+
+    /// The decision of one tick: `idleFor` since the last event, `elapsed` since the call began.
+    func tick(idleFor: Duration, elapsed: Duration, reportsProgress: Bool) -> Tick {
+        guard reportsProgress, idleFor >= heartbeatAfter else { return .keepAlive }
+        return .heartbeat(waitedSeconds: Int(elapsed.components.seconds))
+    }
+
+    /// Ticks until cancelled: the companion of a streamed call.
+    func heartbeat(_ events: EventStream, _ reporter: StreamProgress?) async {
+        let started = now()
+        while !Task.isCancelled {
+            try? await sleep(keepAliveInterval)
+            if Task.isCancelled { break }
+            switch tick(idleFor: events.idleFor, elapsed: now() - started, reportsProgress: reporter != nil) {
+            case .keepAlive:
+                events.keepAlive()
+            case .heartbeat(let waited):
+                await reporter?.send(progress: 0, message: "waiting for Greptile (\(waited) s)")
+            }
+        }
     }
 }

@@ -3,6 +3,7 @@ import Foundation
 import Greptile
 import HashRing
 import Logging
+import RingClient
 import ServiceMetrics
 import SessionModel
 import Settings

@@ -26,7 +26,7 @@ public struct WorkerServer: Sendable {
             hosts: configuration.hosts, ringVersion: configuration.ringVersion, token: configuration.hostToken, client: client, limits: configuration.limits,
             logger: logger,
             retry: configuration.hostRetry, attemptTimeout: configuration.hostTimeout)
-        let state = WorkerState(
+        let state = WorkerDependencies(
             configuration: configuration, store: store, client: client,
             metrics: RouteMetrics(registry: registry, prefix: "worker"), logger: logger)
         let application = HTTPService.make(
@@ -35,6 +35,9 @@ public struct WorkerServer: Sendable {
             onListening: onListening)
         var services: [any Service] = [CurlClientService(client: client)]
         if let durable = store as? DurableSessionManager { services.append(durable) }
+        // Stopped in reverse: the HTTP server drains first, then calls whose clients left end,
+        // then the store and the client they use.
+        services.append(state.calls.background)
         services.append(application)
         self.services = services
     }

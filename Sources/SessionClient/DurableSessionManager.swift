@@ -3,6 +3,7 @@ import Foundation
 import HashRing
 import Logging
 import Metrics
+import RingClient
 import ServiceLifecycle
 import ServiceMetrics
 import SessionModel

@@ -18,7 +18,7 @@ struct TransportRulesTests {
     static func worker(maxBodyBytes: Int = 4096, apiKeys: APIKeys = .none) -> Application<MCPResponder> {
         let configuration = WorkerConfiguration(apiKeys: apiKeys, maxBodyBytes: maxBodyBytes)
         let logger = Logger(label: "transport-rules")
-        let state = WorkerState(
+        let state = WorkerDependencies(
             configuration: configuration, store: InMemorySessionManager(), client: CurlClient(),
             metrics: RouteMetrics(registry: nil, prefix: "worker"), logger: logger)
         return Application(responder: MCPResponder(worker: state), logger: logger)

@@ -12,7 +12,7 @@ import SessionModel
 public struct HostResponder: HTTPResponder {
     public typealias Context = BasicRequestContext
 
-    let host: HostState
+    let host: HostDependencies
 
     /// The routes, with the label they carry in metrics.
     enum Route: String, CaseIterable {

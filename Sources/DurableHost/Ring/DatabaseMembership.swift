@@ -62,7 +62,7 @@ final class DatabaseMembership: Service, Sendable {
     let address: @Sendable () -> String?
     let timing: Timing
     let fence: Fence
-    let ring: RingState
+    let ring: RingHolder
     let logger: Logger
     /// Called with each ring version adopted (drops the live objects).
     let onRingChange: @Sendable (Int64) -> Void
@@ -86,7 +86,7 @@ final class DatabaseMembership: Service, Sendable {
     private let ringChanges = Metrics.Counter(label: "host_ring_changes_total")
 
     init(
-        client: PostgresClient, node: String, address: @escaping @Sendable () -> String?, timing: Timing, fence: Fence, ring: RingState,
+        client: PostgresClient, node: String, address: @escaping @Sendable () -> String?, timing: Timing, fence: Fence, ring: RingHolder,
         logger: Logger,
         onRingChange: @escaping @Sendable (Int64) -> Void
     ) {

@@ -3,6 +3,7 @@ import Foundation
 import HashRing
 import Logging
 import Metrics
+import RingClient
 import ServiceLifecycle
 import ServiceMetrics
 import SessionModel
@@ -31,7 +32,7 @@ import SessionModel
 /// frozen it, and the old one never serves it again ("moved" is durable). A previous owner
 /// that is down makes its sessions unavailable (503, retried) until it is back, never lost.
 final class Handoff: Sendable {
-    let ring: RingState
+    let ring: RingHolder
     let store: any LocalSessionStore
     let client: CurlClient
     let token: String?
@@ -40,7 +41,7 @@ final class Handoff: Sendable {
     private let pulled = Metrics.Counter(label: "host_handoff_pulled_total")
     private let purged = Metrics.Counter(label: "host_handoff_purged_total")
 
-    init(ring: RingState, store: any LocalSessionStore, client: CurlClient, token: String?, stats: StorageStatus, logger: Logger) {
+    init(ring: RingHolder, store: any LocalSessionStore, client: CurlClient, token: String?, stats: StorageStatus, logger: Logger) {
         self.ring = ring
         self.store = store
         self.client = client

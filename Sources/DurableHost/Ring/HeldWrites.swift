@@ -4,6 +4,7 @@ import HTTPServing
 import HashRing
 import Logging
 import Metrics
+import RingClient
 import ServiceLifecycle
 import ServiceMetrics
 import SessionModel
@@ -50,7 +51,7 @@ final class HeldWrites: Sendable {
     static let pauseThreshold: Duration = .seconds(2)
 
     let node: String
-    let ring: RingState
+    let ring: RingHolder
     let store: any LocalSessionStore
     let client: CurlClient
     let token: String?
@@ -68,7 +69,7 @@ final class HeldWrites: Sendable {
     private let merged = Metrics.Counter(label: "host_held_writes_merged_total")
     private let heldHere = Metrics.Counter(label: "host_held_writes_total")
 
-    init(node: String, ring: RingState, store: any LocalSessionStore, client: CurlClient, token: String?, logger: Logger) {
+    init(node: String, ring: RingHolder, store: any LocalSessionStore, client: CurlClient, token: String?, logger: Logger) {
         self.node = node
         self.ring = ring
         self.store = store

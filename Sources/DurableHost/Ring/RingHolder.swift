@@ -9,7 +9,7 @@ import Synchronization
 /// has handed over the sessions it no longer owns. So at most two rings are ever in play,
 /// and a session's data is always at its current owner or at its owner under the previous
 /// ring, never further away.
-final class RingState: Sendable {
+final class RingHolder: Sendable {
     struct Persisted: Codable, Sendable, Equatable {
         var current: Membership
         /// The ring before `current`, until the change to `current` has settled.

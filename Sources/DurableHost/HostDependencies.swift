@@ -3,12 +3,13 @@ import Foundation
 import HTTPServing
 import HashRing
 import Logging
+import RingClient
 import ServiceMetrics
 import SessionModel
 import Settings
 
 /// What every request of a host shares.
-final class HostState: Sendable {
+final class HostDependencies: Sendable {
     let node: String
     let directory: SessionDirectory
     let limits: SessionLimits
@@ -16,7 +17,7 @@ final class HostState: Sendable {
     let storage: StorageStatus
     let storePath: String
     /// The ring this host serves by (and the one before it while a change migrates).
-    let ring: RingState
+    let ring: RingHolder
     let store: any SessionStore
     /// Calls to the other members (ring checks).
     let peers: CurlClient
@@ -32,7 +33,7 @@ final class HostState: Sendable {
 
     init(
         node: String, directory: SessionDirectory, limits: SessionLimits, metrics: RouteMetrics,
-        storage: StorageStatus, storePath: String, token: String?, ring: RingState, store: any SessionStore, peers: CurlClient,
+        storage: StorageStatus, storePath: String, token: String?, ring: RingHolder, store: any SessionStore, peers: CurlClient,
         held: HeldWrites?, membership: DatabaseMembership?, logger: Logger
     ) {
         self.held = held
@@ -103,33 +104,20 @@ final class HostState: Sendable {
     }
 
     /// What each other member says its ring is.
-    func peerRings() async -> [PeerRing] {
-        await withTaskGroup(of: PeerRing.self) { group in
+    func peerRings() async -> [MemberHealth] {
+        await withTaskGroup(of: MemberHealth.self) { group in
             for member in ring.current.members where member.name != node {
                 group.addTask {
-                    switch await self.peers.ring(at: member.address, token: self.token, timeout: .seconds(1)) {
-                    case .success(let ring):
-                        return PeerRing(
-                            name: member.name, address: member.address, reachable: true, agrees: ring.agrees(with: self.ring.info),
-                            version: ring.version, error: nil)
-                    case .failure(let error):
-                        return PeerRing(name: member.name, address: member.address, reachable: false, agrees: nil, version: nil, error: "\(error)")
-                    }
+                    let answer = await self.peers.ring(at: member.address, token: self.token, timeout: .seconds(1))
+                    var peer = MemberHealth(name: member.name, address: member.address, reachable: (try? answer.get()) != nil)
+                    peer.record(answer, ours: self.ring.info)
+                    return peer
                 }
             }
-            var rings: [PeerRing] = []
+            var rings: [MemberHealth] = []
             for await ring in group { rings.append(ring) }
             return rings.sorted { $0.name < $1.name }
         }
-    }
-
-    struct PeerRing: Encodable {
-        var name: String
-        var address: String
-        var reachable: Bool
-        var agrees: Bool?
-        var version: Int?
-        var error: String?
     }
 
     /// The `/health` answer.
@@ -163,7 +151,7 @@ final class HostState: Sendable {
             var members: Int
             var settled: Bool
             var pending: Int?
-            var peers: [PeerRing]
+            var peers: [MemberHealth]
         }
 
         enum CodingKeys: String, CodingKey {
@@ -186,12 +174,10 @@ final class HostState: Sendable {
             if !membershipHealth.serving { problems.append("this host holds no lease: it serves no session until it has one") }
         }
         for peer in peers {
-            if !peer.reachable {
-                problems.append("ring member \(peer.name) at \(peer.address) is unreachable: \(peer.error ?? "no answer")")
-            } else if peer.agrees == false {
-                problems.append(
-                    "ring member \(peer.name) uses ring version \(peer.version ?? 0), this host \(ring.version): give every member the same peers and ring_version"
-                )
+            if let problem = peer.problem(
+                role: "ring member", reporter: "host", ownVersion: ring.version, remedy: "give every member the same peers and ring_version")
+            {
+                problems.append(problem)
             }
         }
         return Health(

@@ -4,13 +4,14 @@ import Greptile
 import HTTPServing
 import HashRing
 import Logging
+import RingClient
 import ServiceMetrics
 import SessionClient
 import SessionModel
 import Settings
 
 /// What every request of a worker shares.
-final class WorkerState: Sendable {
+final class WorkerDependencies: Sendable {
     let configuration: WorkerConfiguration
     let store: any SessionManager
     let sessions: TransportSessions
@@ -19,13 +20,18 @@ final class WorkerState: Sendable {
     let client: CurlClient
     let calls: CallSupervisor
     let journal: EventJournal
+    let streamTiming: StreamTiming
     let logger: Logger
     private let started = ContinuousClock.now
 
     /// The protocol revisions of the session-based transport, newest first.
     static let protocolVersions = ["2025-11-25", "2025-06-18", "2025-03-26"]
 
-    init(configuration: WorkerConfiguration, store: any SessionManager, client: CurlClient, metrics: RouteMetrics, logger: Logger) {
+    init(
+        configuration: WorkerConfiguration, store: any SessionManager, client: CurlClient, metrics: RouteMetrics, logger: Logger,
+        streamTiming: StreamTiming = StreamTiming()
+    ) {
+        self.streamTiming = streamTiming
         self.configuration = configuration
         self.store = store
         self.client = client
@@ -61,31 +67,6 @@ final class WorkerState: Sendable {
     // MARK: Health
 
     struct Health: Encodable {
-        struct Host: Encodable {
-            var name: String
-            var address: String
-            var reachable: Bool
-            var status: String?
-            var error: String?
-            /// Whether the host's ring is this worker's (nil when it could not be read).
-            var ringAgrees: Bool?
-            var ringVersion: Int?
-            /// With storage postgres: whether the host reaches its database, holds its lease
-            /// (serving), and how many hosts hold one.
-            var database: String?
-            var serving: Bool?
-            var liveHosts: Int?
-            var leaseAgeSeconds: Double?
-
-            enum CodingKeys: String, CodingKey {
-                case name, address, reachable, status, error, database, serving
-                case ringAgrees = "ring_agrees"
-                case ringVersion = "ring_version"
-                case liveHosts = "live_hosts"
-                case leaseAgeSeconds = "lease_age_seconds"
-            }
-        }
-
         struct Upstream: Encodable {
             var greptileBaseURL: String
             var githubBaseURL: String
@@ -102,7 +83,7 @@ final class WorkerState: Sendable {
         var version: String
         var uptimeSeconds: Double
         var sessions: SessionStoreHealth
-        var hosts: [Host]
+        var hosts: [MemberHealth]
         var ring: RingInfo
         var upstream: Upstream
         var problems: [String]
@@ -114,27 +95,21 @@ final class WorkerState: Sendable {
     }
 
     func health() async -> Health {
-        let hosts = await withTaskGroup(of: (Int, Health.Host).self) { group in
+        let hosts = await withTaskGroup(of: (Int, MemberHealth).self) { group in
             for (index, host) in configuration.hosts.enumerated() {
                 group.addTask { (index, await self.probe(host)) }
             }
-            var results: [(Int, Health.Host)] = []
+            var results: [(Int, MemberHealth)] = []
             for await result in group { results.append(result) }
             return results.sorted { $0.0 < $1.0 }.map(\.1)
         }
         let sessionHealth = await store.health()
         var problems = configuration.upstream.problems
         for host in hosts {
-            if !host.reachable {
-                problems.append("host \(host.name) at \(host.address) is unreachable: \(host.error ?? "no answer")")
-            } else if let database = host.database, database != "ok" {
-                problems.append("host \(host.name) cannot reach its database")
-            } else if host.serving == false {
-                problems.append("host \(host.name) holds no lease (joining, or cut off from its database)")
-            } else if host.ringAgrees == false {
-                problems.append(
-                    "host \(host.name) uses ring version \(host.ringVersion ?? 0), this worker \(ring.version): give workers and hosts the same members and ring_version"
-                )
+            if let problem = host.problem(
+                role: "host", reporter: "worker", ownVersion: ring.version, remedy: "give workers and hosts the same members and ring_version")
+            {
+                problems.append(problem)
             }
         }
         if let detail = sessionHealth.detail, sessionHealth.degraded { problems.append(detail) }
@@ -157,8 +132,8 @@ final class WorkerState: Sendable {
         RingInfo(node: nil, membership: (store as? DurableSessionManager)?.membership ?? Membership(version: 0, members: []))
     }
 
-    private func probe(_ host: NamedAddress) async -> Health.Host {
-        var probed = Health.Host(name: host.name, address: "\(host.address)", reachable: false)
+    private func probe(_ host: NamedAddress) async -> MemberHealth {
+        var probed = MemberHealth(name: host.name, address: "\(host.address)")
         do {
             let response = try await client.execute(HTTPRequest(url: "http://\(host.address)/health", timeout: .seconds(1), connectTimeout: .seconds(1)))
             let health = JSONValue.parse(response.body)?.objectValue
@@ -175,12 +150,10 @@ final class WorkerState: Sendable {
             probed.error = "\(error)"
             return probed
         }
-        if case .success(let info) = await client.ring(at: "\(host.address)", token: configuration.hostToken, timeout: .seconds(1)) {
-            // A newer ring seen here is adopted here: the probe is as good a messenger as a 421.
-            (store as? DurableSessionManager)?.consider(info, from: host.name)
-            probed.ringVersion = info.version
-            probed.ringAgrees = info.agrees(with: ring)
-        }
+        let answer = await client.ring(at: "\(host.address)", token: configuration.hostToken, timeout: .seconds(1))
+        // A newer ring seen here is adopted here: the probe is as good a messenger as a 421.
+        if case .success(let info) = answer { (store as? DurableSessionManager)?.consider(info, from: host.name) }
+        if case .success = answer { probed.record(answer, ours: ring) }
         return probed
     }
 }
