@@ -227,13 +227,25 @@ final class ProcessReaper: Sendable {
 }
 
 /// `count` consecutive TCP ports on 127.0.0.1 that were free a moment ago, below the
-/// kernel's ephemeral range (so no outgoing connection of another test takes one meanwhile).
+/// kernel's ephemeral range (so no outgoing connection of another test takes one meanwhile),
+/// and never handed out before in this test run: a port chosen for a process that binds it
+/// only later (a stack's PostgreSQL, after its initdb) is not given to a test running beside.
 public func freeLoopbackPortRange(_ count: Int) -> Int {
     while true {
         let base = Int.random(in: 10_000...(30_000 - count))
-        if (base..<(base + count)).allSatisfy(isFreeLoopbackPort) { return base }
+        let range = base..<(base + count)
+        guard range.allSatisfy(isFreeLoopbackPort) else { continue }
+        let reserved = handedOutPorts.update { handed -> Bool in
+            guard !range.contains(where: handed.contains) else { return false }
+            handed.formUnion(range)
+            return true
+        }
+        if reserved { return base }
     }
 }
+
+/// Every port `freeLoopbackPortRange` gave out in this process.
+private let handedOutPorts = Mutexed<Set<Int>>([])
 
 /// Whether a TCP port on 127.0.0.1 can be bound now.
 public func isFreeLoopbackPort(_ port: Int) -> Bool {

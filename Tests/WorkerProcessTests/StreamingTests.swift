@@ -165,6 +165,14 @@ struct StreamingTests {
         await stack.stop()
     }
 
+    /// A question whose streamed answer (the stand-in repeats it, a word per chunk) lasts
+    /// about 8 s at 150 ms a word: a call that is not stopped is still sending when the test
+    /// looks, however loaded the machine, so "the transfer was never closed" cannot pass for
+    /// "it ended by itself".
+    static func longQuery(_ start: String) -> String {
+        ([start] + (1...50).map { "word\($0)" }).joined(separator: " ")
+    }
+
     @Test("2026-07-28: closing the stream cancels the call; the upstream transfer is closed within 1 s and nothing is stored")
     func closingTheStreamCancels() async throws {
         let stack = try await WorkerStack.start()
@@ -172,7 +180,7 @@ struct StreamingTests {
         let curl = CurlClient()
         defer { curl.shutdown() }
         let response = try await curl.stream(
-            streamedQuery(base: stack.worker.base, client: nil, id: 7, query: "stop me", conversation: "cancelled-modern", modern: true))
+            streamedQuery(base: stack.worker.base, client: nil, id: 7, query: Self.longQuery("stop me"), conversation: "cancelled-modern", modern: true))
         var received = 0
         for try await _ in response.body.serverSentEvents {
             received += 1
@@ -200,7 +208,8 @@ struct StreamingTests {
         let curl = CurlClient()
         defer { curl.shutdown() }
         let response = try await curl.stream(
-            streamedQuery(base: stack.worker.base, client: client, id: 9, query: "cancel me", conversation: "cancelled-legacy", modern: false))
+            streamedQuery(
+                base: stack.worker.base, client: client, id: 9, query: Self.longQuery("cancel me"), conversation: "cancelled-legacy", modern: false))
         var events: [ServerSentEvent] = []
         let reader = Task {
             var seen: [ServerSentEvent] = []
