@@ -53,13 +53,20 @@ public struct DurableHostServer: Sendable {
             commitTimeout: configuration.storage == .postgres ? configuration.storageTimeout : nil,
             settleDoubt: { await membership?.fenceOffCommitsInFlight() },
             onDoubtResolved: { forgetAll.changed(0) }, logger: logger)
+        let now: @Sendable () -> Double = { Date().timeIntervalSince1970 }
         let context = ObjectContext(
             committer: committer, store: parts.store, load: parts.load,
-            limits: configuration.limits, idempotencyRetention: Double(retention.components.seconds), maxKeysPerSession: 1_000,
-            now: { Date().timeIntervalSince1970 }, ownsNow: { ring.ownsNow($0) }, heldElsewhere: parts.held?.elsewhere,
+            limits: configuration.limits, retention: configuration.retention.secondsValue,
+            idempotencyRetention: Double(retention.components.seconds), maxKeysPerSession: 1_000,
+            now: now, ownsNow: { ring.ownsNow($0) }, heldElsewhere: parts.held?.elsewhere,
             ringVersion: { membership?.ringVersion ?? 0 })
         let directory = SessionDirectory(
             context: context, maxLive: configuration.maxLiveObjects, idleTimeout: configuration.idleTimeout)
+        // A host's own storage holds only what is this host's to delete; a shared one, every host's.
+        let ownsAllItStores = configuration.storage == .sqlite
+        let lifetimes = Lifetimes(
+            directory: directory, store: parts.store, isMine: { ownsAllItStores || ring.ownsNow($0) },
+            retention: configuration.retention.secondsValue, now: now, stats: parts.stats)
         // On a shared database, a new ring version drops every live object: each reloads
         // under the new version, so none serves a session another host wrote meanwhile.
         parts.ringChanges.set { _ in directory.forgetAll() }
@@ -67,7 +74,8 @@ public struct DurableHostServer: Sendable {
         state = HostDependencies(
             node: configuration.node, directory: directory, limits: configuration.limits,
             metrics: RouteMetrics(registry: registry, prefix: "host"), storage: parts.stats, storePath: parts.store.description,
-            token: configuration.token, ring: ring, store: parts.store, peers: peers, held: parts.held, membership: membership, logger: logger)
+            token: configuration.token, ring: ring, store: parts.store, peers: peers, held: parts.held, membership: membership,
+            lifetimes: lifetimes, logger: logger)
         let upkeep = HostUpkeep(
             directory: directory, store: parts.store, retention: retention, recount: configuration.storage == .postgres, stats: parts.stats,
             logger: logger)
@@ -80,7 +88,7 @@ public struct DurableHostServer: Sendable {
         // database client and the libcurl thread stop last.
         var services: [any Service] = [CurlClientService(client: peers)]
         services += parts.early
-        services += [committer, upkeep]
+        services += [committer, upkeep, ExpirySweeper(lifetimes: lifetimes, interval: configuration.expiryInterval, logger: logger)]
         if let held = parts.held {
             // Before serving anything: what did the other members hold for us while we were away?
             await held.recover()
@@ -109,7 +117,8 @@ public struct DurableHostServer: Sendable {
 
     /// SQLite: the ring of configured peers, ring changes by handoff, hinted handoff.
     private static func sqliteParts(_ configuration: HostConfiguration, peers: CurlClient, logger: Logger) async throws -> StorageParts {
-        let store = try SQLiteSessionStore(directory: configuration.dataDirectory, synchronous: configuration.synchronous)
+        let store = try SQLiteSessionStore(
+            directory: configuration.dataDirectory, synchronous: configuration.synchronous, codec: ContentCodec(threshold: configuration.compressThreshold))
         let stats = StorageStatus(sessions: try await store.sessionCount())
         let stored = try await store.loadRingState().flatMap { try? JSONCoding.decoder.decode(RingHolder.Persisted.self, from: $0) }
         var (persisted, note) = RingHolder.startingState(configured: configuration.membership, stored: stored)
@@ -148,7 +157,9 @@ public struct DurableHostServer: Sendable {
             ("idle_in_transaction_session_timeout", "\(Int(configuration.leaseDuration.secondsValue * 1000))"))
         let client = PostgresClient(configuration: clientConfiguration, backgroundLogger: clientLogger)
         let fence = Fence(node: configuration.node)
-        let store = PostgresSessionStore(client: client, fence: fence, timeout: configuration.storageTimeout, description: "\(url)", logger: clientLogger)
+        let store = PostgresSessionStore(
+            client: client, fence: fence, timeout: configuration.storageTimeout, codec: ContentCodec(threshold: configuration.compressThreshold),
+            description: "\(url)", logger: clientLogger)
         let ring = RingHolder(
             node: configuration.node,
             persisted: .init(current: Membership(version: 0, members: [], lease: configuration.leaseDuration.secondsValue), previous: nil))

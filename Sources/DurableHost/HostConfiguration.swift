@@ -47,6 +47,13 @@ public struct HostConfiguration: Sendable {
     public var storageTimeout: Duration = .seconds(2)
     /// For tests only: a pause before each commit, so that a write can be caught queued.
     public var commitDelay: Duration?
+    /// How long a session that sets no lifetime of its own (a conversation) is kept after its
+    /// last write; zero keeps it for ever.
+    public var retention: Duration = .seconds(90 * 86_400)
+    /// How often the expiry sweep looks for sessions past their lifetime.
+    public var expiryInterval: Duration = .seconds(60)
+    /// Message content longer than this many bytes is stored compressed; 0: never.
+    public var compressThreshold: Int = 2048
 
     public init(
         listen: ListenAddress = ListenAddress(host: "127.0.0.1", port: 7400),

@@ -25,6 +25,8 @@ final class HostDependencies: Sendable {
     let held: HeldWrites?
     /// Membership kept in a shared database (PostgreSQL storage only).
     let membership: DatabaseMembership?
+    /// Expiry and deletion by principal.
+    let lifetimes: Lifetimes
     /// The store, when it is this host's own (SQLite): ring changes move sessions through it.
     var local: (any LocalSessionStore)? { store as? any LocalSessionStore }
     private let token: String?
@@ -34,8 +36,9 @@ final class HostDependencies: Sendable {
     init(
         node: String, directory: SessionDirectory, limits: SessionLimits, metrics: RouteMetrics,
         storage: StorageStatus, storePath: String, token: String?, ring: RingHolder, store: any SessionStore, peers: CurlClient,
-        held: HeldWrites?, membership: DatabaseMembership?, logger: Logger
+        held: HeldWrites?, membership: DatabaseMembership?, lifetimes: Lifetimes, logger: Logger
     ) {
+        self.lifetimes = lifetimes
         self.held = held
         self.membership = membership
         self.ring = ring
@@ -78,6 +81,21 @@ final class HostDependencies: Sendable {
             error: APIError(
                 .misdirected,
                 "session '\(id)' belongs to \(owner.name) at \(owner.address) in ring version \(version), not to \(node)"))
+    }
+
+    /// One page of a listing (`GET /sessions`): what this host stores, or on a shared
+    /// database what every host does (`scope`).
+    func listing(_ listing: SessionListing) async throws(APIError) -> HostAPI.Listing {
+        let summaries: [HostAPI.SessionSummary]
+        do {
+            summaries = try await store.summaries(listing, now: Date().timeIntervalSince1970, retention: lifetimes.retention)
+        } catch {
+            throw APIError(.storageUnavailable, "could not list sessions; retry")
+        }
+        let next = summaries.count == listing.limit ? summaries.last?.cursor.text : nil
+        var page = HostAPI.Listing(data: summaries, next: next)
+        page.scope = local == nil ? .everyHost : .thisHost
+        return page
     }
 
     /// `PUT /ring`: starts a change; saved before it takes effect, so a restart keeps it.
@@ -136,6 +154,10 @@ final class HostDependencies: Sendable {
         var status: String
         var node: String
         var sessionsStored: Int
+        /// Sessions the expiry sweep deleted since this host started.
+        var expiredSinceStart: Int
+        /// Seconds a session without a lifetime of its own is kept (0: for ever).
+        var retentionSeconds: Double
         var liveObjects: Int
         var storage: Storage
         var uptimeSeconds: Double
@@ -157,6 +179,8 @@ final class HostDependencies: Sendable {
         enum CodingKeys: String, CodingKey {
             case status, node, storage, version, ring, problems, membership
             case sessionsStored = "sessions_stored"
+            case expiredSinceStart = "expired_since_start"
+            case retentionSeconds = "retention_seconds"
             case liveObjects = "live_objects"
             case uptimeSeconds = "uptime_seconds"
         }
@@ -184,6 +208,8 @@ final class HostDependencies: Sendable {
             status: problems.isEmpty ? "ok" : "degraded",
             node: node,
             sessionsStored: storage.sessions,
+            expiredSinceStart: storage.expired,
+            retentionSeconds: lifetimes.retention,
             liveObjects: directory.liveCount,
             storage: .init(status: lastError == nil ? "ok" : "failing", path: storePath, lastError: lastError),
             uptimeSeconds: uptime.secondsValue,

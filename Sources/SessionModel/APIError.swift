@@ -39,6 +39,8 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
     case hintSeedRequired = "hint_seed_required"
     /// The host will not hold writes for this session: its owner answers again (send there).
     case hintRefused = "hint_refused"
+    /// `put_record` of a session that exists and holds something else.
+    case sessionExists = "session_exists"
     case storageUnavailable = "storage_unavailable"
     case shuttingDown = "shutting_down"
     case internalError = "internal_error"
@@ -55,7 +57,7 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
         case .payloadTooLarge: 413
         case .unsupportedMediaType: 415
         case .misdirected: 421
-        case .hintSeedRequired: 409
+        case .hintSeedRequired, .sessionExists: 409
         case .limitExceeded, .idempotencyKeyReused: 422
         case .storageUnavailable, .shuttingDown, .ringChanging, .hintRefused: 503
         case .internalError: 500

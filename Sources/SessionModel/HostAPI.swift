@@ -36,19 +36,22 @@ public enum HostAPI {
         public var lastUpdated: Double
         /// For `clear`: whether there was a session to clear.
         public var cleared: Bool?
+        /// True when the write changed nothing (`put_record` of the record already there).
+        public var unchanged: Bool?
 
-        public init(messageCount: Int, createdAt: Double, lastUpdated: Double, cleared: Bool? = nil) {
+        public init(messageCount: Int, createdAt: Double, lastUpdated: Double, cleared: Bool? = nil, unchanged: Bool? = nil) {
             self.messageCount = messageCount
             self.createdAt = createdAt
             self.lastUpdated = lastUpdated
             self.cleared = cleared
+            self.unchanged = unchanged
         }
 
         enum CodingKeys: String, CodingKey {
             case messageCount = "message_count"
             case createdAt = "created_at"
             case lastUpdated = "last_updated"
-            case cleared
+            case cleared, unchanged
         }
     }
 
@@ -61,7 +64,9 @@ public enum HostAPI {
             var text = "{\"data\":{"
             if let cleared = data.cleared { text += "\"cleared\":\(cleared)," }
             text += "\"created_at\":\(JSONValue.number(data.createdAt)),\"last_updated\":\(JSONValue.number(data.lastUpdated)),"
-            text += "\"message_count\":\(data.messageCount)},\"success\":\(success)}"
+            text += "\"message_count\":\(data.messageCount)"
+            if let unchanged = data.unchanged { text += ",\"unchanged\":\(unchanged)" }
+            text += "},\"success\":\(success)}"
             return Data(text.utf8)
         }
 
@@ -71,6 +76,100 @@ public enum HostAPI {
         public init(data: WriteResult) {
             success = true
             self.data = data
+        }
+    }
+
+    /// One session in a listing (`GET /sessions`): everything but its messages.
+    public struct SessionSummary: Codable, Sendable, Hashable {
+        public var id: String
+        public var principal: String?
+        public var metadata: JSONObject
+        public var createdAt: Double
+        public var lastUpdated: Double
+        public var messageCount: Int
+        public var expiresAfter: Double?
+
+        public init(
+            id: String, principal: String?, metadata: JSONObject, createdAt: Double, lastUpdated: Double, messageCount: Int,
+            expiresAfter: Double? = nil
+        ) {
+            self.id = id
+            self.principal = principal
+            self.metadata = metadata
+            self.createdAt = createdAt
+            self.lastUpdated = lastUpdated
+            self.messageCount = messageCount
+            self.expiresAfter = expiresAfter
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case id, principal, metadata
+            case createdAt = "created_at"
+            case lastUpdated = "last_updated"
+            case messageCount = "message_count"
+            case expiresAfter = "expires_after"
+        }
+
+        /// Where the next page starts: after this one.
+        public var cursor: ListCursor { ListCursor(lastUpdated: lastUpdated, id: id) }
+    }
+
+    /// A position in a listing, newest first: `"<last_updated>~<id>"` on the wire (`before=`).
+    public struct ListCursor: Sendable, Hashable, Comparable {
+        public var lastUpdated: Double
+        public var id: String
+
+        public init(lastUpdated: Double, id: String) {
+            self.lastUpdated = lastUpdated
+            self.id = id
+        }
+
+        public init?(_ text: String) {
+            guard let tilde = text.firstIndex(of: "~"), let time = Double(text[..<tilde]), time.isFinite else { return nil }
+            let id = String(text[text.index(after: tilde)...])
+            guard (try? SessionID.validate(id, limits: SessionLimits(maxIdLength: 1024))) != nil else { return nil }
+            self.init(lastUpdated: time, id: id)
+        }
+
+        public var text: String { "\(JSONValue.number(lastUpdated))~\(id)" }
+
+        /// Newest first: a cursor is "less" when it comes earlier in a listing.
+        public static func < (lhs: ListCursor, rhs: ListCursor) -> Bool {
+            lhs.lastUpdated != rhs.lastUpdated ? lhs.lastUpdated > rhs.lastUpdated : lhs.id > rhs.id
+        }
+    }
+
+    /// `GET /sessions`: one page of a listing, newest first, and where the next one starts.
+    public struct Listing: Codable, Sendable, Hashable {
+        /// What a listing covers: the sessions one host stores (ask every host), or those of
+        /// every host (a shared database: one host answers for all).
+        public enum Scope: String, Codable, Sendable {
+            case thisHost = "host"
+            case everyHost = "all"
+        }
+
+        public var success: Bool
+        public var data: [SessionSummary]
+        /// The `before` of the next page; nil when this one is the last.
+        public var next: String?
+        public var scope: Scope
+
+        public init(data: [SessionSummary], next: String?, scope: Scope = .thisHost) {
+            success = true
+            self.data = data
+            self.next = next
+            self.scope = scope
+        }
+    }
+
+    /// `DELETE /principals/{principal}`: how many sessions this host deleted.
+    public struct Erasure: Codable, Sendable, Hashable {
+        public var success: Bool
+        public var removed: Int
+
+        public init(removed: Int) {
+            success = true
+            self.removed = removed
         }
     }
 

@@ -161,7 +161,10 @@ extension HostAPI.Record {
         else { return nil }
         var metadata: JSONObject = [:]
         if case .object(let given)? = record["metadata"] { metadata = given }
-        return HostAPI.Record(data: SessionRecord(id: id, messages: messages, metadata: metadata, createdAt: createdAt, lastUpdated: lastUpdated))
+        return HostAPI.Record(
+            data: SessionRecord(
+                id: id, messages: messages, metadata: metadata, createdAt: createdAt, lastUpdated: lastUpdated,
+                principal: record["principal"]?.stringValue, expiresAfter: record["expires_after"]?.numberValue))
     }
 }
 

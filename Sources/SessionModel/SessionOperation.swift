@@ -14,24 +14,33 @@ public struct MessageInput: Codable, Sendable, Hashable {
 }
 
 /// The operations on one session: the seed's three, one atomic append of several messages,
-/// and clear.
+/// counters, a whole record brought in from elsewhere, and clear.
 ///
-/// Wire form of the first four (the body of `POST /sessions/{id}/update`):
+/// Wire form (the body of `POST /sessions/{id}/update`):
 /// ```json
 /// {"operation": "append_message", "message": {"role": "user", "content": "hi"}}
 /// {"operation": "append_messages", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+/// {"operation": "append_messages", "messages": [...], "metadata": {"title": "q"}}
 /// {"operation": "set_history", "messages": [{"role": "user", "content": "hi"}]}
 /// {"operation": "update_metadata", "metadata": {"repo": "owner/name"}}
+/// {"operation": "add_counters", "counters": {"calls": 1, "upstream_ms": 840}}
+/// {"operation": "put_record", "record": {"messages": [...], "metadata": {...}, "created_at": ..., "last_updated": ...}}
 /// ```
 /// `clear` is `DELETE /sessions/{id}/clear`.
 public enum SessionOperation: Sendable, Hashable {
     case appendMessage(MessageInput)
-    /// Appends every message or none: one conversation turn (a question and its answer) is
-    /// one operation, so a refused answer never leaves its question behind.
-    case appendMessages([MessageInput])
+    /// Appends every message (and merges `metadata`, when given) or none: one conversation
+    /// turn (a question, its answer, what the conversation is about) is one operation, so a
+    /// refused answer never leaves its question behind.
+    case appendMessages([MessageInput], metadata: JSONObject? = nil)
     case setHistory([MessageInput])
     /// Merged into the stored metadata key by key; a key set to `null` is removed.
     case updateMetadata(JSONObject)
+    /// Adds each number to the metadata key of that name (absent counts as 0).
+    case addCounters([String: Double])
+    /// A whole record from elsewhere (an import): created as given when the session does not
+    /// exist, nothing when it holds exactly this record, refused (`session_exists`) otherwise.
+    case putRecord(SessionRecord)
     case clear
 
     /// The name on the wire.
@@ -41,26 +50,78 @@ public enum SessionOperation: Sendable, Hashable {
         case .appendMessages: "append_messages"
         case .setHistory: "set_history"
         case .updateMetadata: "update_metadata"
+        case .addCounters: "add_counters"
+        case .putRecord: "put_record"
         case .clear: "clear"
         }
     }
 
     /// The operations `POST /update` accepts.
-    public static let updateOperationNames = ["append_message", "append_messages", "set_history", "update_metadata"]
+    public static let updateOperationNames = [
+        "append_message", "append_messages", "set_history", "update_metadata", "add_counters", "put_record",
+    ]
+}
+
+/// One write: an operation, and what it says of the session beyond it (who it belongs to, how
+/// long it lives). A session keeps its principal and lifetime until a write changes them; a
+/// session's principal, once set, never changes.
+///
+/// Wire form: the operation's, with `"principal"` and `"expires_after"` beside `"operation"`.
+public struct SessionUpdate: Sendable, Hashable {
+    public var operation: SessionOperation
+    /// Who the session belongs to (1 to 64 of `A-Z a-z 0-9 . _ - @ :`).
+    public var principal: String?
+    /// Seconds without a write after which the session is deleted; 0: never.
+    public var expiresAfter: Double?
+
+    public init(_ operation: SessionOperation, principal: String? = nil, expiresAfter: Double? = nil) {
+        self.operation = operation
+        self.principal = principal
+        self.expiresAfter = expiresAfter
+    }
+
+    /// Longest lifetime a write may set: ten years.
+    public static let maxLifetime: Double = 10 * 366 * 86_400
+
+    /// The update's wire form as a JSON value.
+    public var jsonValue: JSONValue {
+        guard case .object(var object) = operation.jsonValue else { return operation.jsonValue }
+        if let principal { object["principal"] = .string(principal) }
+        if let expiresAfter { object["expires_after"] = .double(expiresAfter) }
+        return .object(object)
+    }
+
+    /// The update's canonical JSON (keys sorted), as `SessionOperation.canonicalJSON`.
+    public var canonicalJSON: Data {
+        Data(jsonValue.jsonText().utf8)
+    }
+
+    /// Whether `principal` can name a principal.
+    public static func isValidPrincipal(_ principal: String) -> Bool {
+        let bytes = principal.utf8
+        return (1...64).contains(bytes.count)
+            && bytes.allSatisfy { byte in
+                switch byte {
+                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                    UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"), UInt8(ascii: "@"), UInt8(ascii: ":"):
+                    true
+                default:
+                    false
+                }
+            }
+    }
 }
 
 extension SessionOperation: Encodable {
-    enum CodingKeys: String, CodingKey { case operation, message, messages, metadata }
-
+    /// The wire form, as `jsonValue` writes it.
     public func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(name, forKey: .operation)
-        switch self {
-        case .appendMessage(let message): try container.encode(message, forKey: .message)
-        case .appendMessages(let messages), .setHistory(let messages): try container.encode(messages, forKey: .messages)
-        case .updateMetadata(let metadata): try container.encode(metadata, forKey: .metadata)
-        case .clear: break
-        }
+        try jsonValue.encode(to: encoder)
+    }
+}
+
+extension SessionUpdate: Encodable {
+    public func encode(to encoder: any Encoder) throws {
+        try jsonValue.encode(to: encoder)
     }
 }
 
@@ -76,8 +137,13 @@ extension SessionOperation {
         var object: JSONObject = ["operation": .string(name)]
         switch self {
         case .appendMessage(let message): object["message"] = message.jsonValue
-        case .appendMessages(let messages), .setHistory(let messages): object["messages"] = .array(messages.map(\.jsonValue))
+        case .appendMessages(let messages, let metadata):
+            object["messages"] = .array(messages.map(\.jsonValue))
+            if let metadata { object["metadata"] = .object(metadata) }
+        case .setHistory(let messages): object["messages"] = .array(messages.map(\.jsonValue))
         case .updateMetadata(let metadata): object["metadata"] = .object(metadata)
+        case .addCounters(let counters): object["counters"] = .object(counters.mapValues { .double($0) })
+        case .putRecord(let record): object["record"] = record.jsonValue
         case .clear: break
         }
         return .object(object)
@@ -87,14 +153,14 @@ extension SessionOperation {
     ///
     /// The body is read by the strict `JSONParser`, so it means the same here as in every other
     /// service: UTF-8 only, no repeated key, no integer beyond 64 bits.
-    public static func decodeUpdate(from body: Data) throws(APIError) -> SessionOperation {
+    public static func decodeUpdate(from body: Data) throws(APIError) -> SessionUpdate {
         let value: JSONValue
         do {
             value = try JSONValue.parseStrictly(body)
         } catch {
             throw APIError(.invalidJSON, "request body is not valid JSON: \(error)")
         }
-        return try decode(value)
+        return try SessionUpdate.decode(value)
     }
 
     /// Reads an operation from its wire form (`jsonValue`).
@@ -110,15 +176,56 @@ extension SessionOperation {
         case "append_messages":
             let messages = try self.messages(fields, "messages")
             guard !messages.isEmpty else { throw APIError(.invalidField, "messages must hold at least one message") }
-            return .appendMessages(messages)
+            return .appendMessages(messages, metadata: try fields.optionalObject("metadata"))
         case "set_history":
             return .setHistory(try self.messages(fields, "messages"))
         case "update_metadata":
             return .updateMetadata(try fields.object("metadata"))
+        case "add_counters":
+            var counters: [String: Double] = [:]
+            for (key, value) in try fields.object("counters") {
+                guard let number = value.numberValue, number.isFinite else {
+                    throw APIError(.invalidField, "counters.\(key.prefix(64)) must be a number")
+                }
+                counters[key] = number
+            }
+            return .addCounters(counters)
+        case "put_record":
+            return .putRecord(try record(fields.object("record")))
         default:
             let known = updateOperationNames.joined(separator: ", ")
             throw APIError(.unknownOperation, "unknown operation '\(name.prefix(64))'; expected one of \(known)")
         }
+    }
+
+    /// A record as `put_record` carries it: messages with their times, metadata, the session's
+    /// times, and its principal and lifetime when set. Its id is the session's, whatever it says.
+    private static func record(_ object: JSONObject) throws(APIError) -> SessionRecord {
+        let fields = Fields(object, path: "record")
+        var messages: [Message] = []
+        for (index, item) in try fields.array("messages").enumerated() {
+            let path = "record.messages[\(index)]"
+            guard case .object(let object) = item else { throw APIError(.invalidField, "\(path) must be a JSON object") }
+            let input = try message(object, path: path)
+            guard let timestamp = input.timestamp else { throw APIError(.missingField, "\(path).timestamp is required") }
+            messages.append(Message(role: input.role, content: input.content, timestamp: timestamp))
+        }
+        let createdAt = try fields.time("created_at")
+        let lastUpdated = try fields.time("last_updated")
+        guard createdAt <= lastUpdated else { throw APIError(.invalidField, "record.created_at must not be after record.last_updated") }
+        let principal = try fields.optionalString("principal")
+        if let principal, !SessionUpdate.isValidPrincipal(principal) {
+            throw APIError(.invalidField, "record.principal must be 1 to 64 of A-Z a-z 0-9 . _ - @ :")
+        }
+        let lifetime = try fields.optionalNumber("expires_after")
+        if let lifetime, !(lifetime.isFinite && lifetime >= 0 && lifetime <= SessionUpdate.maxLifetime) {
+            throw APIError(.invalidField, "record.expires_after must be a number of seconds from 0 (never) to \(Int(SessionUpdate.maxLifetime))")
+        }
+        // A key set to null is no key: what a merge would have left.
+        let metadata = (try fields.optionalObject("metadata") ?? [:]).filter { $0.value != .null }
+        return SessionRecord(
+            id: "", messages: messages, metadata: metadata, createdAt: createdAt, lastUpdated: lastUpdated, principal: principal,
+            expiresAfter: lifetime)
     }
 
     private static func messages(_ fields: Fields, _ key: String) throws(APIError) -> [MessageInput] {
@@ -147,6 +254,39 @@ extension SessionOperation {
             throw APIError(.invalidField, "\(path).timestamp must be a non-negative number of seconds since the epoch")
         }
         return MessageInput(role: role, content: content, timestamp: timestamp)
+    }
+}
+
+extension SessionUpdate {
+    /// Reads an update from its wire form: the operation, and the session's principal and
+    /// lifetime when the write sets them.
+    public static func decode(_ value: JSONValue) throws(APIError) -> SessionUpdate {
+        let operation = try SessionOperation.decode(value)
+        let fields = Fields(value.objectValue ?? [:], path: "")
+        let principal = try fields.optionalString("principal")
+        if let principal, !isValidPrincipal(principal) {
+            throw APIError(.invalidField, "principal must be 1 to 64 of A-Z a-z 0-9 . _ - @ :")
+        }
+        let lifetime = try fields.optionalNumber("expires_after")
+        if let lifetime, !(lifetime.isFinite && lifetime >= 0 && lifetime <= maxLifetime) {
+            throw APIError(.invalidField, "expires_after must be a number of seconds from 0 (never) to \(Int(maxLifetime))")
+        }
+        return SessionUpdate(operation, principal: principal, expiresAfter: lifetime)
+    }
+}
+
+extension SessionRecord {
+    /// The record's wire form as a JSON value (what `Codable` writes).
+    public var jsonValue: JSONValue {
+        var object: JSONObject = [
+            "id": .string(id),
+            "messages": .array(
+                messages.map { .object(["role": .string($0.role.rawValue), "content": .string($0.content), "timestamp": .double($0.timestamp)]) }),
+            "metadata": .object(metadata), "created_at": .double(createdAt), "last_updated": .double(lastUpdated),
+        ]
+        if let principal { object["principal"] = .string(principal) }
+        if let expiresAfter { object["expires_after"] = .double(expiresAfter) }
+        return .object(object)
     }
 }
 
@@ -193,6 +333,28 @@ private struct Fields {
     func array(_ key: String) throws(APIError) -> [JSONValue] {
         guard case .array(let items) = try value(key) else { throw APIError(.invalidField, "\(name(key)) must be an array") }
         return items
+    }
+
+    /// A JSON object, or nil when absent or null.
+    func optionalObject(_ key: String) throws(APIError) -> JSONObject? {
+        guard let value = object[key], value != .null else { return nil }
+        guard case .object(let object) = value else { throw APIError(.invalidField, "\(name(key)) must be a JSON object") }
+        return object
+    }
+
+    /// A string, or nil when absent or null.
+    func optionalString(_ key: String) throws(APIError) -> String? {
+        guard let value = object[key], value != .null else { return nil }
+        guard case .string(let text) = value else { throw APIError(.invalidField, "\(name(key)) must be a string") }
+        return text
+    }
+
+    /// Seconds since the epoch: a finite, non-negative number.
+    func time(_ key: String) throws(APIError) -> Double {
+        guard let number = try value(key).numberValue, number.isFinite, number >= 0 else {
+            throw APIError(.invalidField, "\(name(key)) must be a non-negative number of seconds since the epoch")
+        }
+        return number
     }
 
     /// A number, or nil when absent or null.

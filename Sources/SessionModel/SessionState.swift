@@ -36,11 +36,36 @@ public struct SessionState: Sendable, Hashable {
 
     /// What an applied operation changed: what storage must persist.
     public enum Change: Sendable, Hashable {
-        /// `messages` appended, the first at index `firstIndex` of the history.
-        case appended([Message], firstIndex: Int)
+        /// `messages` appended, the first at index `firstIndex` of the history, and the
+        /// metadata merged when the operation carried some.
+        case appended([Message], firstIndex: Int, metadataChanged: Bool = false)
+        /// Every message replaced (and, for a record put in whole, the metadata and times).
         case replacedMessages
         case replacedMetadata
         case cleared
+        /// The operation asked for what is already there: nothing to store.
+        case unchanged
+    }
+
+    /// Whether the session has gone unwritten past its lifetime (`retention` for one that sets
+    /// none): it then answers as one that never existed, and a sweep deletes it.
+    public func isExpired(now: Double, retention: Double) -> Bool {
+        guard exists, let expiresAt = record.expiresAt(retention: retention) else { return false }
+        return expiresAt <= now
+    }
+
+    /// Applies an update at time `now` within `limits`, or throws and changes nothing: the
+    /// operation, then the principal and lifetime it sets.
+    public mutating func apply(_ update: SessionUpdate, now: Double, limits: SessionLimits) throws(APIError) -> Change {
+        let principal = update.principal ?? { if case .putRecord(let record) = update.operation { return record.principal } else { return nil } }()
+        if let principal, exists, let owner = record.principal, owner != principal {
+            throw APIError(.invalidField, "principal: session '\(record.id)' belongs to another principal")
+        }
+        let change = try apply(update.operation, now: now, limits: limits)
+        guard exists, change != .unchanged else { return change }
+        if let principal { record.principal = principal }
+        if let lifetime = update.expiresAfter { record.expiresAfter = lifetime }
+        return change
     }
 
     /// Applies an operation at time `now` within `limits`, or throws and changes nothing.
@@ -53,8 +78,48 @@ public struct SessionState: Sendable, Hashable {
         case .appendMessage(let input):
             return try append([input], now: now, limits: limits, paths: { _ in "message.content" })
 
-        case .appendMessages(let inputs):
+        case .appendMessages(let inputs, nil):
             return try append(inputs, now: now, limits: limits, paths: { "messages[\($0)].content" })
+
+        case .appendMessages(let inputs, let patch?):
+            let merged = try Self.merge(patch, into: record.metadata, limits: limits)
+            guard case .appended(let messages, let index, _) = try append(inputs, now: now, limits: limits, paths: { "messages[\($0)].content" })
+            else { return .unchanged }
+            record.metadata = merged
+            return .appended(messages, firstIndex: index, metadataChanged: true)
+
+        case .addCounters(let counters):
+            var patch: JSONObject = [:]
+            for (key, amount) in counters {
+                let current: Double
+                switch record.metadata[key] {
+                case nil: current = 0
+                case let value?:
+                    guard let number = value.numberValue else {
+                        throw APIError(.invalidField, "counters.\(key.prefix(64)): metadata key '\(key.prefix(64))' holds something other than a number")
+                    }
+                    current = number
+                }
+                patch[key] = .double(current + amount)
+            }
+            let merged = try Self.merge(patch, into: record.metadata, limits: limits)
+            touch(now)
+            record.metadata = merged
+            return .replacedMetadata
+
+        case .putRecord(var given):
+            given.id = record.id
+            if exists {
+                let same =
+                    given.messages == record.messages && given.metadata == record.metadata && given.createdAt == record.createdAt
+                    && given.lastUpdated == record.lastUpdated && given.expiresAfter == record.expiresAfter
+                guard same else {
+                    throw APIError(.sessionExists, "session '\(record.id)' exists and differs from the record given; nothing was changed")
+                }
+                return .unchanged
+            }
+            self = try Self.validated(given, limits: limits)
+            return .replacedMessages
 
         case .setHistory(let inputs):
             guard inputs.count <= limits.maxMessagesPerSession else {
@@ -74,14 +139,7 @@ public struct SessionState: Sendable, Hashable {
             return .replacedMessages
 
         case .updateMetadata(let patch):
-            var merged = record.metadata
-            for (key, value) in patch {
-                if value == .null { merged.removeValue(forKey: key) } else { merged[key] = value }
-            }
-            let size = merged.encodedJSON().count
-            guard size <= limits.maxMetadataBytes else {
-                throw APIError(.limitExceeded, "metadata would be \(size) bytes; the limit is \(limits.maxMetadataBytes)")
-            }
+            let merged = try Self.merge(patch, into: record.metadata, limits: limits)
             touch(now)
             record.metadata = merged
             return .replacedMetadata
@@ -116,6 +174,19 @@ public struct SessionState: Sendable, Hashable {
         record.messages.append(contentsOf: messages)
         contentBytes += bytes
         return .appended(messages, firstIndex: firstIndex)
+    }
+
+    /// `patch` merged into `metadata` key by key (null removes a key), within the size limit.
+    private static func merge(_ patch: JSONObject, into metadata: JSONObject, limits: SessionLimits) throws(APIError) -> JSONObject {
+        var merged = metadata
+        for (key, value) in patch {
+            if value == .null { merged.removeValue(forKey: key) } else { merged[key] = value }
+        }
+        let size = merged.encodedJSON().count
+        guard size <= limits.maxMetadataBytes else {
+            throw APIError(.limitExceeded, "metadata would be \(size) bytes; the limit is \(limits.maxMetadataBytes)")
+        }
+        return merged
     }
 
     private mutating func touch(_ now: Double) {

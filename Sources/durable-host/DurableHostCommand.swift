@@ -74,6 +74,13 @@ struct DurableHostCommand: AsyncParsableCommand {
     var leaseRenewInterval: Double?
     @Option(name: .customLong("storage-timeout"), help: "Seconds one database operation may take before the request fails with 503 (postgres; default 2).")
     var storageTimeout: Double?
+    @Option(
+        help: "Seconds a session without a lifetime of its own (a conversation) is kept after its last write; 0 keeps it for ever (default 7776000, 90 days).")
+    var retention: Double?
+    @Option(name: .customLong("expiry-interval"), help: "Seconds between sweeps for expired sessions (default 60).")
+    var expiryInterval: Double?
+    @Option(name: .customLong("compress-threshold"), help: "Message content longer than this many bytes is stored compressed; 0: never (default 2048).")
+    var compressThreshold: Int?
     @Option(name: .customLong("commit-delay"), help: ArgumentHelp("For tests only: seconds to pause before each commit.", visibility: .hidden))
     var commitDelay: Double?
 
@@ -82,6 +89,7 @@ struct DurableHostCommand: AsyncParsableCommand {
         "idle_timeout", "idempotency_retention", "max_batch", "max_id_length", "max_content_bytes",
         "max_messages_per_session", "max_session_bytes", "max_metadata_bytes", "max_body_bytes", "request_read_timeout",
         "storage", "database_url_file", "advertise", "lease_duration", "lease_renew_interval", "storage_timeout", "commit_delay",
+        "retention", "expiry_interval", "compress_threshold",
     ]
 
     func run() async throws {
@@ -180,6 +188,12 @@ struct DurableHostCommand: AsyncParsableCommand {
             Int64(1000 * (try settings.seconds("lease_renew_interval", flag: leaseRenewInterval, default: 1, in: 0.1...300))))
         configuration.storageTimeout = .milliseconds(
             Int64(1000 * (try settings.seconds("storage_timeout", flag: storageTimeout, default: 2, in: 0.1...300))))
+        configuration.retention = .milliseconds(
+            Int64(1000 * (try settings.seconds("retention", flag: retention, default: 90 * 86_400, in: 0...(10 * 366 * 86_400)))))
+        configuration.expiryInterval = .milliseconds(
+            Int64(1000 * (try settings.seconds("expiry_interval", flag: expiryInterval, default: 60, in: 0.05...86_400))))
+        configuration.compressThreshold = try settings.int(
+            "compress_threshold", flag: compressThreshold, default: configuration.compressThreshold, in: 0...Int(Int32.max))
         if settings.raw("commit_delay", flag: commitDelay.map { String($0) }) != nil {
             configuration.commitDelay = .milliseconds(Int64(1000 * (try settings.seconds("commit_delay", flag: commitDelay, default: 0, in: 0...60))))
         }

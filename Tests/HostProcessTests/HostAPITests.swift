@@ -99,7 +99,21 @@ struct HostAPITests {
             (.post, "/health", "{}", "application/json", 405, "method_not_allowed"),
             (.get, "/sessions/s/rename", nil, "", 404, "not_found"),
             (.get, "/nothing", nil, "", 404, "not_found"),
-            (.get, "/sessions", nil, "", 404, "not_found"),
+            (.get, "/sessions/s/history/more", nil, "", 404, "not_found"),
+            (.get, "/sessions?limit=0", nil, "", 400, "invalid_field"),
+            (.get, "/sessions?before=yesterday", nil, "", 400, "invalid_field"),
+            (.get, "/sessions?principal=a%20b", nil, "", 400, "invalid_field"),
+            (.post, "/sessions", "{}", "application/json", 405, "method_not_allowed"),
+            (.delete, "/principals/a%20b", nil, "", 400, "invalid_field"),
+            (.get, "/principals/alice", nil, "", 405, "method_not_allowed"),
+            (
+                .post, "/sessions/s/update", #"{"operation":"update_metadata","metadata":{},"principal":"someone else","expires_after":-5}"#,
+                "application/json", 400, "invalid_field"
+            ),
+            (
+                .post, "/sessions/s/update", #"{"operation":"put_record","record":{"messages":[],"created_at":1,"last_updated":2}}"#,
+                "application/json", 409, "session_exists"
+            ),
         ]
         for (method, path, body, contentType, status, code) in cases {
             var headers: HTTPHeaders = [:]

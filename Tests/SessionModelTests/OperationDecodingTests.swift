@@ -5,7 +5,7 @@ import Testing
 @Suite("Decoding the update body")
 struct OperationDecodingTests {
     private func decode(_ text: String) throws(APIError) -> SessionOperation {
-        try SessionOperation.decodeUpdate(from: Data(text.utf8))
+        try SessionOperation.decodeUpdate(from: Data(text.utf8)).operation
     }
 
     private func failure(_ text: String) -> APIError? {
@@ -75,7 +75,7 @@ struct OperationDecodingTests {
         ]
         for operation in operations {
             let data = try JSONEncoder().encode(operation)
-            #expect(try SessionOperation.decodeUpdate(from: data) == operation)
+            #expect(try SessionOperation.decodeUpdate(from: data).operation == operation)
         }
     }
 }
@@ -157,5 +157,54 @@ struct JSONParserTests {
         ] {
             #expect(JSONValue.parse(Data(bad.utf8)) == nil, "\(bad.prefix(20))")
         }
+    }
+}
+
+@Suite("Updates that say who a session belongs to and how long it lives")
+struct SessionUpdateTests {
+    private func update(_ text: String) throws(APIError) -> SessionUpdate {
+        try SessionOperation.decodeUpdate(from: Data(text.utf8))
+    }
+
+    private func refusal(_ text: String) -> APIError? {
+        do {
+            _ = try update(text)
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    @Test("principal and expires_after ride beside the operation, and round-trip through the canonical JSON")
+    func wireForm() throws {
+        let decoded = try update(
+            #"{"operation":"append_messages","messages":[{"role":"user","content":"q"}],"metadata":{"title":"q"},"principal":"alice","expires_after":60}"#)
+        #expect(decoded.principal == "alice")
+        #expect(decoded.expiresAfter == 60)
+        #expect(decoded.operation == .appendMessages([MessageInput(role: .user, content: "q")], metadata: ["title": "q"]))
+        #expect(try SessionOperation.decodeUpdate(from: decoded.canonicalJSON) == decoded)
+        #expect(try update(#"{"operation":"update_metadata","metadata":{}}"#).principal == nil)
+        let counters = try update(#"{"operation":"add_counters","counters":{"calls":2,"upstream_ms":1.5}}"#)
+        #expect(counters.operation == .addCounters(["calls": 2, "upstream_ms": 1.5]))
+        #expect(try SessionOperation.decodeUpdate(from: counters.canonicalJSON) == counters)
+    }
+
+    @Test("a bad principal, lifetime, counter or record is refused naming the field")
+    func refusals() {
+        #expect(refusal(#"{"operation":"update_metadata","metadata":{},"principal":""}"#)?.message.contains("principal must be") == true)
+        #expect(refusal(#"{"operation":"update_metadata","metadata":{},"principal":"a b"}"#)?.code == .invalidField)
+        #expect(refusal(#"{"operation":"update_metadata","metadata":{},"principal":7}"#)?.message == "principal must be a string")
+        #expect(refusal(#"{"operation":"update_metadata","metadata":{},"expires_after":-1}"#)?.message.contains("expires_after must be") == true)
+        #expect(refusal(#"{"operation":"update_metadata","metadata":{},"expires_after":1e12}"#)?.code == .invalidField)
+        #expect(refusal(#"{"operation":"add_counters","counters":{"calls":"one"}}"#)?.message == "counters.calls must be a number")
+        #expect(
+            refusal(#"{"operation":"append_messages","messages":[{"role":"user","content":"q"}],"metadata":[]}"#)?.message == "metadata must be a JSON object")
+        #expect(
+            refusal(#"{"operation":"put_record","record":{"messages":[{"role":"user","content":"q"}],"created_at":1,"last_updated":2}}"#)?.message
+                == "record.messages[0].timestamp is required")
+        #expect(
+            refusal(#"{"operation":"put_record","record":{"messages":[],"created_at":3,"last_updated":2}}"#)?.message
+                == "record.created_at must not be after record.last_updated")
+        #expect(refusal(#"{"operation":"put_record","record":{"messages":[]}}"#)?.message == "record.created_at is required")
     }
 }

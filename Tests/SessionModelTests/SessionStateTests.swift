@@ -143,3 +143,104 @@ struct WireShapeTests {
         #expect(try JSONDecoder().decode(JSONObject.self, from: data) == metadata)
     }
 }
+
+@Suite("Turns, counters, records brought in, principals and lifetimes")
+struct SessionStateExtensionsTests {
+    let limits = SessionLimits(maxContentBytes: 100, maxMessagesPerSession: 4, maxSessionBytes: 400, maxMetadataBytes: 60)
+
+    @Test("append_messages with metadata stores both or, refused, neither")
+    func turnWithMetadata() throws {
+        var state = SessionState(absent: "c")
+        let change = try state.apply(
+            .appendMessages([MessageInput(role: .user, content: "q"), MessageInput(role: .assistant, content: "a")], metadata: ["title": "q"]),
+            now: 5, limits: limits)
+        #expect(change == .appended(state.record.messages, firstIndex: 0, metadataChanged: true))
+        #expect(state.record.metadata == ["title": "q"])
+        let before = state
+        #expect(throws: APIError.self) {
+            try state.apply(
+                .appendMessages([MessageInput(role: .user, content: "q2")], metadata: ["big": .string(String(repeating: "x", count: 80))]), now: 6,
+                limits: limits)
+        }
+        #expect(state == before, "metadata over its limit leaves the messages out too")
+        #expect(throws: APIError.self) {
+            try state.apply(
+                .appendMessages([MessageInput(role: .user, content: String(repeating: "y", count: 101))], metadata: ["t": 1]), now: 6, limits: limits)
+        }
+        #expect(state == before, "a message over its limit leaves the metadata out too")
+    }
+
+    @Test("add_counters adds to what is there, absent counting as zero, and refuses a key that holds something else")
+    func counters() throws {
+        var state = SessionState(absent: "usage:alice:2026-12-01")
+        _ = try state.apply(.addCounters(["calls": 1, "upstream_ms": 250]), now: 1, limits: limits)
+        _ = try state.apply(.addCounters(["calls": 2, "failures": 1]), now: 2, limits: limits)
+        #expect(state.record.metadata["calls"]?.numberValue == 3)
+        #expect(state.record.metadata["failures"]?.numberValue == 1)
+        #expect(state.record.metadata["upstream_ms"]?.numberValue == 250)
+        _ = try state.apply(.updateMetadata(["label": "x"]), now: 3, limits: limits)
+        let before = state
+        #expect(throws: APIError.self) { try state.apply(.addCounters(["calls": 1, "label": 1]), now: 4, limits: limits) }
+        #expect(state == before)
+    }
+
+    @Test("put_record creates the session as given, is nothing when repeated, and refuses a session that differs")
+    func putRecord() throws {
+        let record = SessionRecord(
+            id: "ignored", messages: [Message(role: .user, content: "q", timestamp: 10), Message(role: .assistant, content: "a", timestamp: 11)],
+            metadata: ["title": "q"], createdAt: 10, lastUpdated: 11, principal: "alice")
+        var state = SessionState(absent: "conv:alice:x")
+        #expect(try state.apply(SessionUpdate(.putRecord(record)), now: 500, limits: limits) == .replacedMessages)
+        #expect(state.record.id == "conv:alice:x")
+        #expect(state.record.createdAt == 10 && state.record.lastUpdated == 11, "times are the record's, not the import's")
+        #expect(state.record.messages == record.messages && state.record.principal == "alice")
+        let imported = state
+        #expect(try state.apply(SessionUpdate(.putRecord(record)), now: 600, limits: limits) == .unchanged)
+        #expect(state == imported)
+        var other = record
+        other.messages.append(Message(role: .user, content: "later", timestamp: 12))
+        #expect(throws: APIError(.sessionExists, "session 'conv:alice:x' exists and differs from the record given; nothing was changed")) {
+            try state.apply(SessionUpdate(.putRecord(other)), now: 700, limits: limits)
+        }
+        var tooMany = record
+        tooMany.messages = Array(repeating: Message(role: .user, content: "m", timestamp: 1), count: 5)
+        var fresh = SessionState(absent: "conv:alice:y")
+        #expect(throws: APIError.self) { try fresh.apply(SessionUpdate(.putRecord(tooMany)), now: 1, limits: limits) }
+        #expect(!fresh.exists)
+    }
+
+    @Test("a principal is set by the first write that names one and never changes; a lifetime is kept until changed")
+    func principalAndLifetime() throws {
+        var state = SessionState(absent: "mcp-1")
+        _ = try state.apply(SessionUpdate(.updateMetadata(["k": 1]), principal: "alice", expiresAfter: 60), now: 1, limits: limits)
+        _ = try state.apply(SessionUpdate(.updateMetadata(["k": 2])), now: 2, limits: limits)
+        #expect(state.record.principal == "alice" && state.record.expiresAfter == 60)
+        let before = state
+        #expect(throws: APIError.self) { try state.apply(SessionUpdate(.updateMetadata(["k": 3]), principal: "bob"), now: 3, limits: limits) }
+        #expect(state == before, "another principal's write changes nothing")
+        _ = try state.apply(SessionUpdate(.updateMetadata(["k": 4]), principal: "alice", expiresAfter: 0), now: 4, limits: limits)
+        #expect(state.record.expiresAfter == 0)
+        _ = try state.apply(.clear, now: 5, limits: limits)
+        _ = try state.apply(SessionUpdate(.updateMetadata(["k": 5]), principal: "bob"), now: 6, limits: limits)
+        #expect(state.record.principal == "bob", "a cleared session starts anew")
+    }
+
+    @Test("expiry: the host's retention for a session without a lifetime, its own otherwise, zero for never")
+    func expiry() throws {
+        var kept = SessionState(absent: "conv:a:1")
+        _ = try kept.apply(.appendMessage(MessageInput(role: .user, content: "q")), now: 1_000, limits: limits)
+        #expect(!kept.isExpired(now: 1_099, retention: 100))
+        #expect(kept.isExpired(now: 1_100, retention: 100))
+        #expect(!kept.isExpired(now: 1e9, retention: 0), "retention 0 keeps it for ever")
+        var own = SessionState(absent: "mcp-1")
+        _ = try own.apply(SessionUpdate(.updateMetadata(["k": 1]), expiresAfter: 5), now: 1_000, limits: limits)
+        #expect(own.isExpired(now: 1_005, retention: 0), "its own lifetime, whatever the host's retention")
+        #expect(!own.isExpired(now: 1_004.9, retention: 1))
+        _ = try own.apply(.updateMetadata(["k": 2]), now: 1_004, limits: limits)
+        #expect(!own.isExpired(now: 1_005, retention: 0), "a write renews it")
+        var never = SessionState(absent: "x")
+        _ = try never.apply(SessionUpdate(.updateMetadata(["k": 1]), expiresAfter: 0), now: 1, limits: limits)
+        #expect(!never.isExpired(now: 1e12, retention: 10))
+        #expect(!SessionState(absent: "y").isExpired(now: 1e12, retention: 1), "what does not exist does not expire")
+    }
+}

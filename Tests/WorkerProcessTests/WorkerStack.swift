@@ -74,15 +74,3 @@ extension HTTPResponse {
         return (code, error["message"] as? String ?? "")
     }
 }
-
-/// The sum of the Prometheus samples `name{labels} value` whose labels contain `labels`; nil when none.
-func metric(_ exposition: String, _ name: String, labels: String = "") -> Double? {
-    var total: Double?
-    for line in exposition.split(separator: "\n") where line.hasPrefix(name) && !line.hasPrefix("#") {
-        let rest = line.dropFirst(name.count)
-        guard rest.first == " " || rest.first == "{" else { continue }
-        if !labels.isEmpty && !rest.contains(labels) { continue }
-        if let value = line.split(separator: " ").last.flatMap({ Double($0) }) { total = (total ?? 0) + value }
-    }
-    return total
-}

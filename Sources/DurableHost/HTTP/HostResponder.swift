@@ -29,6 +29,8 @@ public struct HostResponder: HTTPResponder {
         case heldItem = "/hints/{id}"
         case heldSeed = "/hints/{id}/seed"
         case heldHandback = "/hints/{id}/handback"
+        case list = "/sessions"
+        case principal = "/principals/{principal}"
         case unknown = "unknown"
 
         /// Routes that move sessions between hosts' own storage (ring changes, held writes).
@@ -39,7 +41,7 @@ public struct HostResponder: HTTPResponder {
         var methods: [HTTPRequest.Method] {
             switch self {
             case .update, .handoff, .adopt, .heldSeed, .heldHandback: [.post]
-            case .clear: [.delete]
+            case .clear, .principal: [.delete]
             case .ring: [.get, .put]
             // `POST /hints/notify`, `DELETE /hints/{id}`.
             case .heldItem: [.delete, .post]
@@ -141,6 +143,20 @@ public struct HostResponder: HTTPResponder {
                 return response
             }
             return try await sessionRoute(route, id: id, object: id, holdingFor: nil, request: request)
+        case .list:
+            try host.checkServing()
+            return Self.json(try await host.listing(Self.listing(request.uri.queryParameters)))
+        case .principal:
+            let principal = String(rawID ?? "").removingPercentEncoding ?? ""
+            guard SessionUpdate.isValidPrincipal(principal) else {
+                throw APIError(.invalidField, "a principal is 1 to 64 of A-Z a-z 0-9 . _ - @ :")
+            }
+            try host.checkServing()
+            do {
+                return Self.json(HostAPI.Erasure(removed: try await host.lifetimes.erase(principal: principal)))
+            } catch {
+                throw APIError(.storageUnavailable, "could not delete the sessions of '\(principal)'; retry (what was deleted stays deleted)")
+            }
         case .heldList:
             guard let owner = request.uri.queryParameters["owner"].map(String.init), !owner.isEmpty else {
                 throw APIError(.missingField, "GET /hints takes ?owner=NODE")
@@ -230,17 +246,17 @@ public struct HostResponder: HTTPResponder {
             return Self.json(HostAPI.Record(data: record))
         case .update:
             let body = try await readJSONBody(request)
-            let operation = try SessionOperation.decodeUpdate(from: body)
-            let key = try Self.idempotencyKey(request.headers, body: operation.canonicalJSON)
+            let update = try SessionOperation.decodeUpdate(from: body)
+            let key = try Self.idempotencyKey(request.headers, body: update.canonicalJSON)
             let reply = try await host.directory.withObject(objectID) { object throws(APIError) in
-                try await object.write(operation, idempotency: key, holdingFor: owner)
+                try await object.write(update, idempotency: key, holdingFor: owner)
             }
             if owner != nil { host.held?.countHeld() }
             return Self.reply(reply)
         case .clear:
             let key = try Self.idempotencyKey(request.headers, body: SessionOperation.clear.canonicalJSON)
             let reply = try await host.directory.withObject(objectID) { object throws(APIError) in
-                try await object.write(.clear, idempotency: key, holdingFor: owner)
+                try await object.write(SessionUpdate(.clear), idempotency: key, holdingFor: owner)
             }
             if owner != nil { host.held?.countHeld() }
             return Self.reply(reply)
@@ -281,8 +297,11 @@ public struct HostResponder: HTTPResponder {
             case "metrics": return (.metrics, nil)
             case "ring": return (.ring, nil)
             case "hints": return (.heldList, nil)
+            case "sessions": return (.list, nil)
             default: return (.unknown, nil)
             }
+        case 2 where segments.first == "principals":
+            return (.principal, segments.last!)
         case 2 where segments.first == "sessions":
             return (.record, segments.last!)
         case 2 where segments.first == "handoff":
@@ -306,6 +325,31 @@ public struct HostResponder: HTTPResponder {
         default:
             return (.unknown, nil)
         }
+    }
+
+    /// `GET /sessions?principal=P&prefix=X&before=CURSOR&limit=N`, read and checked.
+    static func listing(_ query: Parameters) throws(APIError) -> SessionListing {
+        let principal = query["principal"].map(String.init)
+        if let principal, !SessionUpdate.isValidPrincipal(principal) {
+            throw APIError(.invalidField, "principal must be 1 to 64 of A-Z a-z 0-9 . _ - @ :")
+        }
+        let prefix = query["prefix"].map(String.init)
+        if let prefix, prefix.utf8.count > 128 || !prefix.utf8.allSatisfy(SessionID.isAllowed) {
+            throw APIError(.invalidField, "prefix must be at most 128 of A-Z a-z 0-9 . _ ~ : -")
+        }
+        var before: HostAPI.ListCursor?
+        if let text = query["before"] {
+            guard let cursor = HostAPI.ListCursor(String(text)) else {
+                throw APIError(.invalidField, "before must be the 'next' of an earlier page")
+            }
+            before = cursor
+        }
+        var limit = 50
+        if let text = query["limit"] {
+            guard let number = Int(text), (1...500).contains(number) else { throw APIError(.invalidField, "limit must be 1 to 500") }
+            limit = number
+        }
+        return SessionListing(principal: principal, prefix: prefix, before: before, limit: limit)
     }
 
     static func sessionID(_ raw: Substring?, limits: SessionLimits) throws(APIError) -> String {

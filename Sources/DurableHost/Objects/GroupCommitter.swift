@@ -232,6 +232,7 @@ public final class StorageStatus: Sendable {
         var lastError: String?
         var lastErrorAt: Double?
         var sessions: Int
+        var expired = 0
     }
 
     private let state: Mutex<State>
@@ -250,6 +251,13 @@ public final class StorageStatus: Sendable {
 
     /// Sessions stored, kept exact by every commit.
     public var sessions: Int { state.withLock { $0.sessions } }
+
+    /// Sessions the expiry sweep deleted since the host started.
+    public var expired: Int { state.withLock { $0.expired } }
+
+    func recordExpired(_ count: Int) {
+        state.withLock { $0.expired += count }
+    }
 
     /// Sets the count from the store (on shared storage every host writes sessions).
     func reset(sessions: Int) {

@@ -11,6 +11,9 @@ struct ObjectContext: Sendable {
     /// previous owner when a ring change requires (`Handoff.load`).
     let load: @Sendable (_ id: String, _ idempotencySince: Double) async throws -> StoredSession?
     let limits: SessionLimits
+    /// How long a session that sets no lifetime of its own is kept after its last write
+    /// (seconds; 0: for ever).
+    let retention: Double
     /// How long an idempotency key is remembered.
     let idempotencyRetention: Double
     /// Most idempotency keys remembered per live session.
@@ -26,7 +29,7 @@ struct ObjectContext: Sendable {
     init(
         committer: GroupCommitter, store: any SessionStore,
         load: (@Sendable (_ id: String, _ idempotencySince: Double) async throws -> StoredSession?)? = nil,
-        limits: SessionLimits, idempotencyRetention: Double, maxKeysPerSession: Int, now: @escaping @Sendable () -> Double,
+        limits: SessionLimits, retention: Double = 0, idempotencyRetention: Double, maxKeysPerSession: Int, now: @escaping @Sendable () -> Double,
         ownsNow: @escaping @Sendable (String) -> Bool = { _ in true }, heldElsewhere: HeldElsewhere? = nil,
         ringVersion: @escaping @Sendable () -> Int64 = { 0 }
     ) {
@@ -36,6 +39,7 @@ struct ObjectContext: Sendable {
         self.store = store
         self.load = load ?? { id, since in try await store.load(id, idempotencySince: since) }
         self.limits = limits
+        self.retention = retention
         self.idempotencyRetention = idempotencyRetention
         self.maxKeysPerSession = maxKeysPerSession
         self.now = now
@@ -142,7 +146,8 @@ actor SessionObject {
 
     // MARK: Operations
 
-    /// The session's state once everything it reflects is durable.
+    /// The session's state once everything it reflects is durable; an expired session reads as
+    /// one that never existed.
     func read() async throws(APIError) -> SessionState {
         try await ensureReady()
         try refuseIfMoved()
@@ -151,15 +156,18 @@ actor SessionObject {
         if let ticket = lastTicket, !ticket.isResolved {
             try await wait(for: ticket)
         }
-        return snapshot
+        return snapshot.isExpired(now: context.now(), retention: context.retention) ? SessionState(absent: id) : snapshot
     }
 
     /// Applies a write and answers once it is durable. With `holdingFor`, this is a held copy
     /// and the write is kept for that owner as well.
-    func write(_ operation: SessionOperation, idempotency: IdempotencyKey?, holdingFor owner: String? = nil) async throws(APIError) -> WriteReply {
+    func write(_ update: SessionUpdate, idempotency: IdempotencyKey?, holdingFor owner: String? = nil) async throws(APIError) -> WriteReply {
         try await ensureReady()
         try refuseIfMoved()
         try refuseIfHandingBack()
+        let now = context.now()
+        // An expired session is gone with its idempotency keys: a write starts it anew.
+        eraseIfExpired(now: now)
 
         if let idempotency, let entry = loaded!.keys[idempotency.key] {
             guard entry.requestHash == idempotency.requestHash else {
@@ -175,15 +183,35 @@ actor SessionObject {
             }
         }
 
-        let (answer, ticket) = try applyNow(operation, idempotency: idempotency, holdingFor: owner, now: context.now())
+        let (answer, ticket) = try applyNow(update, idempotency: idempotency, holdingFor: owner, now: now)
         guard let ticket else {
-            // Nothing to write (a clear of nothing): answer once earlier writes are durable.
+            // Nothing to write (a clear of nothing, a record already there): answer once earlier writes are durable.
             if let last = lastTicket, !last.isResolved { try await wait(for: last) }
             return answer
         }
         try await wait(for: ticket)
         markDone(idempotency?.key, ticket: ticket)
         return answer
+    }
+
+    /// The alarm of a Durable Object: deletes the session if it has expired at `now`, with its
+    /// messages and idempotency keys. Returns whether it did.
+    func expire(now: Double) async throws(APIError) -> Bool {
+        try await ensureLoaded()
+        guard loaded?.movedTo == nil, eraseIfExpired(now: now), let ticket = lastTicket else { return false }
+        try await wait(for: ticket)
+        return true
+    }
+
+    /// Deletes the session whatever it holds, with its messages and idempotency keys (its
+    /// principal's data is being deleted). Returns whether there was a session.
+    func erase() async throws(APIError) -> Bool {
+        try await ensureReady()
+        try refuseIfMoved()
+        let existed = loaded!.state.exists
+        guard existed || !loaded!.keys.isEmpty else { return false }
+        try await wait(for: enqueueErase(now: context.now(), existed: existed))
+        return existed
     }
 
     /// Hands the session to `node` (the new owner after a ring change asks for it): freezes
@@ -260,13 +288,14 @@ actor SessionObject {
     /// Returns the answer and the ticket to wait for (nil when there is nothing to write).
     /// `recorded` is the answer a holder already gave for a merged held write.
     private func applyNow(
-        _ operation: SessionOperation, idempotency: IdempotencyKey?, holdingFor owner: String?, now: Double,
+        _ update: SessionUpdate, idempotency: IdempotencyKey?, holdingFor owner: String?, now: Double,
         recorded: WriteReply? = nil
     ) throws(APIError) -> (WriteReply, CommitTicket?) {
+        eraseIfExpired(now: now)
         let existed = loaded!.state.exists
         let createdBefore = loaded!.state.record.createdAt
         // The state is changed in place (no copy of the history); `apply` validates first.
-        let change = try loaded!.state.apply(operation, now: now, limits: context.limits)
+        let change = try loaded!.state.apply(update, now: now, limits: context.limits)
         let state = loaded!.state
 
         if case .cleared = change, !existed {
@@ -274,23 +303,31 @@ actor SessionObject {
         }
 
         let storedChange: SessionMutation.Change
+        // The operation as applied, every time filled in: what a held write hands back.
         let applied: SessionOperation
+        let inputs = { (messages: [Message]) in messages.map { MessageInput(role: $0.role, content: $0.content, timestamp: $0.timestamp) } }
         switch change {
-        case .appended(let messages, _):
+        case .appended(let messages, _, _):
             storedChange = .append(messages, firstSeq: loaded!.nextSeq)
             loaded!.nextSeq += Int64(messages.count)
-            applied = .appendMessages(messages.map { MessageInput(role: $0.role, content: $0.content, timestamp: $0.timestamp) })
+            if case .appendMessages(_, let metadata) = update.operation {
+                applied = .appendMessages(inputs(messages), metadata: metadata)
+            } else {
+                applied = .appendMessages(inputs(messages))
+            }
         case .replacedMessages:
             storedChange = .replaceMessages(state.record.messages)
             loaded!.nextSeq = Int64(state.record.messages.count)
-            applied = .setHistory(state.record.messages.map { MessageInput(role: $0.role, content: $0.content, timestamp: $0.timestamp) })
+            if case .putRecord = update.operation { applied = update.operation } else { applied = .setHistory(inputs(state.record.messages)) }
         case .replacedMetadata:
             storedChange = .touch
-            applied = operation
+            applied = update.operation
         case .cleared:
             storedChange = .delete
             loaded!.nextSeq = 0
             applied = .clear
+        case .unchanged:
+            return (recorded ?? reply(for: state, cleared: nil, now: now, createdAt: createdBefore, unchanged: true), nil)
         }
         let answer = recorded ?? reply(for: state, cleared: change == .cleared ? true : nil, now: now, createdAt: createdBefore)
         let record = idempotency.map {
@@ -298,11 +335,16 @@ actor SessionObject {
         }
         let held = owner.map { owner in
             HeldWriteRecord(
-                sessionID: HeldWrites.sessionID(ofCopy: id), owner: owner, operation: applied.canonicalJSON,
+                sessionID: HeldWrites.sessionID(ofCopy: id), owner: owner,
+                operation: SessionUpdate(applied, principal: update.principal, expiresAfter: update.expiresAfter).canonicalJSON,
                 key: idempotency?.key ?? "held-\(UUID().uuidString)", requestHash: idempotency?.requestHash ?? 0,
                 status: answer.status, response: answer.body, createdAt: now)
         }
-        let metadataChanged = change == .replacedMetadata || !existed
+        let metadataChanged: Bool
+        switch change {
+        case .replacedMetadata, .appended(_, _, metadataChanged: true): metadataChanged = true
+        default: metadataChanged = !existed
+        }
         var mutation = SessionMutation(
             id: id, incarnation: incarnation, change: storedChange,
             createdAt: state.record.createdAt, lastUpdated: state.record.lastUpdated,
@@ -312,6 +354,8 @@ actor SessionObject {
             sessionsDelta: isHeldCopy ? 0 : (change == .cleared ? -1 : (existed ? 0 : 1)),
             held: held)
         mutation.ringVersion = ringVersion
+        mutation.principal = state.record.principal
+        mutation.expiresAfter = state.record.expiresAfter
 
         let ticket = context.committer.enqueue(mutation)
         lastTicket = ticket
@@ -319,6 +363,31 @@ actor SessionObject {
             remember(idempotency.key, .pending(requestHash: idempotency.requestHash, ticket: ticket, reply: answer))
         }
         return (answer, ticket)
+    }
+
+    /// Erases the session if it has expired at `now`, queued before anything written after:
+    /// the live state starts afresh, without messages or keys. Returns whether it did.
+    @discardableResult
+    private func eraseIfExpired(now: Double) -> Bool {
+        guard let state = loaded?.state, state.isExpired(now: now, retention: context.retention) else { return false }
+        enqueueErase(now: now, existed: true)
+        return true
+    }
+
+    /// Queues the erasure of the session and forgets it in memory; returns the ticket.
+    @discardableResult
+    private func enqueueErase(now: Double, existed: Bool) -> CommitTicket {
+        var mutation = SessionMutation(
+            id: id, incarnation: incarnation, change: .erase, createdAt: 0, lastUpdated: now, messageCount: 0, metadata: nil,
+            idempotency: nil, sessionsDelta: isHeldCopy || !existed ? 0 : -1)
+        mutation.ringVersion = ringVersion
+        let ticket = context.committer.enqueue(mutation)
+        lastTicket = ticket
+        loaded!.state = SessionState(absent: id)
+        loaded!.nextSeq = 0
+        loaded!.keys = [:]
+        loaded!.keyOrder = []
+        return ticket
     }
 
     private func markDone(_ key: String?, ticket: CommitTicket) {
@@ -339,14 +408,14 @@ actor SessionObject {
         }
     }
 
-    private func reply(for state: SessionState, cleared: Bool?, now: Double, createdAt: Double) -> WriteReply {
+    private func reply(for state: SessionState, cleared: Bool?, now: Double, createdAt: Double, unchanged: Bool? = nil) -> WriteReply {
         let result: HostAPI.WriteResult
         if cleared != nil {
             result = HostAPI.WriteResult(messageCount: 0, createdAt: createdAt, lastUpdated: now, cleared: cleared)
         } else {
             result = HostAPI.WriteResult(
                 messageCount: state.record.messages.count, createdAt: state.record.createdAt,
-                lastUpdated: state.record.lastUpdated)
+                lastUpdated: state.record.lastUpdated, unchanged: unchanged)
         }
         let body = HostAPI.Write(data: result).encodedJSON()
         return WriteReply(status: 200, body: body, replayed: false)
@@ -410,7 +479,7 @@ actor SessionObject {
         guard let writes = try? await source.pull(id), loaded != nil else { return }
         var queued: [(key: String, ticket: CommitTicket)] = []
         for write in writes {
-            guard loaded != nil, loaded!.keys[write.key] == nil, let operation = try? SessionOperation.decode(write.operation) else {
+            guard loaded != nil, loaded!.keys[write.key] == nil, let operation = try? SessionUpdate.decode(write.operation) else {
                 continue
             }
             let key = IdempotencyKey(key: write.key, requestHash: write.requestHash)

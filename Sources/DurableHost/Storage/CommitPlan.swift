@@ -3,7 +3,7 @@ import SessionModel
 
 /// A batch of mutations folded into a few set-based statements, for a database where each
 /// statement is a round trip (PostgreSQL): whatever the batch holds, it commits in at most
-/// six statements.
+/// seven statements.
 ///
 /// Folding keeps each session's order: a delete or a replaced history discards the
 /// messages queued before it in the batch, a later session row wins over an earlier one,
@@ -14,6 +14,8 @@ struct CommitPlan: Sendable, Equatable {
     var clearMessages: [String] = []
     /// Sessions whose row goes first (a clear; a session re-created in the batch is inserted anew).
     var deleteSessions: [String] = []
+    /// Sessions whose idempotency keys go first (erased: expired, or their principal's data deleted).
+    var eraseKeys: [String] = []
     /// Session rows to write with their metadata.
     var rowsWithMetadata: [Row] = []
     /// Session rows whose metadata stays as stored.
@@ -29,6 +31,8 @@ struct CommitPlan: Sendable, Equatable {
         var createdAt: Double
         var lastUpdated: Double
         var messageCount: Int
+        var principal: String?
+        var expiresAfter: Double?
     }
 
     struct StoredMessage: Sendable, Equatable {
@@ -46,6 +50,7 @@ struct CommitPlan: Sendable, Equatable {
         struct Net {
             var clearMessages = false
             var deleteRow = false
+            var eraseKeys = false
             var messages: [StoredMessage] = []
             var row: Row?
             var metadata: Data?
@@ -58,10 +63,16 @@ struct CommitPlan: Sendable, Equatable {
             if nets[id] == nil { order.append(id) }
             var net = nets[id] ?? Net()
             let row = Row(
-                id: id, metadata: nil, createdAt: mutation.createdAt, lastUpdated: mutation.lastUpdated, messageCount: mutation.messageCount)
+                id: id, metadata: nil, createdAt: mutation.createdAt, lastUpdated: mutation.lastUpdated, messageCount: mutation.messageCount,
+                principal: mutation.principal, expiresAfter: mutation.expiresAfter)
             switch mutation.change {
             case .delete:
-                net = Net(clearMessages: true, deleteRow: true)
+                net = Net(clearMessages: true, deleteRow: true, eraseKeys: net.eraseKeys)
+            case .erase:
+                net = Net(clearMessages: true, deleteRow: true, eraseKeys: true)
+                // Keys recorded earlier in this batch go with the rest.
+                idempotency.removeAll { $0.sessionID == id }
+                keys = Dictionary(uniqueKeysWithValues: idempotency.enumerated().map { ("\($0.element.sessionID)\u{0}\($0.element.record.key)", $0.offset) })
             case .replaceMessages(let messages):
                 net.clearMessages = true
                 net.messages = messages.enumerated().map { StoredMessage(sessionID: id, seq: Int64($0.offset), message: $0.element) }
@@ -88,6 +99,7 @@ struct CommitPlan: Sendable, Equatable {
             guard let net = nets[id] else { continue }
             if net.clearMessages { clearMessages.append(id) }
             if net.deleteRow { deleteSessions.append(id) }
+            if net.eraseKeys { eraseKeys.append(id) }
             messages += net.messages
             guard var row = net.row else { continue }
             if net.metadata != nil || net.deleteRow {

@@ -22,13 +22,15 @@ public final class PostgresSessionStore: SessionStore {
     let client: PostgresClient
     let fence: Fence
     let timeout: Duration
+    let codec: ContentCodec
     let logger: Logger
     public let description: String
 
-    init(client: PostgresClient, fence: Fence, timeout: Duration, description: String, logger: Logger) {
+    init(client: PostgresClient, fence: Fence, timeout: Duration, codec: ContentCodec = ContentCodec(), description: String, logger: Logger) {
         self.client = client
         self.fence = fence
         self.timeout = timeout
+        self.codec = codec
         self.description = description
         self.logger = logger
     }
@@ -85,7 +87,17 @@ public final class PostgresSessionStore: SessionStore {
                 "INSERT INTO ring (id, version, members) VALUES (1, 0, '[]')",
                 "CREATE SEQUENCE incarnations",
             ]
-        )
+        ),
+        (
+            2, "principals, lifetimes, compressed content",
+            [
+                "ALTER TABLE sessions ADD COLUMN principal text, ADD COLUMN expires_after double precision",
+                "ALTER TABLE messages ADD COLUMN compressed boolean NOT NULL DEFAULT false",
+                "CREATE INDEX sessions_by_principal ON sessions (principal, last_updated, id) WHERE principal IS NOT NULL",
+                "CREATE INDEX sessions_retained ON sessions (last_updated, id) WHERE expires_after IS NULL",
+                "CREATE INDEX sessions_own_lifetime ON sessions ((last_updated + expires_after), id) WHERE expires_after > 0",
+            ]
+        ),
     ]
 
     static func migrate(_ client: PostgresClient, logger: Logger) async throws {
@@ -127,26 +139,30 @@ public final class PostgresSessionStore: SessionStore {
                     keys.append(
                         IdempotencyRecord(key: key, requestHash: hash, status: status, response: Data(response.readableBytesView), createdAt: createdAt))
                 }
-                var row: (ByteBuffer, Double, Double)?
+                var row: (ByteBuffer, Double, Double, String?, Double?)?
                 for try await found in try await connection.query(
-                    "SELECT metadata, created_at, last_updated FROM sessions WHERE id = \(id)", logger: logger
-                ).decode((ByteBuffer, Double, Double).self) {
+                    "SELECT metadata, created_at, last_updated, principal, expires_after FROM sessions WHERE id = \(id)", logger: logger
+                ).decode((ByteBuffer, Double, Double, String?, Double?).self) {
                     row = found
                 }
-                guard let (metadataBytes, createdAt, lastUpdated) = row else {
+                guard let (metadataBytes, createdAt, lastUpdated, principal, expiresAfter) = row else {
                     return keys.isEmpty ? nil : StoredSession(record: nil, nextSeq: 0, idempotency: keys)
                 }
                 var messages: [Message] = []
                 var nextSeq: Int64 = 0
                 let messageRows = try await connection.query(
-                    "SELECT seq, role, content, timestamp FROM messages WHERE session_id = \(id) ORDER BY seq", logger: logger)
-                for try await (seq, role, content, timestamp) in messageRows.decode((Int64, String, ByteBuffer, Double).self) {
+                    "SELECT seq, role, content, timestamp, compressed FROM messages WHERE session_id = \(id) ORDER BY seq", logger: logger)
+                for try await (seq, role, content, timestamp, compressed) in messageRows.decode((Int64, String, ByteBuffer, Double, Bool).self) {
                     messages.append(
-                        Message(role: Role(rawValue: role) ?? .user, content: String(decoding: content.readableBytesView, as: UTF8.self), timestamp: timestamp))
+                        Message(
+                            role: Role(rawValue: role) ?? .user, content: try ContentCodec.decode(content.readableBytesView, compressed: compressed),
+                            timestamp: timestamp))
                     nextSeq = seq + 1
                 }
                 let metadata = JSONValue.parse(Data(metadataBytes.readableBytesView))?.objectValue ?? [:]
-                let record = SessionRecord(id: id, messages: messages, metadata: metadata, createdAt: createdAt, lastUpdated: lastUpdated)
+                let record = SessionRecord(
+                    id: id, messages: messages, metadata: metadata, createdAt: createdAt, lastUpdated: lastUpdated, principal: principal,
+                    expiresAfter: expiresAfter)
                 return StoredSession(record: record, nextSeq: nextSeq, idempotency: keys)
             }
         }
@@ -157,9 +173,10 @@ public final class PostgresSessionStore: SessionStore {
         let plan = CommitPlan(batch)
         let fence = fence.current
         // Bounded by the committer (`commitTimeout`), which must know whether it ended.
+        let codec = codec
         try await client.withTransaction(logger: logger) { connection in
             try await Self.checkFence(fence, ringVersion: version, on: connection, logger: logger)
-            try await Self.apply(plan, on: connection, logger: logger)
+            try await Self.apply(plan, on: connection, codec: codec, logger: logger)
         }
     }
 
@@ -183,43 +200,54 @@ public final class PostgresSessionStore: SessionStore {
         guard held else { throw FenceError("this host's lease expired or its ring changed (version \(ringVersion)); nothing was written") }
     }
 
-    private static func apply(_ plan: CommitPlan, on connection: PostgresConnection, logger: Logger) async throws {
+    private static func apply(_ plan: CommitPlan, on connection: PostgresConnection, codec: ContentCodec, logger: Logger) async throws {
         if !plan.clearMessages.isEmpty {
             try await connection.query("DELETE FROM messages WHERE session_id = ANY(\(plan.clearMessages))", logger: logger)
         }
         if !plan.deleteSessions.isEmpty {
             try await connection.query("DELETE FROM sessions WHERE id = ANY(\(plan.deleteSessions))", logger: logger)
         }
+        if !plan.eraseKeys.isEmpty {
+            try await connection.query("DELETE FROM idempotency WHERE session_id = ANY(\(plan.eraseKeys))", logger: logger)
+        }
         if !plan.rowsWithMetadata.isEmpty {
             let rows = plan.rowsWithMetadata
             try await connection.query(
                 """
-                INSERT INTO sessions (id, metadata, created_at, last_updated, message_count)
-                SELECT * FROM unnest(\(rows.map(\.id))::text[], \(rows.map { ByteBuffer(bytes: $0.metadata ?? Data("{}".utf8)) })::bytea[],
-                    \(rows.map(\.createdAt))::float8[], \(rows.map(\.lastUpdated))::float8[], \(rows.map { Int32($0.messageCount) })::int4[])
-                ON CONFLICT (id) DO UPDATE SET metadata = excluded.metadata, last_updated = excluded.last_updated,
-                    message_count = excluded.message_count
+                INSERT INTO sessions (id, metadata, created_at, last_updated, message_count, principal, expires_after)
+                SELECT id, metadata, created_at, last_updated, message_count, NULLIF(principal, ''), NULLIF(expires_after, -1)
+                FROM unnest(\(rows.map(\.id))::text[], \(rows.map { ByteBuffer(bytes: $0.metadata ?? Data("{}".utf8)) })::bytea[],
+                    \(rows.map(\.createdAt))::float8[], \(rows.map(\.lastUpdated))::float8[], \(rows.map { Int32($0.messageCount) })::int4[],
+                    \(rows.map(Self.principalColumn))::text[], \(rows.map(Self.lifetimeColumn))::float8[])
+                    AS r(id, metadata, created_at, last_updated, message_count, principal, expires_after)
+                ON CONFLICT (id) DO UPDATE SET metadata = excluded.metadata, created_at = excluded.created_at,
+                    last_updated = excluded.last_updated, message_count = excluded.message_count,
+                    principal = excluded.principal, expires_after = excluded.expires_after
                 """, logger: logger)
         }
         if !plan.rowsKeepingMetadata.isEmpty {
             let rows = plan.rowsKeepingMetadata
             try await connection.query(
                 """
-                INSERT INTO sessions (id, metadata, created_at, last_updated, message_count)
-                SELECT id, '\\x7b7d'::bytea, created_at, last_updated, message_count
+                INSERT INTO sessions (id, metadata, created_at, last_updated, message_count, principal, expires_after)
+                SELECT id, '\\x7b7d'::bytea, created_at, last_updated, message_count, NULLIF(principal, ''), NULLIF(expires_after, -1)
                 FROM unnest(\(rows.map(\.id))::text[], \(rows.map(\.createdAt))::float8[], \(rows.map(\.lastUpdated))::float8[],
-                    \(rows.map { Int32($0.messageCount) })::int4[]) AS r(id, created_at, last_updated, message_count)
-                ON CONFLICT (id) DO UPDATE SET last_updated = excluded.last_updated, message_count = excluded.message_count
+                    \(rows.map { Int32($0.messageCount) })::int4[], \(rows.map(Self.principalColumn))::text[],
+                    \(rows.map(Self.lifetimeColumn))::float8[])
+                    AS r(id, created_at, last_updated, message_count, principal, expires_after)
+                ON CONFLICT (id) DO UPDATE SET last_updated = excluded.last_updated, message_count = excluded.message_count,
+                    principal = excluded.principal, expires_after = excluded.expires_after
                 """, logger: logger)
         }
         if !plan.messages.isEmpty {
             let messages = plan.messages
+            let encoded = messages.map { codec.encode($0.message.content) }
             try await connection.query(
                 """
-                INSERT INTO messages (session_id, seq, role, content, timestamp)
+                INSERT INTO messages (session_id, seq, role, content, timestamp, compressed)
                 SELECT * FROM unnest(\(messages.map(\.sessionID))::text[], \(messages.map(\.seq))::int8[],
-                    \(messages.map(\.message.role.rawValue))::text[], \(messages.map { ByteBuffer(bytes: Array($0.message.content.utf8)) })::bytea[],
-                    \(messages.map(\.message.timestamp))::float8[])
+                    \(messages.map(\.message.role.rawValue))::text[], \(encoded.map { ByteBuffer(bytes: $0.bytes) })::bytea[],
+                    \(messages.map(\.message.timestamp))::float8[], \(encoded.map(\.compressed))::bool[])
                 """, logger: logger)
         }
         if !plan.idempotency.isEmpty {
@@ -235,6 +263,11 @@ public final class PostgresSessionStore: SessionStore {
                 """, logger: logger)
         }
     }
+
+    /// An absent principal or lifetime in an array bound to a statement: a value no row can
+    /// hold ('' and -1), turned back into NULL by the statement (arrays carry no NULLs here).
+    private static func principalColumn(_ row: CommitPlan.Row) -> String { row.principal ?? "" }
+    private static func lifetimeColumn(_ row: CommitPlan.Row) -> Double { row.expiresAfter ?? -1 }
 
     public func sessionCount() async throws -> Int {
         try await bounded("counting sessions") { [client, logger] in
@@ -260,6 +293,76 @@ public final class PostgresSessionStore: SessionStore {
             let rows = try await client.query("SELECT id FROM sessions WHERE id > \(cursor ?? "") ORDER BY id LIMIT \(limit)", logger: logger)
             for try await id in rows.decode(String.self) { ids.append(id) }
             return ids
+        }
+    }
+
+    public func sessionIDs(principal: String, after cursor: String?, limit: Int) async throws -> [String] {
+        try await bounded("listing a principal's sessions") { [client, logger] in
+            var ids: [String] = []
+            let rows = try await client.query(
+                "SELECT id FROM sessions WHERE principal = \(principal) AND id > \(cursor ?? "") ORDER BY id LIMIT \(limit)", logger: logger)
+            for try await id in rows.decode(String.self) { ids.append(id) }
+            return ids
+        }
+    }
+
+    public func expiredSessions(
+        _ kind: ExpiryKind, now: Double, retention: Double, after cursor: ExpiryCursor?, limit: Int
+    ) async throws
+        -> [ExpiryCursor]
+    {
+        let after = cursor ?? ExpiryCursor(key: -Double.greatestFiniteMagnitude, id: "")
+        return try await bounded("looking for expired sessions") { [client, logger] in
+            let query: PostgresQuery
+            switch kind {
+            case .retention:
+                guard retention > 0 else { return [] }
+                query = """
+                    SELECT last_updated, id FROM sessions
+                    WHERE expires_after IS NULL AND last_updated <= \(now - retention) AND (last_updated, id) > (\(after.key), \(after.id))
+                    ORDER BY last_updated, id LIMIT \(limit)
+                    """
+            case .ownLifetime:
+                query = """
+                    SELECT last_updated + expires_after, id FROM sessions
+                    WHERE expires_after > 0 AND last_updated + expires_after <= \(now)
+                        AND (last_updated + expires_after, id) > (\(after.key), \(after.id))
+                    ORDER BY last_updated + expires_after, id LIMIT \(limit)
+                    """
+            }
+            var found: [ExpiryCursor] = []
+            for try await (key, id) in try await client.query(query, logger: logger).decode((Double, String).self) {
+                found.append(ExpiryCursor(key: key, id: id))
+            }
+            return found
+        }
+    }
+
+    public func summaries(_ listing: SessionListing, now: Double, retention: Double) async throws -> [HostAPI.SessionSummary] {
+        // Absent filters match everything: one statement, its parameters always bound.
+        let before = listing.before
+        let prefix = listing.prefix ?? ""
+        let query: PostgresQuery = """
+            SELECT id, principal, metadata, created_at, last_updated, message_count, expires_after FROM sessions
+            WHERE ((expires_after IS NULL AND (\(retention) <= 0 OR last_updated > \(now - retention))) OR expires_after = 0
+                    OR last_updated + expires_after > \(now))
+                AND (\(listing.principal)::text IS NULL OR principal = \(listing.principal))
+                AND id >= \(prefix) AND id < \(SessionListing.upperBound(of: prefix))
+                AND (\(before == nil) OR (last_updated, id) < (\(before?.lastUpdated ?? 0), \(before?.id ?? "")))
+            ORDER BY last_updated DESC, id DESC LIMIT \(listing.limit)
+            """
+        return try await bounded("listing sessions") { [client, logger] in
+            var summaries: [HostAPI.SessionSummary] = []
+            let rows = try await client.query(query, logger: logger)
+            for try await (id, principal, metadata, createdAt, lastUpdated, count, lifetime) in rows.decode(
+                (String, String?, ByteBuffer, Double, Double, Int, Double?).self)
+            {
+                summaries.append(
+                    HostAPI.SessionSummary(
+                        id: id, principal: principal, metadata: JSONValue.parse(Data(metadata.readableBytesView))?.objectValue ?? [:],
+                        createdAt: createdAt, lastUpdated: lastUpdated, messageCount: count, expiresAfter: lifetime))
+            }
+            return summaries
         }
     }
 

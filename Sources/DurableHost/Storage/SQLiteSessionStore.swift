@@ -17,17 +17,24 @@ public final class SQLiteSessionStore: LocalSessionStore {
 
     public let path: String
     private let pool: DatabasePool
+    private let codec: ContentCodec
 
     public var description: String { "sqlite \(path)" }
 
+    /// The database file of a data directory.
+    public static func databasePath(in directory: String) -> String {
+        (directory as NSString).appendingPathComponent("sessions.sqlite")
+    }
+
     /// Opens (creating if needed) `DIR/sessions.sqlite`.
-    public init(directory: String, synchronous: Synchronous = .full) throws {
+    public init(directory: String, synchronous: Synchronous = .full, codec: ContentCodec = ContentCodec()) throws {
+        self.codec = codec
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
             throw StoreError("cannot create data directory \(directory): \(error.localizedDescription)")
         }
-        path = (directory as NSString).appendingPathComponent("sessions.sqlite")
+        path = Self.databasePath(in: directory)
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
         configuration.maximumReaderCount = 4
@@ -103,8 +110,23 @@ public final class SQLiteSessionStore: LocalSessionStore {
                     """
             )
         }
+        migrator.registerMigration("v4: principals, lifetimes, compressed content") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE sessions ADD COLUMN principal TEXT;
+                    ALTER TABLE sessions ADD COLUMN expires_after REAL;
+                    ALTER TABLE messages ADD COLUMN compressed INTEGER NOT NULL DEFAULT 0;
+                    CREATE INDEX sessions_by_principal ON sessions (principal, last_updated, id) WHERE principal IS NOT NULL;
+                    CREATE INDEX sessions_retained ON sessions (last_updated, id) WHERE expires_after IS NULL;
+                    CREATE INDEX sessions_own_lifetime ON sessions (last_updated + expires_after, id) WHERE expires_after > 0;
+                    """
+            )
+        }
         return migrator
     }()
+
+    /// The schema's newest migration: a database file of ours has it once opened.
+    static var schemaVersion: String { "v4: principals, lifetimes, compressed content" }
 
     public func load(_ id: String, idempotencySince: Double) async throws -> StoredSession? {
         try await pool.read { db in
@@ -122,7 +144,7 @@ public final class SQLiteSessionStore: LocalSessionStore {
             let adopted = try Bool.fetchOne(db, sql: "SELECT 1 FROM adopted WHERE id = ?", arguments: [id]) ?? false
             guard
                 let session = try Row.fetchOne(
-                    db, sql: "SELECT metadata, created_at, last_updated FROM sessions WHERE id = ?", arguments: [id])
+                    db, sql: "SELECT metadata, created_at, last_updated, principal, expires_after FROM sessions WHERE id = ?", arguments: [id])
             else {
                 return keys.isEmpty && movedTo == nil && !adopted
                     ? nil : StoredSession(record: nil, nextSeq: 0, idempotency: keys, movedTo: movedTo, adopted: adopted)
@@ -130,43 +152,50 @@ public final class SQLiteSessionStore: LocalSessionStore {
             var messages: [Message] = []
             var nextSeq: Int64 = 0
             let rows = try Row.fetchCursor(
-                db, sql: "SELECT seq, role, content, timestamp FROM messages WHERE session_id = ? ORDER BY seq",
+                db, sql: "SELECT seq, role, content, timestamp, compressed FROM messages WHERE session_id = ? ORDER BY seq",
                 arguments: [id])
             while let row = try rows.next() {
                 let role: String = row[1]
-                messages.append(Message(role: Role(rawValue: role) ?? .user, content: Self.content(row[2]), timestamp: row[3]))
+                messages.append(Message(role: Role(rawValue: role) ?? .user, content: try Self.content(row[2], compressed: row[4]), timestamp: row[3]))
                 nextSeq = (row[0] as Int64) + 1
             }
             let metadataData: Data = session[0]
             let metadata = (try? JSONCoding.decoder.decode(JSONObject.self, from: metadataData)) ?? [:]
-            let record = SessionRecord(id: id, messages: messages, metadata: metadata, createdAt: session[1], lastUpdated: session[2])
+            let record = SessionRecord(
+                id: id, messages: messages, metadata: metadata, createdAt: session[1], lastUpdated: session[2], principal: session[3],
+                expiresAfter: session[4])
             return StoredSession(record: record, nextSeq: nextSeq, idempotency: keys, movedTo: movedTo, adopted: adopted)
         }
     }
 
     public func commit(_ batch: [SessionMutation]) async throws {
         guard !batch.isEmpty else { return }
+        let codec = codec
         try await pool.write { db in
             for mutation in batch {
-                try Self.apply(mutation, in: db)
+                try Self.apply(mutation, in: db, codec: codec)
             }
         }
     }
 
-    private static func apply(_ mutation: SessionMutation, in db: Database) throws {
+    private static func apply(_ mutation: SessionMutation, in db: Database, codec: ContentCodec) throws {
         let id = mutation.id
         switch mutation.change {
         case .append(let messages, let firstSeq):
             try upsertSession(mutation, in: db)
-            try insert(messages, of: id, from: firstSeq, in: db)
+            try insert(messages, of: id, from: firstSeq, in: db, codec: codec)
         case .replaceMessages(let messages):
             try upsertSession(mutation, in: db)
             try db.cachedStatement(sql: "DELETE FROM messages WHERE session_id = ?").execute(arguments: [id])
-            try insert(messages, of: id, from: 0, in: db)
+            try insert(messages, of: id, from: 0, in: db, codec: codec)
         case .touch:
             try upsertSession(mutation, in: db)
         case .delete:
             try db.cachedStatement(sql: "DELETE FROM messages WHERE session_id = ?").execute(arguments: [id])
+            try db.cachedStatement(sql: "DELETE FROM sessions WHERE id = ?").execute(arguments: [id])
+        case .erase:
+            try db.cachedStatement(sql: "DELETE FROM messages WHERE session_id = ?").execute(arguments: [id])
+            try db.cachedStatement(sql: "DELETE FROM idempotency WHERE session_id = ?").execute(arguments: [id])
             try db.cachedStatement(sql: "DELETE FROM sessions WHERE id = ?").execute(arguments: [id])
         }
         if let held = mutation.held {
@@ -190,24 +219,29 @@ public final class SQLiteSessionStore: LocalSessionStore {
     }
 
     /// Inserts messages at consecutive sequence numbers from `firstSeq`.
-    private static func insert(_ messages: [Message], of id: String, from firstSeq: Int64, in db: Database) throws {
-        let insert = try db.cachedStatement(sql: "INSERT INTO messages (session_id, seq, role, content, timestamp) VALUES (?, ?, ?, ?, ?)")
+    private static func insert(_ messages: [Message], of id: String, from firstSeq: Int64, in db: Database, codec: ContentCodec) throws {
+        let insert = try db.cachedStatement(
+            sql: "INSERT INTO messages (session_id, seq, role, content, timestamp, compressed) VALUES (?, ?, ?, ?, ?, ?)")
         for (offset, message) in messages.enumerated() {
-            try insert.execute(arguments: [id, firstSeq + Int64(offset), message.role.rawValue, contentValue(message.content), message.timestamp])
+            let (bytes, compressed) = codec.encode(message.content)
+            try insert.execute(arguments: [
+                id, firstSeq + Int64(offset), message.role.rawValue, contentValue(bytes), message.timestamp, compressed ? 1 : 0,
+            ])
         }
     }
 
-    /// Message content as SQLite must receive it to keep every byte: a blob of its UTF-8.
-    /// (Bound as text, GRDB hands SQLite a C string, which ends at the first NUL: "abc\u{0}def"
-    /// would be stored as "abc".) The empty string stays text: an empty blob binds as NULL.
-    private static func contentValue(_ content: String) -> any DatabaseValueConvertible {
-        content.isEmpty ? "" : Data(content.utf8)
+    /// Message content as SQLite must receive it to keep every byte: a blob of its (UTF-8 or
+    /// compressed) bytes. (Bound as text, GRDB hands SQLite a C string, which ends at the
+    /// first NUL: "abc\u{0}def" would be stored as "abc".) Empty content stays text: an empty
+    /// blob binds as NULL.
+    private static func contentValue(_ bytes: [UInt8]) -> any DatabaseValueConvertible {
+        bytes.isEmpty ? "" : Data(bytes)
     }
 
     /// Reads content stored by `contentValue` (or as text, by earlier versions) byte for byte.
-    private static func content(_ value: DatabaseValue) -> String {
+    private static func content(_ value: DatabaseValue, compressed: Bool) throws -> String {
         switch value.storage {
-        case .blob(let data): String(decoding: data, as: UTF8.self)
+        case .blob(let data): try ContentCodec.decode(data, compressed: compressed)
         case .string(let text): text
         default: ""
         }
@@ -217,19 +251,40 @@ public final class SQLiteSessionStore: LocalSessionStore {
         if let metadata = mutation.metadata {
             try db.cachedStatement(
                 sql: """
-                    INSERT INTO sessions (id, metadata, created_at, last_updated, message_count) VALUES (?, ?, ?, ?, ?)
-                    ON CONFLICT (id) DO UPDATE SET metadata = excluded.metadata,
-                        last_updated = excluded.last_updated, message_count = excluded.message_count
+                    INSERT INTO sessions (id, metadata, created_at, last_updated, message_count, principal, expires_after)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (id) DO UPDATE SET metadata = excluded.metadata, created_at = excluded.created_at,
+                        last_updated = excluded.last_updated, message_count = excluded.message_count,
+                        principal = excluded.principal, expires_after = excluded.expires_after
                     """
-            ).execute(arguments: [mutation.id, metadata, mutation.createdAt, mutation.lastUpdated, mutation.messageCount])
+            ).execute(arguments: [
+                mutation.id, metadata, mutation.createdAt, mutation.lastUpdated, mutation.messageCount, mutation.principal, mutation.expiresAfter,
+            ])
         } else {
             try db.cachedStatement(
                 sql: """
-                    INSERT INTO sessions (id, metadata, created_at, last_updated, message_count) VALUES (?, X'7B7D', ?, ?, ?)
-                    ON CONFLICT (id) DO UPDATE SET last_updated = excluded.last_updated, message_count = excluded.message_count
+                    INSERT INTO sessions (id, metadata, created_at, last_updated, message_count, principal, expires_after)
+                    VALUES (?, X'7B7D', ?, ?, ?, ?, ?)
+                    ON CONFLICT (id) DO UPDATE SET last_updated = excluded.last_updated, message_count = excluded.message_count,
+                        principal = excluded.principal, expires_after = excluded.expires_after
                     """
-            ).execute(arguments: [mutation.id, mutation.createdAt, mutation.lastUpdated, mutation.messageCount])
+            ).execute(arguments: [
+                mutation.id, mutation.createdAt, mutation.lastUpdated, mutation.messageCount, mutation.principal, mutation.expiresAfter,
+            ])
         }
+    }
+
+    /// The session row of a whole record, stored under `id`.
+    private static func insertRow(of record: SessionRecord, as id: String, in db: Database) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO sessions (id, metadata, created_at, last_updated, message_count, principal, expires_after)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                id, record.metadata.encodedJSON(), record.createdAt, record.lastUpdated, record.messages.count, record.principal,
+                record.expiresAfter,
+            ])
     }
 
     public func sessionCount() async throws -> Int {
@@ -250,6 +305,85 @@ public final class SQLiteSessionStore: LocalSessionStore {
         }
     }
 
+    public func sessionIDs(principal: String, after cursor: String?, limit: Int) async throws -> [String] {
+        try await pool.read { db in
+            try String.fetchAll(
+                db,
+                sql: """
+                    SELECT id FROM sessions WHERE principal = ? AND id > ? AND id NOT LIKE '!%' AND id NOT IN (SELECT id FROM moved)
+                    ORDER BY id LIMIT ?
+                    """,
+                arguments: [principal, cursor ?? "", limit])
+        }
+    }
+
+    public func expiredSessions(
+        _ kind: ExpiryKind, now: Double, retention: Double, after cursor: ExpiryCursor?, limit: Int
+    ) async throws
+        -> [ExpiryCursor]
+    {
+        let after = cursor ?? ExpiryCursor(key: -Double.greatestFiniteMagnitude, id: "")
+        return try await pool.read { db in
+            let rows: [Row]
+            switch kind {
+            case .retention:
+                guard retention > 0 else { return [] }
+                rows = try Row.fetchAll(
+                    db,
+                    sql: """
+                        SELECT last_updated, id FROM sessions
+                        WHERE expires_after IS NULL AND last_updated <= ? AND (last_updated, id) > (?, ?) AND id NOT LIKE '!%'
+                        ORDER BY last_updated, id LIMIT ?
+                        """,
+                    arguments: [now - retention, after.key, after.id, limit])
+            case .ownLifetime:
+                rows = try Row.fetchAll(
+                    db,
+                    sql: """
+                        SELECT last_updated + expires_after, id FROM sessions
+                        WHERE expires_after > 0 AND last_updated + expires_after <= ? AND (last_updated + expires_after, id) > (?, ?)
+                            AND id NOT LIKE '!%'
+                        ORDER BY last_updated + expires_after, id LIMIT ?
+                        """,
+                    arguments: [now, after.key, after.id, limit])
+            }
+            return rows.map { ExpiryCursor(key: $0[0], id: $0[1]) }
+        }
+    }
+
+    public func summaries(_ listing: SessionListing, now: Double, retention: Double) async throws -> [HostAPI.SessionSummary] {
+        var sql = """
+            SELECT id, principal, metadata, created_at, last_updated, message_count, expires_after FROM sessions
+            WHERE id NOT LIKE '!%' AND id NOT IN (SELECT id FROM moved)
+                AND ((expires_after IS NULL AND (? <= 0 OR last_updated > ?)) OR expires_after = 0 OR last_updated + expires_after > ?)
+            """
+        var arguments: StatementArguments = [retention, now - retention, now]
+        if let principal = listing.principal {
+            sql += " AND principal = ?"
+            _ = arguments.append(contentsOf: [principal])
+        }
+        if let prefix = listing.prefix {
+            sql += " AND id >= ? AND id < ?"
+            _ = arguments.append(contentsOf: [prefix, SessionListing.upperBound(of: prefix)])
+        }
+        if let before = listing.before {
+            sql += " AND (last_updated, id) < (?, ?)"
+            _ = arguments.append(contentsOf: [before.lastUpdated, before.id])
+        }
+        sql += " ORDER BY last_updated DESC, id DESC LIMIT ?"
+        _ = arguments.append(contentsOf: [listing.limit])
+        let query = sql
+        let values = arguments
+        return try await pool.read { db in
+            try Row.fetchAll(db, sql: query, arguments: values).map { row in
+                let metadata: Data = row[2]
+                return HostAPI.SessionSummary(
+                    id: row[0], principal: row[1], metadata: JSONValue.parse(metadata)?.objectValue ?? [:], createdAt: row[3], lastUpdated: row[4],
+                    messageCount: row[5], expiresAfter: row[6])
+            }
+        }
+    }
+
     public func loadRingState() async throws -> Data? {
         try await pool.read { db in try Data.fetchOne(db, sql: "SELECT state FROM ring_state WHERE key = 'ring'") }
     }
@@ -261,18 +395,17 @@ public final class SQLiteSessionStore: LocalSessionStore {
     }
 
     public func adopt(_ id: String, _ session: StoredSession, from node: String, version: Int) async throws -> Bool {
-        try await pool.write { db in
+        let codec = codec
+        return try await pool.write { db in
             // What this host may hold of the id from an older ring is replaced by the owner's copy.
             try db.execute(sql: "DELETE FROM messages WHERE session_id = ?", arguments: [id])
             let existed = try Bool.fetchOne(db, sql: "SELECT 1 FROM sessions WHERE id = ?", arguments: [id]) ?? false
             try db.execute(sql: "DELETE FROM sessions WHERE id = ?", arguments: [id])
             try db.execute(sql: "DELETE FROM moved WHERE id = ?", arguments: [id])
             if let record = session.record {
-                try db.execute(
-                    sql: "INSERT INTO sessions (id, metadata, created_at, last_updated, message_count) VALUES (?, ?, ?, ?, ?)",
-                    arguments: [id, record.metadata.encodedJSON(), record.createdAt, record.lastUpdated, record.messages.count])
+                try Self.insertRow(of: record, as: id, in: db)
                 // Sequence numbers continue from the previous owner's, so later appends follow on.
-                try Self.insert(record.messages, of: id, from: session.nextSeq - Int64(record.messages.count), in: db)
+                try Self.insert(record.messages, of: id, from: session.nextSeq - Int64(record.messages.count), in: db, codec: codec)
             }
             let keys = try db.cachedStatement(
                 sql: """
@@ -309,15 +442,14 @@ public final class SQLiteSessionStore: LocalSessionStore {
 
     public func seedHeld(_ id: String, owner: String, record: SessionRecord?, version: Double) async throws {
         let copy = HeldWrites.copyID(id)
+        let codec = codec
         try await pool.write { db in
             try db.execute(sql: "DELETE FROM messages WHERE session_id = ?", arguments: [copy])
             try db.execute(sql: "DELETE FROM sessions WHERE id = ?", arguments: [copy])
             try db.execute(sql: "DELETE FROM moved WHERE id = ?", arguments: [copy])
             if let record {
-                try db.execute(
-                    sql: "INSERT INTO sessions (id, metadata, created_at, last_updated, message_count) VALUES (?, ?, ?, ?, ?)",
-                    arguments: [copy, record.metadata.encodedJSON(), record.createdAt, record.lastUpdated, record.messages.count])
-                try Self.insert(record.messages, of: copy, from: 0, in: db)
+                try Self.insertRow(of: record, as: copy, in: db)
+                try Self.insert(record.messages, of: copy, from: 0, in: db, codec: codec)
             }
             try db.execute(
                 sql: "INSERT OR REPLACE INTO held_sessions (id, owner, seed_version) VALUES (?, ?, ?)", arguments: [id, owner, version])

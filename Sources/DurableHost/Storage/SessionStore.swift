@@ -18,6 +18,17 @@ public protocol SessionStore: Sendable {
     func pruneIdempotency(before cutoff: Double) async throws -> Int
     /// Ids of stored sessions after `cursor`, in order, at most `limit` of them.
     func sessionIDs(after cursor: String?, limit: Int) async throws -> [String]
+    /// Ids of the sessions of `principal` after `cursor`, in order, at most `limit` of them.
+    func sessionIDs(principal: String, after cursor: String?, limit: Int) async throws -> [String]
+    /// Sessions that have gone unwritten past their lifetime at `now`, in the order of `kind`'s
+    /// index, after `cursor`, at most `limit` of them. Each comes with its position, the
+    /// cursor of the next batch. What they hold is judged again by their live object.
+    func expiredSessions(
+        _ kind: ExpiryKind, now: Double, retention: Double, after cursor: ExpiryCursor?, limit: Int
+    ) async throws
+        -> [ExpiryCursor]
+    /// What `listing` asks for, newest first: sessions that have not expired at `now`.
+    func summaries(_ listing: SessionListing, now: Double, retention: Double) async throws -> [HostAPI.SessionSummary]
     /// Flushes and closes; the store is unusable afterwards.
     func close() async throws
     /// What `/health` says of the store: its kind and where it is (never a secret).
@@ -56,6 +67,39 @@ public protocol LocalSessionStore: SessionStore {
     /// Forgets the writes held for `id` up to `seq`, and the copy when no write is left;
     /// returns whether the copy is gone.
     func dropHeld(_ id: String, through seq: Int64) async throws -> Bool
+}
+
+/// Which sessions an expiry sweep looks at: those kept for the host's `retention` (no lifetime
+/// of their own, ordered by their last write), or those with their own (ordered by when it ends).
+public enum ExpiryKind: Sendable, CaseIterable {
+    case retention
+    case ownLifetime
+}
+
+/// A position in an expiry sweep: the session, and the ordering key of its kind (`last_updated`
+/// for `retention`, `last_updated + expires_after` for `ownLifetime`).
+public struct ExpiryCursor: Sendable, Hashable {
+    public var key: Double
+    public var id: String
+}
+
+/// Which sessions a listing returns: a principal's, and/or those whose id starts with `prefix`,
+/// older than `before` (the last of the previous page), at most `limit`.
+public struct SessionListing: Sendable, Hashable {
+    public var principal: String?
+    public var prefix: String?
+    public var before: HostAPI.ListCursor?
+    public var limit: Int
+
+    public init(principal: String? = nil, prefix: String? = nil, before: HostAPI.ListCursor? = nil, limit: Int) {
+        self.principal = principal
+        self.prefix = prefix
+        self.before = before
+        self.limit = limit
+    }
+
+    /// The smallest id greater than every id starting with `prefix` (ids are ASCII below DEL).
+    static func upperBound(of prefix: String) -> String { prefix + "\u{7F}" }
 }
 
 /// A copy of a session held for its owner while the owner could not be reached.
@@ -128,8 +172,12 @@ public struct SessionMutation: Sendable, Hashable {
         case replaceMessages([Message])
         /// Only the session row changes (metadata, times).
         case touch
-        /// The session and its messages removed.
+        /// The session and its messages removed (its idempotency keys stay: a retried clear is
+        /// still recognised).
         case delete
+        /// The session, its messages and its idempotency keys removed: it expired, or its
+        /// principal's data was deleted; what remains is as if it never existed.
+        case erase
     }
 
     public var id: String
@@ -149,6 +197,10 @@ public struct SessionMutation: Sendable, Hashable {
     /// The ring version the live object was loaded under (shared storage fences commits by
     /// it; 0 where a host's storage is its own).
     public var ringVersion: Int64 = 0
+    /// Who the session belongs to, and its own lifetime (nil: the host's retention): written
+    /// with every row of the session.
+    public var principal: String?
+    public var expiresAfter: Double?
 
     public init(
         id: String, incarnation: UInt64, change: Change, createdAt: Double, lastUpdated: Double,
