@@ -1,0 +1,95 @@
+import CurlHTTP
+import Foundation
+import SessionModel
+import TestSupport
+import Testing
+
+/// Runs `durable-host ARGUMENTS` to its end: its exit status and what it printed.
+private func durableHost(_ arguments: [String], in directory: TemporaryDirectory) async throws -> (status: Int32, output: String) {
+    let process = try ServiceProcess(
+        executable: BuiltProducts.path("durable-host"), arguments: arguments, logPath: directory.file("command-\(UUID().uuidString).log"))
+    let status = try await process.waitForExit(timeout: .seconds(60))
+    return (status, process.log)
+}
+
+@Suite("durable-host backup and restore, while the host serves writes")
+struct BackupTests {
+    @Test("a backup taken under a write load holds every write acknowledged before it began; a host restored from it serves them")
+    func backupUnderLoad() async throws {
+        let host = HostHarness()
+        try await host.startServing()
+        let client = host.client()
+        let files = TemporaryDirectory("backup")
+        let acknowledged = Mutexed<[(content: String, at: ContinuousClock.Instant)]>([])
+        let stopped = Mutexed(false)
+        let load = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for writer in 0..<8 {
+                    group.addTask {
+                        var index = 0
+                        while !stopped.get() {
+                            let content = "w\(writer)-\(index)"
+                            let response = try? await client.send(
+                                .post, "/sessions/backup-\(writer % 4)/update",
+                                json: SessionUpdate(.appendMessage(MessageInput(role: .user, content: content)), principal: "alice"))
+                            if response?.status == 200 { acknowledged.update { $0.append((content, .now)) } }
+                            index += 1
+                        }
+                    }
+                }
+            }
+        }
+        try await eventually("the load is running") { acknowledged.get().count >= 200 }
+        let began = ContinuousClock.now
+        let backup = try await durableHost(["backup", "--data", host.dataPath, "--to", files.file("sessions.backup")], in: files)
+        #expect(backup.status == 0, "\(backup.output)")
+        #expect(backup.output.contains("backed up 4 sessions"), "\(backup.output)")
+        try await eventually("writes went on during and after the backup") { acknowledged.get().filter { $0.at > began }.count >= 100 }
+        stopped.set(true)
+        await load.value
+        await host.stop()
+
+        let restored = HostHarness(dataPath: files.file("restored"))
+        let restore = try await durableHost(["restore", "--from", files.file("sessions.backup"), "--data", restored.dataPath], in: files)
+        #expect(restore.status == 0, "\(restore.output)")
+        try await restored.startServing()
+        var stored: [String] = []
+        for id in 0..<4 {
+            stored += try await restored.client().send(.get, "/sessions/backup-\(id)/history").decode(HostAPI.History.self).data.map(\.content)
+        }
+        let before = acknowledged.get().filter { $0.at < began }.map(\.content)
+        let missing = Set(before).subtracting(stored)
+        #expect(missing.isEmpty, "\(missing.count) writes acknowledged before the backup began are not in it, e.g. \(missing.prefix(3))")
+        #expect(Set(stored).count == stored.count, "nothing twice")
+        print("backup: \(before.count) writes acknowledged before it began, \(stored.count) in it, \(acknowledged.get().count) in all")
+        let record = try await restored.client().send(.get, "/sessions/backup-0").decode(HostAPI.Record.self).data
+        #expect(record.principal == "alice", "a session's principal comes back with it")
+        // The restored host takes writes as any other.
+        #expect(
+            try await restored.client().send(
+                .post, "/sessions/backup-0/update", json: SessionOperation.appendMessage(MessageInput(role: .user, content: "after restore"))
+            ).status == 200)
+        await restored.stop()
+    }
+
+    @Test("backup and restore refuse what would lose or mix data, each with a sentence and exit status 1")
+    func refusals() async throws {
+        let host = HostHarness()
+        try await host.startServing()
+        _ = try await host.client().send(.post, "/sessions/s/update", json: SessionOperation.appendMessage(MessageInput(role: .user, content: "x")))
+        let files = TemporaryDirectory("backup")
+        #expect(try await durableHost(["backup", "--data", host.dataPath, "--to", files.file("one")], in: files).status == 0)
+        let again = try await durableHost(["backup", "--data", host.dataPath, "--to", files.file("one")], in: files)
+        #expect(again.status == 1 && again.output.contains("already exists"), "\(again.output)")
+        let nowhere = try await durableHost(["backup", "--data", files.file("no-such-dir"), "--to", files.file("two")], in: files)
+        #expect(nowhere.status == 1 && nowhere.output.contains("holds no database"), "\(nowhere.output)")
+        let occupied = try await durableHost(["restore", "--from", files.file("one"), "--data", host.dataPath], in: files)
+        #expect(occupied.status == 1 && occupied.output.contains("already holds a database"), "\(occupied.output)")
+        try Data("not a database".utf8).write(to: URL(fileURLWithPath: files.file("junk")))
+        let junk = try await durableHost(["restore", "--from", files.file("junk"), "--data", files.file("fresh")], in: files)
+        #expect(junk.status == 1 && junk.output.contains("not a SQLite database"), "\(junk.output)")
+        #expect(!FileManager.default.fileExists(atPath: files.file("fresh/sessions.sqlite")), "a refused restore leaves nothing behind")
+        #expect(try await host.client().send(.get, "/sessions/s/history").decode(HostAPI.History.self).data.count == 1, "the host is untouched")
+        await host.stop()
+    }
+}
