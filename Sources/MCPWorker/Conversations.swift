@@ -22,6 +22,27 @@ struct Conversations: Sendable {
         "conv:\(principal):\(sessionID)"
     }
 
+    /// Whether a record under a conversation id holds a conversation (older ones carry no kind).
+    static func isConversation(_ metadata: JSONObject) -> Bool {
+        (metadata["kind"]?.stringValue ?? kind) == kind
+    }
+
+    /// Where a principal's conversations start in id order (everyone's for nil).
+    static func storagePrefix(principal: String?) -> String {
+        principal.map { "conv:\($0):" } ?? "conv:"
+    }
+
+    /// The principal of a conversation's host record id; nil when it is not one.
+    static func principal(ofStorageID id: String) -> String? {
+        guard id.hasPrefix("conv:") else { return nil }
+        let rest = id.dropFirst("conv:".count)
+        guard let colon = rest.firstIndex(of: ":") else { return nil }
+        let principal = String(rest[..<colon])
+        let session = String(rest[rest.index(after: colon)...])
+        guard SessionUpdate.isValidPrincipal(principal), (try? sessionID(session)) != nil else { return nil }
+        return principal
+    }
+
     /// The `sessionId` Greptile gets for a conversation: a digest of the principal and the
     /// caller's id, so two principals who pick the same `session_id` (or one who reuses
     /// another's) never share Greptile's own history of it.
@@ -39,36 +60,63 @@ struct Conversations: Sendable {
         return given
     }
 
+    /// What a conversation's metadata says of it, for lists of conversations: what kind of
+    /// record it is, its title (its first question) and the repositories it is about.
+    static let kind = "conversation"
+
+    /// A conversation under way: what goes upstream, and what the stored history held.
+    struct Turn: Sendable {
+        /// The newest messages of the history (or of `previous_messages`), the question last.
+        let messages: [QueryMessage]
+        /// The conversation's first question, when this turn starts it (or replaces its history).
+        let title: String?
+    }
+
     /// What to send upstream: the newest messages of the history (or of `previousMessages`,
     /// which replace it), the user's turn last. Nothing is stored yet.
     func begin(
         principal: String, sessionID: String, query: String, previousMessages: [MessageInput]?
-    ) async throws(SessionError) -> [QueryMessage] {
+    ) async throws(SessionError) -> Turn {
         let history: [Message]
         if let previousMessages {
             history = previousMessages.map { Message(role: $0.role, content: $0.content, timestamp: 0) }
         } else {
             history = try await store.history(Self.storageID(principal: principal, sessionID: sessionID)).messages
         }
-        let turns = (history + [Message(role: .user, content: query, timestamp: 0)])
-            .filter { $0.role != .system }
-            .suffix(window)
-        return turns.map { QueryMessage(id: nil, content: $0.content, role: $0.role.rawValue) }
+        let all = history + [Message(role: .user, content: query, timestamp: 0)]
+        let turns = all.filter { $0.role != .system }.suffix(window)
+        let starts = previousMessages != nil || !history.contains { $0.role == .user }
+        return Turn(
+            messages: turns.map { QueryMessage(id: nil, content: $0.content, role: $0.role.rawValue) },
+            title: starts ? all.first { $0.role == .user }.map { Self.title(of: $0.content) } : nil)
+    }
+
+    /// A question as a conversation's title: its first line, at most 120 characters.
+    static func title(of question: String) -> String {
+        let line = question.split(whereSeparator: \.isNewline).first.map(String.init) ?? question
+        let trimmed = line.trimmingCharacters(in: .whitespaces)
+        return trimmed.count > 120 ? String(trimmed.prefix(119)) + "…" : trimmed
     }
 
     /// Records the exchange once Greptile has answered, in one write: the user's turn and the
     /// answer's `message` as the assistant's turn (replacing the history with
-    /// `previousMessages` when given). The write is atomic, so a refused answer (a limit)
-    /// stores the question neither; a failed query stores nothing.
+    /// `previousMessages` when given), and what the conversation is about. The write is
+    /// atomic, so a refused answer (a limit) stores the question neither; a failed query
+    /// stores nothing.
     func finish(
-        principal: String, sessionID: String, query: String, askedAt: Double, answer: String, previousMessages: [MessageInput]?
+        principal: String, sessionID: String, query: String, askedAt: Double, answer: String, previousMessages: [MessageInput]?,
+        repositories: [RepositoryRef], title: String?
     ) async throws(SessionError) {
         let id = Self.storageID(principal: principal, sessionID: sessionID)
         let exchange = [MessageInput(role: .user, content: query, timestamp: askedAt), MessageInput(role: .assistant, content: answer)]
-        if let previousMessages {
-            try await store.setHistory(id, previousMessages + exchange)
-        } else {
-            try await store.appendMessages(id, exchange)
-        }
+        var metadata: JSONObject = [
+            "kind": .string(Self.kind),
+            "repositories": .array(
+                repositories.map { .object(["remote": .string($0.remote), "repository": .string($0.repository), "branch": .string($0.branch)]) }),
+        ]
+        if let title { metadata["title"] = .string(title) }
+        let operation: SessionOperation =
+            previousMessages.map { .setHistory($0 + exchange, metadata: metadata) } ?? .appendMessages(exchange, metadata: metadata)
+        try await store.write(id, SessionUpdate(operation, principal: principal))
     }
 }

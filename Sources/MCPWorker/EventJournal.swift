@@ -12,6 +12,8 @@ import SessionModel
 /// `keep` when a new stream starts.
 struct EventJournal: Sendable {
     let store: any SessionManager
+    /// The transport sessions' lifetime: a journal lives as long as its session.
+    let lifetime: Double
     let logger: Logger
     static let keep = 500
     static let trimAbove = 1_000
@@ -21,23 +23,25 @@ struct EventJournal: Sendable {
     }
 
     /// A stream starts: makes room if the journal is long.
-    func startStream(session: String) async {
-        let id = Self.recordID(session: session)
+    func startStream(session: TransportSession) async {
+        let id = Self.recordID(session: session.id)
         guard let history = try? await store.history(id), history.messages.count > Self.trimAbove else { return }
         let kept = history.messages.suffix(Self.keep).map { MessageInput(role: $0.role, content: $0.content, timestamp: $0.timestamp) }
-        try? await store.setHistory(id, Array(kept))
+        try? await store.write(id, SessionUpdate(.setHistory(Array(kept)), principal: session.principal, expiresAfter: lifetime))
     }
 
     /// Records an event before it is sent.
-    func append(session: String, eventID: String, data: String) async {
+    func append(session: TransportSession, eventID: String, data: String) async {
+        let event = MessageInput(role: .system, content: "\(eventID)\n\(data)")
         do {
-            try await store.appendMessage(Self.recordID(session: session), MessageInput(role: .system, content: "\(eventID)\n\(data)"))
+            try await store.write(
+                Self.recordID(session: session.id), SessionUpdate(.appendMessage(event), principal: session.principal, expiresAfter: lifetime))
         } catch {
             logger.warning("an event could not be kept for resumption", metadata: ["error": "\(error.message)"])
         }
     }
 
-    func end(session: String, stream: String) async {
+    func end(session: TransportSession, stream: String) async {
         await append(session: session, eventID: "\(stream)-end", data: "")
     }
 

@@ -193,9 +193,9 @@ struct GreptileTools: Sendable {
         let repositories = try await resolve(arguments.repositories("repositories"))
 
         let askedAt = Date().timeIntervalSince1970
-        let messages = try await conversations.begin(principal: principal, sessionID: sessionID, query: query, previousMessages: previous)
+        let turn = try await conversations.begin(principal: principal, sessionID: sessionID, query: query, previousMessages: previous)
         let request = QueryRequest(
-            messages: messages, repositories: repositories,
+            messages: turn.messages, repositories: repositories,
             sessionId: Conversations.upstreamSessionID(principal: principal, sessionID: sessionID), stream: stream, genius: genius)
         let answer: QueryAnswer
         if stream || progress != nil {
@@ -209,7 +209,8 @@ struct GreptileTools: Sendable {
         let conversations = self.conversations
         try await Task {
             try await conversations.finish(
-                principal: principal, sessionID: sessionID, query: query, askedAt: askedAt, answer: answer.message, previousMessages: previous)
+                principal: principal, sessionID: sessionID, query: query, askedAt: askedAt, answer: answer.message, previousMessages: previous,
+                repositories: repositories, title: turn.title)
         }.value
         return .object(["message": .string(answer.message), "sources": .array(answer.sources), "_session_id": .string(sessionID)])
     }

@@ -67,6 +67,10 @@ public struct MCPResponder: HTTPResponder {
             var metrics = Response(status: .ok, body: .init(byteBuffer: ByteBuffer(bytes: worker.metrics.exposition())))
             metrics.headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             response = request.method == .get ? metrics : Self.plainError(.methodNotAllowed, "use GET", allow: "GET")
+        case _ where path.hasPrefix("/admin/"):
+            let rest = path.dropFirst("/admin/".count)
+            route = "/admin/" + (rest.split(separator: "/").first.map(String.init) ?? "")
+            response = await Administration(worker: worker).respond(to: request, path: rest)
         default:
             route = "unknown"
             response = Self.plainError(.notFound, "no route \(path.prefix(200)); the MCP endpoint is /mcp")

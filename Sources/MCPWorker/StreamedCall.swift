@@ -22,8 +22,8 @@ import Synchronization
 /// kept in the journal, for the client to resume.
 final class EventStream: Sendable {
     let streamID: String?
-    /// Where events are kept for resumption (session revisions), with the session's id.
-    private let journal: (EventJournal, session: String)?
+    /// Where events are kept for resumption (session revisions), with the session.
+    private let journal: (EventJournal, session: TransportSession)?
     private let capacity: Int
     private let now: @Sendable () -> ContinuousClock.Instant
     private let sequence = Mutex(0)
@@ -41,7 +41,7 @@ final class EventStream: Sendable {
     }
 
     init(
-        journal: (EventJournal, session: String)?, capacity: Int = 64,
+        journal: (EventJournal, session: TransportSession)?, capacity: Int = 64,
         now: @escaping @Sendable () -> ContinuousClock.Instant = { .now }
     ) {
         self.journal = journal
@@ -225,7 +225,7 @@ extension MCPResponder {
         clientGone: Latch?, encode: @escaping @Sendable (CallTool.Result) -> Data
     ) async -> Response {
         let timing = worker.streamTiming
-        let events = EventStream(journal: session.map { (worker.journal, $0.id) }, now: timing.now)
+        let events = EventStream(journal: session.map { (worker.journal, $0) }, now: timing.now)
         let token = params?.objectValue?["_meta"]?.objectValue?["progressToken"]
         let reporter = token.map { StreamProgress(token: $0, events: events) }
         let tools = worker.tools

@@ -40,13 +40,14 @@ struct TransportSessions: Sendable {
 
     func create(principal: String, protocolVersion: String, clientName: String, clientVersion: String) async throws(SessionError) -> TransportSession {
         let id = Self.newID()
-        try await store.updateMetadata(
-            Self.storageID(id),
-            [
-                "kind": .string(Self.kind), "principal": .string(principal), "protocol_version": .string(protocolVersion),
-                "client_name": .string(String(clientName.prefix(100))), "client_version": .string(String(clientVersion.prefix(50))),
-                "initialized": false,
-            ])
+        let metadata: JSONObject = [
+            "kind": .string(Self.kind), "principal": .string(principal), "protocol_version": .string(protocolVersion),
+            "client_name": .string(String(clientName.prefix(100))), "client_version": .string(String(clientVersion.prefix(50))),
+            "initialized": false,
+        ]
+        // The host deletes the record `lifetime` after its last write: an abandoned session
+        // does not outlive its lifetime in storage either.
+        try await store.write(Self.storageID(id), SessionUpdate(.updateMetadata(metadata), principal: principal, expiresAfter: lifetime))
         return TransportSession(id: id, principal: principal, protocolVersion: protocolVersion, initialized: false, lastUpdated: now())
     }
 
@@ -64,19 +65,20 @@ struct TransportSessions: Sendable {
             initialized: metadata["initialized"]?.boolValue ?? false, lastUpdated: record.lastUpdated)
         // Keep a session in use from expiring, at the cost of one write per tenth of its lifetime.
         if now() - record.lastUpdated > lifetime / 10 {
-            try? await store.updateMetadata(Self.storageID(id), ["last_seen": .double(now())])
+            try? await store.write(Self.storageID(id), SessionUpdate(.updateMetadata(["last_seen": .double(now())]), principal: principal))
         }
         return session
     }
 
     func markInitialized(_ session: TransportSession) async throws(SessionError) {
         guard !session.initialized else { return }
-        try await store.updateMetadata(Self.storageID(session.id), ["initialized": true])
+        try await store.write(Self.storageID(session.id), SessionUpdate(.updateMetadata(["initialized": true]), principal: session.principal))
     }
 
     /// Marks a request of the session as cancelled, for the worker that runs it.
     func requestCancel(_ session: TransportSession, request: String) async throws(SessionError) {
-        try await store.updateMetadata(Self.storageID(session.id), ["cancel:\(request)": .double(now())])
+        try await store.write(
+            Self.storageID(session.id), SessionUpdate(.updateMetadata(["cancel:\(request)": .double(now())]), principal: session.principal))
     }
 
     /// Whether a request of the session was marked as cancelled.

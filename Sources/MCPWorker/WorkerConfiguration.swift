@@ -14,6 +14,8 @@ public struct WorkerConfiguration: Sendable {
     public var hostToken: String?
     /// Keys clients present; empty runs open, which only loopback allows.
     public var apiKeys: APIKeys
+    /// The operators' key for `/admin` (everyone's data); nil: only an open worker's `/admin` serves everyone.
+    public var adminKey: String?
     /// Origins allowed besides localhost ones (`https://app.example.com`).
     public var allowedOrigins: [String]
     public var upstream: UpstreamConfiguration

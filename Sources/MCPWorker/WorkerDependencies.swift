@@ -37,10 +37,8 @@ final class WorkerDependencies: Sendable {
         self.client = client
         self.metrics = metrics
         self.logger = logger
-        journal = EventJournal(store: store, logger: logger)
-        sessions = TransportSessions(
-            store: store, lifetime: Double(configuration.sessionLifetime.components.seconds),
-            now: { Date().timeIntervalSince1970 })
+        journal = EventJournal(store: store, lifetime: configuration.sessionLifetime.secondsValue, logger: logger)
+        sessions = TransportSessions(store: store, lifetime: configuration.sessionLifetime.secondsValue, now: { Date().timeIntervalSince1970 })
         calls = CallSupervisor(sessions: sessions)
         tools = GreptileTools(
             greptile: GreptileClient(configuration: configuration.upstream, client: client, logger: logger),
@@ -54,6 +52,31 @@ final class WorkerDependencies: Sendable {
         if configuration.apiKeys.isEmpty { return "local" }
         guard let key = bearerToken(in: authorization) else { return nil }
         return configuration.apiKeys.principal(forKey: String(key))
+    }
+
+    /// Who calls `/admin`: an operator (the admin key, or anyone of an open worker, which
+    /// listens on loopback only), or a client acting for its own principal; nil: refused.
+    func caller(authorization: String?) -> Caller? {
+        if let adminKey = configuration.adminKey, let key = bearerToken(in: authorization),
+            constantTimeEqual(Array(key.utf8), Array(adminKey.utf8))
+        {
+            return .operator
+        }
+        if configuration.apiKeys.isEmpty && configuration.adminKey == nil { return .operator }
+        return principal(authorization: authorization).map(Caller.principal)
+    }
+
+    enum Caller: Equatable {
+        case `operator`
+        case principal(String)
+
+        /// Whether this caller may act on `principal`'s data.
+        func mayActFor(_ principal: String) -> Bool {
+            switch self {
+            case .operator: true
+            case .principal(let own): own == principal
+            }
+        }
     }
 
     /// Whether a request's `Origin` may use the endpoint: absent, localhost, or configured.

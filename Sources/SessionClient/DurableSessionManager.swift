@@ -54,7 +54,7 @@ public final class DurableSessionManager: SessionManager, Service {
 
     /// A write made in the fallback, waiting to reach its host.
     struct PendingWrite: Sendable {
-        let operation: SessionOperation
+        let update: SessionUpdate
         let key: String
     }
 
@@ -100,24 +100,12 @@ public final class DurableSessionManager: SessionManager, Service {
 
     // MARK: SessionManager
 
-    public func appendMessage(_ sessionID: String, _ message: MessageInput) async throws(SessionError) {
-        try await mutate(sessionID, .appendMessage(message))
-    }
-
-    public func appendMessages(_ sessionID: String, _ messages: [MessageInput]) async throws(SessionError) {
-        try await mutate(sessionID, .appendMessages(messages))
-    }
-
-    public func setHistory(_ sessionID: String, _ messages: [MessageInput]) async throws(SessionError) {
-        try await mutate(sessionID, .setHistory(messages))
-    }
-
-    public func updateMetadata(_ sessionID: String, _ metadata: JSONObject) async throws(SessionError) {
-        try await mutate(sessionID, .updateMetadata(metadata))
+    public func write(_ sessionID: String, _ update: SessionUpdate) async throws(SessionError) {
+        try await mutate(sessionID, update)
     }
 
     public func clear(_ sessionID: String) async throws(SessionError) {
-        try await mutate(sessionID, .clear)
+        try await mutate(sessionID, SessionUpdate(.clear))
     }
 
     public func history(_ sessionID: String) async throws(SessionError) -> SessionHistory {
@@ -167,6 +155,105 @@ public final class DurableSessionManager: SessionManager, Service {
             noteFallback(sessionID, operation: "record", reason: reason)
             await fallback.seed(sessionID, lastKnown.state(of: sessionID))
             return await fallback.record(sessionID)
+        }
+    }
+
+    public func list(_ listing: SessionListing) async throws(SessionError) -> SessionPage {
+        let ring = membership
+        if ring.lease != nil {
+            // One database behind every host: any of them answers for all.
+            var reasons: [String] = []
+            for member in ring.members {
+                switch await page(of: listing, at: member) {
+                case .success(let page) where page.scope == .everyHost:
+                    return SessionPage.merge([page], limit: listing.limit)
+                case .success:
+                    reasons.append("\(member.name) lists only its own sessions")
+                case .failure(let error):
+                    reasons.append(error.message)
+                }
+            }
+            throw .unavailable("no host could list the sessions: \(reasons.joined(separator: "; "))")
+        }
+        // A file per host: each lists what it holds, and the newest of all are kept.
+        let answers = await withTaskGroup(of: Result<HostAPI.Listing, SessionError>.self) { group in
+            for member in ring.members { group.addTask { await self.page(of: listing, at: member) } }
+            var answers: [Result<HostAPI.Listing, SessionError>] = []
+            for await answer in group { answers.append(answer) }
+            return answers
+        }
+        var pages: [HostAPI.Listing] = []
+        for answer in answers {
+            switch answer {
+            case .success(let page): pages.append(page)
+            // A list without one host's sessions would look whole and not be.
+            case .failure(let error): throw error
+            }
+        }
+        return SessionPage.merge(pages, limit: listing.limit)
+    }
+
+    /// One host's page of a listing.
+    private func page(of listing: SessionListing, at member: Membership.Member) async -> Result<HostAPI.Listing, SessionError> {
+        switch await admin(.get, "/sessions?\(listing.query)", at: member) {
+        case .success(let response):
+            guard let page = try? JSONCoding.decoder.decode(HostAPI.Listing.self, from: response.body) else {
+                return .failure(.unavailable("\(member.name) answered the listing with an unreadable body"))
+            }
+            return .success(page)
+        case .failure(let error):
+            return .failure(error)
+        }
+    }
+
+    public func erase(principal: String) async throws(SessionError) -> PrincipalErasure {
+        guard SessionUpdate.isValidPrincipal(principal) else {
+            throw .rejected(APIError(.invalidField, "a principal is 1 to 64 of A-Z a-z 0-9 . _ - @ :"))
+        }
+        // What this worker remembers of the principal goes first: no fallback may bring it back.
+        lastKnown.forget(principal: principal)
+        _ = await fallback.erase(principal: principal)
+        journal.withLock { journal in
+            for (id, writes) in journal.pending {
+                let kept = writes.filter { $0.update.principal != principal }
+                journal.pending[id] = kept.isEmpty ? nil : kept
+            }
+            journal.order.removeAll { journal.pending[$0] == nil }
+        }
+        let ring = membership
+        let results = await withTaskGroup(of: (String, Result<HTTPResponse, SessionError>).self) { group in
+            for member in ring.members { group.addTask { (member.name, await self.admin(.delete, "/principals/\(principal)", at: member)) } }
+            var results: [(String, Result<HTTPResponse, SessionError>)] = []
+            for await result in group { results.append(result) }
+            return results
+        }
+        var erasure = PrincipalErasure(removed: 0)
+        for (name, result) in results.sorted(by: { $0.0 < $1.0 }) {
+            if case .success(let response) = result, let answer = try? JSONCoding.decoder.decode(HostAPI.Erasure.self, from: response.body) {
+                erasure.removed += answer.removed
+            } else {
+                erasure.unreached.append(name)
+            }
+        }
+        logger.notice(
+            "deleted a principal's sessions", metadata: ["principal": "\(principal)", "removed": "\(erasure.removed)", "unreached": "\(erasure.unreached)"])
+        return erasure
+    }
+
+    /// A request to one host beyond a session's own routes (a listing, a deletion): one
+    /// attempt, its answer when it is 200.
+    private func admin(_ method: HTTPRequest.Method, _ path: String, at member: Membership.Member) async -> Result<HTTPResponse, SessionError> {
+        var headers: HTTPHeaders = [:]
+        if let token = configuration.token { headers.add("Authorization", "Bearer \(token)") }
+        do {
+            let response = try await client.execute(
+                HTTPRequest(method: method, url: "http://\(member.address)\(path)", headers: headers, timeout: configuration.attemptTimeout * 5))
+            guard response.status == 200 else {
+                return .failure(.unavailable("\(member.name) answered HTTP \(response.status): \(Self.apiError(from: response).message)"))
+            }
+            return .success(response)
+        } catch {
+            return .failure(.unavailable("\(member.name) did not answer: \(error)"))
         }
     }
 
@@ -231,19 +318,19 @@ public final class DurableSessionManager: SessionManager, Service {
         }
     }
 
-    private func mutate(_ sessionID: String, _ operation: SessionOperation) async throws(SessionError) {
+    private func mutate(_ sessionID: String, _ update: SessionUpdate) async throws(SessionError) {
         try validate(sessionID)
         let key = UUID().uuidString
         // A session with writes still in the journal keeps its order: this one queues behind them.
         if journal.withLock({ $0.pending[sessionID] != nil }) {
-            try await fallback.apply(operation, to: sessionID)
-            enqueue(PendingWrite(operation: operation, key: key), for: sessionID)
+            try await fallback.apply(update, to: sessionID)
+            enqueue(PendingWrite(update: update, key: key), for: sessionID)
             _ = await drainJournal(of: sessionID)
             return
         }
-        switch await write(operation, to: sessionID, key: key, attempts: configuration.retry.attempts) {
+        switch await send(update, to: sessionID, key: key, attempts: configuration.retry.attempts) {
         case .answered:
-            lastKnown.apply(operation, to: sessionID, now: Date().timeIntervalSince1970)
+            lastKnown.apply(update, to: sessionID, now: Date().timeIntervalSince1970)
             return
         case .refused(let error):
             throw .rejected(error)
@@ -252,18 +339,18 @@ public final class DurableSessionManager: SessionManager, Service {
             throw .cancelled
         case .unreachable(let reason):
             await fallback.seed(sessionID, lastKnown.state(of: sessionID))
-            try await fallback.apply(operation, to: sessionID)
-            enqueue(PendingWrite(operation: operation, key: key), for: sessionID)
-            noteFallback(sessionID, operation: operation.name, reason: reason)
+            try await fallback.apply(update, to: sessionID)
+            enqueue(PendingWrite(update: update, key: key), for: sessionID)
+            noteFallback(sessionID, operation: update.operation.name, reason: reason)
         }
     }
 
-    private func write(_ operation: SessionOperation, to sessionID: String, key: String, attempts: Int) async -> Outcome {
-        if case .clear = operation {
+    private func send(_ update: SessionUpdate, to sessionID: String, key: String, attempts: Int) async -> Outcome {
+        if case .clear = update.operation {
             return await send(.delete, sessionID, path: "clear", body: nil, key: key, operation: "clear", attempts: attempts)
         }
-        let body = operation.canonicalJSON
-        return await send(.post, sessionID, path: "update", body: body, key: key, operation: operation.name, attempts: attempts)
+        let body = update.canonicalJSON
+        return await send(.post, sessionID, path: "update", body: body, key: key, operation: update.operation.name, attempts: attempts)
     }
 
     private func enqueue(_ write: PendingWrite, for sessionID: String) {
@@ -277,8 +364,8 @@ public final class DurableSessionManager: SessionManager, Service {
     /// that does not get through. Returns true when none is left.
     private func drainJournal(of sessionID: String) async -> Bool {
         while let next = journal.withLock({ $0.pending[sessionID]?.first }) {
-            let outcome = await write(next.operation, to: sessionID, key: next.key, attempts: 1)
-            if case .answered = outcome { lastKnown.apply(next.operation, to: sessionID, now: Date().timeIntervalSince1970) }
+            let outcome = await send(next.update, to: sessionID, key: next.key, attempts: 1)
+            if case .answered = outcome { lastKnown.apply(next.update, to: sessionID, now: Date().timeIntervalSince1970) }
             switch outcome {
             case .answered, .refused:
                 // A refusal now would have been one then too: dropping it is what the host would have done.

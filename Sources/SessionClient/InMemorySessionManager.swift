@@ -6,60 +6,75 @@ import SessionModel
 public actor InMemorySessionManager: SessionManager {
     private var sessions: [String: SessionState] = [:]
     private let limits: SessionLimits
+    /// Seconds a session without a lifetime of its own is kept after its last write (0: for ever).
+    private let retention: Double
     private let now: @Sendable () -> Double
+    private var writesSincePrune = 0
 
-    public init(limits: SessionLimits = .default, now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
+    public init(
+        limits: SessionLimits = .default, retention: Double = 90 * 86_400, now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }
+    ) {
         self.limits = limits
+        self.retention = retention
         self.now = now
     }
 
-    public func appendMessage(_ sessionID: String, _ message: MessageInput) throws(SessionError) {
-        try apply(.appendMessage(message), to: sessionID)
-    }
-
-    public func appendMessages(_ sessionID: String, _ messages: [MessageInput]) throws(SessionError) {
-        try apply(.appendMessages(messages), to: sessionID)
+    public func write(_ sessionID: String, _ update: SessionUpdate) throws(SessionError) {
+        try apply(update, to: sessionID)
     }
 
     public func history(_ sessionID: String) -> SessionHistory {
-        guard let state = sessions[sessionID] else { return SessionHistory() }
+        guard let state = live(sessionID) else { return SessionHistory() }
         return SessionHistory(messages: state.record.messages, metadata: state.record.metadata)
     }
 
     public func record(_ sessionID: String) -> SessionRecord? {
-        sessions[sessionID]?.record
-    }
-
-    public func setHistory(_ sessionID: String, _ messages: [MessageInput]) throws(SessionError) {
-        try apply(.setHistory(messages), to: sessionID)
-    }
-
-    public func updateMetadata(_ sessionID: String, _ metadata: JSONObject) throws(SessionError) {
-        try apply(.updateMetadata(metadata), to: sessionID)
+        live(sessionID)?.record
     }
 
     public func clear(_ sessionID: String) {
         sessions[sessionID] = nil
     }
 
+    public func list(_ listing: SessionListing) -> SessionPage {
+        let matching = sessions.values.filter { state in
+            let record = state.record
+            return !state.isExpired(now: now(), retention: retention) && (listing.principal.map { record.principal == $0 } ?? true)
+                && (listing.prefix.map { record.id.hasPrefix($0) } ?? true)
+        }
+        let summaries = matching.map { state in
+            HostAPI.SessionSummary(
+                id: state.record.id, principal: state.record.principal, metadata: state.record.metadata, createdAt: state.record.createdAt,
+                lastUpdated: state.record.lastUpdated, messageCount: state.record.messages.count, expiresAfter: state.record.expiresAfter)
+        }.filter { summary in listing.before.map { $0 < summary.cursor } ?? true }
+        return SessionPage.merge([HostAPI.Listing(data: summaries, next: nil)], limit: listing.limit)
+    }
+
+    public func erase(principal: String) -> PrincipalErasure {
+        let ids = sessions.filter { $0.value.record.principal == principal }.map(\.key)
+        for id in ids { sessions[id] = nil }
+        return PrincipalErasure(removed: ids.count)
+    }
+
     public func health() -> SessionStoreHealth {
         SessionStoreHealth(mode: "in-memory", detail: "sessions are lost when this process stops (no --hosts)")
     }
 
-    /// Applies an operation as a host would; also used to mirror fallback writes.
-    func apply(_ operation: SessionOperation, to sessionID: String) throws(SessionError) {
+    /// Applies an update as a host would; also used to mirror fallback writes.
+    func apply(_ update: SessionUpdate, to sessionID: String) throws(SessionError) {
         do {
             try SessionID.validate(sessionID, limits: limits)
         } catch {
             throw .rejected(error)
         }
-        var state = sessions[sessionID] ?? SessionState(absent: sessionID)
+        var state = live(sessionID) ?? SessionState(absent: sessionID)
         do {
-            _ = try state.apply(operation, now: now(), limits: limits)
+            _ = try state.apply(update, now: now(), limits: limits)
         } catch {
             throw .rejected(error)
         }
         sessions[sessionID] = state.exists ? state : nil
+        pruneNowAndThen()
     }
 
     /// Starts a session from a known state unless this store already holds it.
@@ -71,5 +86,24 @@ public actor InMemorySessionManager: SessionManager {
     /// Forgets a session (its writes have reached their host).
     func forget(_ sessionID: String) {
         sessions[sessionID] = nil
+    }
+
+    /// A session that has not expired; an expired one is forgotten, as a host's sweep would.
+    private func live(_ sessionID: String) -> SessionState? {
+        guard let state = sessions[sessionID] else { return nil }
+        guard !state.isExpired(now: now(), retention: retention) else {
+            sessions[sessionID] = nil
+            return nil
+        }
+        return state
+    }
+
+    /// Every thousandth write drops what expired: memory stays bounded by what is alive.
+    private func pruneNowAndThen() {
+        writesSincePrune += 1
+        guard writesSincePrune >= 1_000 else { return }
+        writesSincePrune = 0
+        let time = now()
+        sessions = sessions.filter { !$0.value.isExpired(now: time, retention: retention) }
     }
 }

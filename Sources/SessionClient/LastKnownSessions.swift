@@ -54,21 +54,30 @@ final class LastKnownSessions: Sendable {
 
     /// Applies a write the host accepted to the remembered state. A session this worker has not
     /// read is not remembered from its writes alone: they would give a partial picture.
-    func apply(_ operation: SessionOperation, to sessionID: String, now: Double) {
+    func apply(_ update: SessionUpdate, to sessionID: String, now: Double) {
         contents.withLock { contents in
             guard var state = contents.entries[sessionID]?.state else {
-                if case .clear = operation {
+                if case .clear = update.operation {
                     Self.insert(sessionID, SessionState(absent: sessionID), observedAt: now, into: &contents, maxSessions: maxSessions, maxBytes: maxBytes)
                 }
                 return
             }
             Self.remove(sessionID, from: &contents)
-            guard (try? state.apply(operation, now: now, limits: limits)) != nil else { return }
+            guard (try? state.apply(update, now: now, limits: limits)) != nil else { return }
             Self.insert(sessionID, state, observedAt: now, into: &contents, maxSessions: maxSessions, maxBytes: maxBytes)
         }
     }
 
     var count: Int { contents.withLock { $0.entries.count } }
+
+    /// Forgets every session of `principal` (its data is being deleted).
+    func forget(principal: String) {
+        contents.withLock { contents in
+            for (id, entry) in contents.entries where entry.state.record.principal == principal {
+                Self.remove(id, from: &contents)
+            }
+        }
+    }
 
     private static func remove(_ sessionID: String, from contents: inout Contents) {
         if let old = contents.entries.removeValue(forKey: sessionID) {

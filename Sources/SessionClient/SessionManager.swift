@@ -3,22 +3,80 @@ import SessionModel
 /// Where the worker keeps sessions: conversation history and metadata, and the state of MCP
 /// transport sessions. The seed's session manager, in Swift.
 public protocol SessionManager: Sendable {
-    /// Appends one message.
-    func appendMessage(_ sessionID: String, _ message: MessageInput) async throws(SessionError)
-    /// Appends every message or, refused, none: one conversation turn is one write.
-    func appendMessages(_ sessionID: String, _ messages: [MessageInput]) async throws(SessionError)
+    /// Applies one write: an operation, and the principal and lifetime it gives the session.
+    func write(_ sessionID: String, _ update: SessionUpdate) async throws(SessionError)
     /// The messages and metadata; empty for a session never written.
     func history(_ sessionID: String) async throws(SessionError) -> SessionHistory
     /// The whole record, or nil when the session does not exist.
     func record(_ sessionID: String) async throws(SessionError) -> SessionRecord?
-    /// Replaces every message.
-    func setHistory(_ sessionID: String, _ messages: [MessageInput]) async throws(SessionError)
-    /// Merges metadata key by key; a key set to null is removed.
-    func updateMetadata(_ sessionID: String, _ metadata: JSONObject) async throws(SessionError)
     /// Removes the session.
     func clear(_ sessionID: String) async throws(SessionError)
+    /// One page of what `listing` asks for, from every host, newest first.
+    func list(_ listing: SessionListing) async throws(SessionError) -> SessionPage
+    /// Deletes every session of `principal`, on every host.
+    func erase(principal: String) async throws(SessionError) -> PrincipalErasure
     /// How the store is doing, for `/health`.
     func health() async -> SessionStoreHealth
+}
+
+extension SessionManager {
+    /// Appends one message.
+    public func appendMessage(_ sessionID: String, _ message: MessageInput) async throws(SessionError) {
+        try await write(sessionID, SessionUpdate(.appendMessage(message)))
+    }
+
+    /// Appends every message or, refused, none: one conversation turn is one write.
+    public func appendMessages(_ sessionID: String, _ messages: [MessageInput]) async throws(SessionError) {
+        try await write(sessionID, SessionUpdate(.appendMessages(messages)))
+    }
+
+    /// Replaces every message.
+    public func setHistory(_ sessionID: String, _ messages: [MessageInput]) async throws(SessionError) {
+        try await write(sessionID, SessionUpdate(.setHistory(messages)))
+    }
+
+    /// Merges metadata key by key; a key set to null is removed.
+    public func updateMetadata(_ sessionID: String, _ metadata: JSONObject) async throws(SessionError) {
+        try await write(sessionID, SessionUpdate(.updateMetadata(metadata)))
+    }
+}
+
+/// One page of a listing gathered from the hosts, and where the next one starts.
+public struct SessionPage: Sendable, Hashable {
+    public var summaries: [HostAPI.SessionSummary]
+    /// The `before` of the next page; nil when this one is the last.
+    public var next: HostAPI.ListCursor?
+
+    public init(summaries: [HostAPI.SessionSummary], next: HostAPI.ListCursor?) {
+        self.summaries = summaries
+        self.next = next
+    }
+
+    /// The newest `limit` of several hosts' pages of one listing: each host's page holds its
+    /// newest, so theirs together hold the newest of all. A session listed twice (on its way
+    /// between hosts) is kept once, as its newest state.
+    public static func merge(_ pages: [HostAPI.Listing], limit: Int) -> SessionPage {
+        var newest: [String: HostAPI.SessionSummary] = [:]
+        for summary in pages.flatMap(\.data) where (newest[summary.id]?.lastUpdated ?? -.infinity) < summary.lastUpdated {
+            newest[summary.id] = summary
+        }
+        let ordered = newest.values.sorted { $0.cursor < $1.cursor }
+        let page = Array(ordered.prefix(limit))
+        let more = ordered.count > limit || pages.contains { $0.next != nil }
+        return SessionPage(summaries: page, next: more ? page.last?.cursor : nil)
+    }
+}
+
+/// What deleting a principal's data did: how many sessions went, and which hosts could not
+/// be asked (their sessions are still there: ask again).
+public struct PrincipalErasure: Sendable, Hashable {
+    public var removed: Int
+    public var unreached: [String]
+
+    public init(removed: Int, unreached: [String] = []) {
+        self.removed = removed
+        self.unreached = unreached
+    }
 }
 
 /// A session's messages and metadata.

@@ -201,6 +201,67 @@ public enum HostAPI {
     public static let maxIdempotencyKeyLength = 200
 }
 
+/// Which sessions a listing returns (`GET /sessions`): a principal's, and/or those whose id
+/// starts with `prefix`, older than `before` (the last of the previous page), at most `limit`.
+public struct SessionListing: Sendable, Hashable {
+    public var principal: String?
+    public var prefix: String?
+    public var before: HostAPI.ListCursor?
+    public var limit: Int
+
+    public init(principal: String? = nil, prefix: String? = nil, before: HostAPI.ListCursor? = nil, limit: Int) {
+        self.principal = principal
+        self.prefix = prefix
+        self.before = before
+        self.limit = limit
+    }
+
+    /// Most sessions one page may hold.
+    public static let maxLimit = 500
+
+    /// The smallest id greater than every id starting with `prefix` (ids are ASCII below DEL).
+    public static func upperBound(of prefix: String) -> String { prefix + "\u{7F}" }
+
+    /// The query string of `GET /sessions` (every part percent-encoded).
+    public var query: String {
+        var items = ["limit=\(limit)"]
+        if let principal { items.append("principal=\(Self.encode(principal))") }
+        if let prefix { items.append("prefix=\(Self.encode(prefix))") }
+        if let before { items.append("before=\(Self.encode(before.text))") }
+        return items.joined(separator: "&")
+    }
+
+    private static func encode(_ text: String) -> String {
+        text.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._"))) ?? ""
+    }
+
+    /// A listing from the query's parameters (already percent-decoded), or the error naming the
+    /// one at fault.
+    public static func parse(_ parameter: (String) -> String?) throws(APIError) -> SessionListing {
+        let principal = parameter("principal")
+        if let principal, !SessionUpdate.isValidPrincipal(principal) {
+            throw APIError(.invalidField, "principal must be 1 to 64 of A-Z a-z 0-9 . _ - @ :")
+        }
+        let prefix = parameter("prefix")
+        if let prefix, prefix.utf8.count > 128 || !prefix.utf8.allSatisfy(SessionID.isAllowed) {
+            throw APIError(.invalidField, "prefix must be at most 128 of A-Z a-z 0-9 . _ ~ : -")
+        }
+        var before: HostAPI.ListCursor?
+        if let text = parameter("before") {
+            guard let cursor = HostAPI.ListCursor(text) else { throw APIError(.invalidField, "before must be the 'next' of an earlier page") }
+            before = cursor
+        }
+        var limit = 50
+        if let text = parameter("limit") {
+            guard let number = Int(text), (1...maxLimit).contains(number) else {
+                throw APIError(.invalidField, "limit must be 1 to \(maxLimit)")
+            }
+            limit = number
+        }
+        return SessionListing(principal: principal, prefix: prefix, before: before, limit: limit)
+    }
+}
+
 // MARK: Hinted handoff
 
 extension HostAPI {

@@ -22,6 +22,7 @@ public struct MessageInput: Codable, Sendable, Hashable {
 /// {"operation": "append_messages", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
 /// {"operation": "append_messages", "messages": [...], "metadata": {"title": "q"}}
 /// {"operation": "set_history", "messages": [{"role": "user", "content": "hi"}]}
+/// {"operation": "set_history", "messages": [...], "metadata": {"title": "hi"}}
 /// {"operation": "update_metadata", "metadata": {"repo": "owner/name"}}
 /// {"operation": "add_counters", "counters": {"calls": 1, "upstream_ms": 840}}
 /// {"operation": "put_record", "record": {"messages": [...], "metadata": {...}, "created_at": ..., "last_updated": ...}}
@@ -33,7 +34,8 @@ public enum SessionOperation: Sendable, Hashable {
     /// turn (a question, its answer, what the conversation is about) is one operation, so a
     /// refused answer never leaves its question behind.
     case appendMessages([MessageInput], metadata: JSONObject? = nil)
-    case setHistory([MessageInput])
+    /// Replaces every message (and merges `metadata`, when given), all or nothing.
+    case setHistory([MessageInput], metadata: JSONObject? = nil)
     /// Merged into the stored metadata key by key; a key set to `null` is removed.
     case updateMetadata(JSONObject)
     /// Adds each number to the metadata key of that name (absent counts as 0).
@@ -140,7 +142,9 @@ extension SessionOperation {
         case .appendMessages(let messages, let metadata):
             object["messages"] = .array(messages.map(\.jsonValue))
             if let metadata { object["metadata"] = .object(metadata) }
-        case .setHistory(let messages): object["messages"] = .array(messages.map(\.jsonValue))
+        case .setHistory(let messages, let metadata):
+            object["messages"] = .array(messages.map(\.jsonValue))
+            if let metadata { object["metadata"] = .object(metadata) }
         case .updateMetadata(let metadata): object["metadata"] = .object(metadata)
         case .addCounters(let counters): object["counters"] = .object(counters.mapValues { .double($0) })
         case .putRecord(let record): object["record"] = record.jsonValue
@@ -178,7 +182,7 @@ extension SessionOperation {
             guard !messages.isEmpty else { throw APIError(.invalidField, "messages must hold at least one message") }
             return .appendMessages(messages, metadata: try fields.optionalObject("metadata"))
         case "set_history":
-            return .setHistory(try self.messages(fields, "messages"))
+            return .setHistory(try self.messages(fields, "messages"), metadata: try fields.optionalObject("metadata"))
         case "update_metadata":
             return .updateMetadata(try fields.object("metadata"))
         case "add_counters":

@@ -121,7 +121,8 @@ public struct SessionState: Sendable, Hashable {
             self = try Self.validated(given, limits: limits)
             return .replacedMessages
 
-        case .setHistory(let inputs):
+        case .setHistory(let inputs, let patch):
+            let merged = try patch.map { patch throws(APIError) in try Self.merge(patch, into: record.metadata, limits: limits) }
             guard inputs.count <= limits.maxMessagesPerSession else {
                 throw APIError(.limitExceeded, "set_history has \(inputs.count) messages; the limit is \(limits.maxMessagesPerSession)")
             }
@@ -136,6 +137,7 @@ public struct SessionState: Sendable, Hashable {
             touch(now)
             record.messages = inputs.map { Message(role: $0.role, content: $0.content, timestamp: $0.timestamp ?? now) }
             contentBytes = total
+            if let merged { record.metadata = merged }
             return .replacedMessages
 
         case .updateMetadata(let patch):

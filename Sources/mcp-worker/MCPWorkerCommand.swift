@@ -111,6 +111,8 @@ struct WorkerOptions: ParsableArguments {
     var apiKeysFile: String?
     @Option(name: .customLong("host-token-file"), help: "File holding the durable hosts' bearer token.")
     var hostTokenFile: String?
+    @Option(name: .customLong("admin-key-file"), help: "File holding the operators' key for /admin (or MCP_WORKER_ADMIN_KEY).")
+    var adminKeyFile: String?
     @Option(name: .customLong("allowed-origins"), help: "Browser origins allowed besides localhost, comma-separated.")
     var allowedOrigins: String?
     @Option(name: .customLong("history-window"), help: "Most conversation messages sent to Greptile with a query (default 20).")
@@ -135,7 +137,7 @@ struct WorkerOptions: ParsableArguments {
     static let settingKeys: Set<String> = [
         "listen", "hosts", "ring_version", "log_level", "api_keys_file", "host_token_file", "allowed_origins", "history_window",
         "session_lifetime", "host_timeout", "host_attempts", "query_timeout", "upstream_timeout", "upstream_attempts",
-        "max_body_bytes", "greptile_base_url", "github_api_url", "request_read_timeout",
+        "max_body_bytes", "greptile_base_url", "github_api_url", "request_read_timeout", "admin_key_file",
     ]
 
     func resolve() throws -> (WorkerConfiguration, Logger.Level) {
@@ -153,9 +155,14 @@ struct WorkerOptions: ParsableArguments {
         configuration.ringVersion = try settings.int("ring_version", flag: ringVersion, default: 1, in: 1...Int(Int32.max))
         configuration.hostToken = try settings.secret(fileKey: "host_token_file", fileFlag: hostTokenFile, variable: "DURABLE_HOST_TOKEN")
         configuration.apiKeys = try apiKeys(settings)
+        if let key = try settings.secret(fileKey: "admin_key_file", fileFlag: adminKeyFile, variable: "MCP_WORKER_ADMIN_KEY") {
+            guard key.utf8.count >= 16 else { throw SettingsError("the admin key (admin_key_file or MCP_WORKER_ADMIN_KEY) must be at least 16 characters") }
+            configuration.adminKey = key
+        }
         configuration.allowedOrigins = settings.list("allowed_origins", flag: allowedOrigins)
         configuration.historyWindow = try settings.int("history_window", flag: historyWindow, default: configuration.historyWindow, in: 1...10_000)
-        configuration.sessionLifetime = .seconds(try settings.seconds("session_lifetime", flag: sessionLifetime, default: 86_400, in: 60...(365 * 86_400)))
+        configuration.sessionLifetime = .milliseconds(
+            Int64(1000 * (try settings.seconds("session_lifetime", flag: sessionLifetime, default: 86_400, in: 1...(365 * 86_400)))))
         configuration.hostTimeout = .milliseconds(
             Int64(1000 * (try settings.seconds("host_timeout", flag: hostTimeout, default: 2, in: 0.05...300))))
         configuration.hostRetry.attempts = try settings.int("host_attempts", flag: hostAttempts, default: 3, in: 1...10)

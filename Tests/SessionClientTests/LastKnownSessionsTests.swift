@@ -11,18 +11,18 @@ struct LastKnownSessionsTests {
     @Test("reads are remembered, accepted writes applied, unknown sessions not guessed from writes")
     func remembersWhatItSaw() {
         let cache = LastKnownSessions(limits: limits)
-        cache.apply(.appendMessage(MessageInput(role: .user, content: "unseen")), to: "a", now: 1)
+        cache.apply(SessionUpdate(.appendMessage(MessageInput(role: .user, content: "unseen"))), to: "a", now: 1)
         #expect(cache.state(of: "a") == nil)
 
         cache.store("a", nil, now: 1)
-        cache.apply(.appendMessage(MessageInput(role: .user, content: "hello")), to: "a", now: 2)
-        cache.apply(.updateMetadata(["k": "v"]), to: "a", now: 3)
+        cache.apply(SessionUpdate(.appendMessage(MessageInput(role: .user, content: "hello"))), to: "a", now: 2)
+        cache.apply(SessionUpdate(.updateMetadata(["k": "v"])), to: "a", now: 3)
         let state = cache.state(of: "a")
         #expect(state?.exists == true)
         #expect(state?.record.messages.map(\.content) == ["hello"])
         #expect(state?.record.metadata == ["k": "v"])
 
-        cache.apply(.clear, to: "a", now: 4)
+        cache.apply(SessionUpdate(.clear), to: "a", now: 4)
         #expect(cache.state(of: "a")?.exists == false)
     }
 

@@ -13,7 +13,9 @@ struct RingStack {
     let members: [String]
 
     /// `hosts` hosts named host-1... on free ports, all with the same `--peers`; `workers` workers.
-    static func start(hosts count: Int, workers workerCount: Int, ringVersion: Int = 1, workerArguments: [String] = []) async throws -> RingStack {
+    static func start(
+        hosts count: Int, workers workerCount: Int, ringVersion: Int = 1, workerArguments: [String] = [], workerEnvironment: [String: String] = [:]
+    ) async throws -> RingStack {
         let standIn = try await UpstreamStandIn.startIndexed()
         let ports = (1...count).map { _ in freeLoopbackPort() }
         let members = ports.enumerated().map { "host-\($0.offset + 1)=127.0.0.1:\($0.element)" }
@@ -26,7 +28,8 @@ struct RingStack {
         }
         var workers: [WorkerHarness] = []
         for _ in 0..<workerCount {
-            let worker = WorkerHarness(arguments: ["--ring-version", "\(ringVersion)"] + workerArguments, environment: standIn.workerEnvironment)
+            let worker = WorkerHarness(
+                arguments: ["--ring-version", "\(ringVersion)"] + workerArguments, environment: standIn.workerEnvironment.merging(workerEnvironment) { $1 })
             try await worker.start(hosts: members)
             workers.append(worker)
         }

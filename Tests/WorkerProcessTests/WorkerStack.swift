@@ -17,12 +17,13 @@ struct WorkerStack {
 
     /// Starts everything; `durable: false` runs the workers without hosts (in-memory sessions).
     static func start(
-        workers count: Int = 1, durable: Bool = true, workerArguments: [String] = [], workerEnvironment: [String: String] = [:]
+        workers count: Int = 1, durable: Bool = true, workerArguments: [String] = [], workerEnvironment: [String: String] = [:],
+        hostArguments: [String] = []
     ) async throws -> WorkerStack {
         let standIn = try await UpstreamStandIn.startIndexed()
         var host: HostHarness?
         if durable {
-            let started = HostHarness()
+            let started = HostHarness(arguments: hostArguments)
             try await started.start()
             host = started
         }

@@ -145,7 +145,9 @@ public struct HostResponder: HTTPResponder {
             return try await sessionRoute(route, id: id, object: id, holdingFor: nil, request: request)
         case .list:
             try host.checkServing()
-            return Self.json(try await host.listing(Self.listing(request.uri.queryParameters)))
+            let parameters = request.uri.queryParameters
+            let listing = try SessionListing.parse { parameters[Substring($0)].map(String.init) }
+            return Self.json(try await host.listing(listing))
         case .principal:
             let principal = String(rawID ?? "").removingPercentEncoding ?? ""
             guard SessionUpdate.isValidPrincipal(principal) else {
@@ -325,31 +327,6 @@ public struct HostResponder: HTTPResponder {
         default:
             return (.unknown, nil)
         }
-    }
-
-    /// `GET /sessions?principal=P&prefix=X&before=CURSOR&limit=N`, read and checked.
-    static func listing(_ query: Parameters) throws(APIError) -> SessionListing {
-        let principal = query["principal"].map(String.init)
-        if let principal, !SessionUpdate.isValidPrincipal(principal) {
-            throw APIError(.invalidField, "principal must be 1 to 64 of A-Z a-z 0-9 . _ - @ :")
-        }
-        let prefix = query["prefix"].map(String.init)
-        if let prefix, prefix.utf8.count > 128 || !prefix.utf8.allSatisfy(SessionID.isAllowed) {
-            throw APIError(.invalidField, "prefix must be at most 128 of A-Z a-z 0-9 . _ ~ : -")
-        }
-        var before: HostAPI.ListCursor?
-        if let text = query["before"] {
-            guard let cursor = HostAPI.ListCursor(String(text)) else {
-                throw APIError(.invalidField, "before must be the 'next' of an earlier page")
-            }
-            before = cursor
-        }
-        var limit = 50
-        if let text = query["limit"] {
-            guard let number = Int(text), (1...500).contains(number) else { throw APIError(.invalidField, "limit must be 1 to 500") }
-            limit = number
-        }
-        return SessionListing(principal: principal, prefix: prefix, before: before, limit: limit)
     }
 
     static func sessionID(_ raw: Substring?, limits: SessionLimits) throws(APIError) -> String {

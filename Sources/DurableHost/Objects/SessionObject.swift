@@ -318,7 +318,11 @@ actor SessionObject {
         case .replacedMessages:
             storedChange = .replaceMessages(state.record.messages)
             loaded!.nextSeq = Int64(state.record.messages.count)
-            if case .putRecord = update.operation { applied = update.operation } else { applied = .setHistory(inputs(state.record.messages)) }
+            switch update.operation {
+            case .putRecord: applied = update.operation
+            case .setHistory(_, let metadata): applied = .setHistory(inputs(state.record.messages), metadata: metadata)
+            default: applied = .setHistory(inputs(state.record.messages))
+            }
         case .replacedMetadata:
             storedChange = .touch
             applied = update.operation
@@ -341,8 +345,9 @@ actor SessionObject {
                 status: answer.status, response: answer.body, createdAt: now)
         }
         let metadataChanged: Bool
-        switch change {
-        case .replacedMetadata, .appended(_, _, metadataChanged: true): metadataChanged = true
+        switch (change, update.operation) {
+        case (.replacedMetadata, _), (.appended(_, _, metadataChanged: true), _), (.replacedMessages, .setHistory(_, metadata: _?)):
+            metadataChanged = true
         default: metadataChanged = !existed
         }
         var mutation = SessionMutation(

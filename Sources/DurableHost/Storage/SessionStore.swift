@@ -83,25 +83,6 @@ public struct ExpiryCursor: Sendable, Hashable {
     public var id: String
 }
 
-/// Which sessions a listing returns: a principal's, and/or those whose id starts with `prefix`,
-/// older than `before` (the last of the previous page), at most `limit`.
-public struct SessionListing: Sendable, Hashable {
-    public var principal: String?
-    public var prefix: String?
-    public var before: HostAPI.ListCursor?
-    public var limit: Int
-
-    public init(principal: String? = nil, prefix: String? = nil, before: HostAPI.ListCursor? = nil, limit: Int) {
-        self.principal = principal
-        self.prefix = prefix
-        self.before = before
-        self.limit = limit
-    }
-
-    /// The smallest id greater than every id starting with `prefix` (ids are ASCII below DEL).
-    static func upperBound(of prefix: String) -> String { prefix + "\u{7F}" }
-}
-
 /// A copy of a session held for its owner while the owner could not be reached.
 public struct HeldInfo: Sendable, Hashable {
     public var id: String

@@ -1,0 +1,300 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import SessionClient
+import SessionModel
+
+/// The worker's `/admin` routes: what operators (and each principal, for its own data) do
+/// beyond MCP, across every host.
+///
+/// - `DELETE /admin/principals/{name}`: deletes every conversation and transport session of a
+///   principal on every host; says how many, and which hosts could not be reached (ask again:
+///   what was deleted stays deleted).
+/// - `GET /admin/export[?principal=P[&session=S]]`: conversations as JSON Lines, one record per
+///   line in the host API's shape; an operator may export everyone's.
+/// - `POST /admin/import`: JSON Lines of such records, each written to its owner by the ring
+///   as it was (`put_record`): a record already there is left alone, so importing twice
+///   changes nothing; one that differs from the stored session is refused, never merged.
+struct Administration: Sendable {
+    let worker: WorkerDependencies
+
+    /// Records per page when walking a listing.
+    static let page = 200
+
+    func respond(to request: Request, path: Substring) async -> Response {
+        guard let caller = worker.caller(authorization: request.headers[.authorization]) else {
+            var response = Self.failure(.unauthorized, "send Authorization: Bearer <key>: the admin key, or a client key for its own data")
+            response.headers[.wwwAuthenticate] = #"Bearer realm="greptile-mcp""#
+            return response
+        }
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        switch (request.method, parts.count, parts.first) {
+        case (.delete, 2, "principals"):
+            return await erase(principal: String(parts[1]).removingPercentEncoding ?? "", caller: caller)
+        case (_, 2, "principals"):
+            return Self.failure(.methodNotAllowed, "/admin/principals/{name} takes DELETE", allow: "DELETE")
+        case (.get, 1, "export"):
+            return await export(request, caller: caller)
+        case (_, 1, "export"):
+            return Self.failure(.methodNotAllowed, "/admin/export takes GET", allow: "GET")
+        case (.post, 1, "import"):
+            return await importRecords(request, caller: caller)
+        case (_, 1, "import"):
+            return Self.failure(.methodNotAllowed, "/admin/import takes POST", allow: "POST")
+        default:
+            return Self.failure(.notFound, "no route /admin/\(path.prefix(100)); there are /admin/principals/{name}, /admin/export, /admin/import")
+        }
+    }
+
+    // MARK: Deleting a principal's data
+
+    private func erase(principal: String, caller: WorkerDependencies.Caller) async -> Response {
+        guard SessionUpdate.isValidPrincipal(principal) else {
+            return Self.failure(.badRequest, "a principal is 1 to 64 of A-Z a-z 0-9 . _ - @ :")
+        }
+        guard caller.mayActFor(principal) else {
+            return Self.failure(.forbidden, "a client key deletes only its own principal's data; use the admin key for another's")
+        }
+        do {
+            let erasure = try await worker.store.erase(principal: principal)
+            var answer: JSONObject = [
+                "principal": .string(principal), "removed": .int(Int64(erasure.removed)), "complete": .bool(erasure.unreached.isEmpty),
+            ]
+            if !erasure.unreached.isEmpty {
+                answer["unreached"] = .array(erasure.unreached.map(JSONValue.string))
+                answer["error"] = .string("hosts \(erasure.unreached.joined(separator: ", ")) could not be reached; run this again once they answer")
+            }
+            worker.logger.notice("a principal's data was deleted", metadata: ["principal": "\(principal)", "removed": "\(erasure.removed)"])
+            return Self.json(.object(answer), status: erasure.unreached.isEmpty ? .ok : .serviceUnavailable)
+        } catch {
+            return Self.failure(error.isRejected ? .badRequest : .serviceUnavailable, error.message)
+        }
+    }
+
+    // MARK: Export
+
+    private func export(_ request: Request, caller: WorkerDependencies.Caller) async -> Response {
+        let query = request.uri.queryParameters
+        let principal = query["principal"].map(String.init)
+        let session = query["session"].map(String.init)
+        if let principal, !SessionUpdate.isValidPrincipal(principal) {
+            return Self.failure(.badRequest, "principal must be 1 to 64 of A-Z a-z 0-9 . _ - @ :")
+        }
+        // A client exports its own conversations; an operator anyone's, or everyone's.
+        let scope: String?
+        switch caller {
+        case .operator: scope = principal
+        case .principal(let own):
+            guard principal == nil || principal == own else {
+                return Self.failure(.forbidden, "a client key exports only its own conversations; use the admin key for another's")
+            }
+            scope = own
+        }
+        if let session {
+            guard let scope else { return Self.failure(.badRequest, "session= needs principal=: conversations are named within a principal") }
+            let id: String
+            do {
+                id = Conversations.storageID(principal: scope, sessionID: try Conversations.sessionID(session))
+            } catch {
+                return Self.failure(.badRequest, error.message)
+            }
+            return exportStream { write in
+                if let record = try await worker.store.record(id), Conversations.isConversation(record.metadata) { try await write(record) }
+            }
+        }
+        let store = worker.store
+        return exportStream { write in
+            var before: HostAPI.ListCursor?
+            repeat {
+                // By id, not by principal: conversations stored before principals were kept have none.
+                let page = try await store.list(SessionListing(prefix: Conversations.storagePrefix(principal: scope), before: before, limit: Self.page))
+                for summary in page.summaries where Conversations.isConversation(summary.metadata) {
+                    // Each record is read from its owner: the whole of it, as of now.
+                    if let record = try await store.record(summary.id) { try await write(record) }
+                }
+                before = page.next
+            } while before != nil
+        }
+    }
+
+    /// A JSON Lines response that `produce` writes record by record (memory stays bounded);
+    /// a failure midway ends it with a line saying so, which no importer mistakes for a record.
+    private func exportStream(_ produce: @escaping @Sendable (_ write: (SessionRecord) async throws -> Void) async throws -> Void) -> Response {
+        var response = Response(
+            status: .ok,
+            body: ResponseBody { writer in
+                do {
+                    try await produce { record in
+                        try await writer.write(ByteBuffer(string: record.jsonValue.jsonText() + "\n"))
+                    }
+                } catch let error as SessionError {
+                    let line: JSONValue = ["error": .string("the export is incomplete: \(error.message)")]
+                    try await writer.write(ByteBuffer(string: line.jsonText() + "\n"))
+                }
+                try await writer.finish(nil)
+            })
+        response.headers[.contentType] = "application/x-ndjson"
+        return response
+    }
+
+    // MARK: Import
+
+    private func importRecords(_ request: Request, caller: WorkerDependencies.Caller) async -> Response {
+        guard caller == .operator else { return Self.failure(.forbidden, "importing takes the admin key: it writes any principal's conversations") }
+        var report = ImportReport()
+        var lines = JSONLines(limit: worker.configuration.limits.maxBodyBytes)
+        do {
+            for try await buffer in request.body {
+                for line in try lines.feed(buffer) { await report.add(line, importing: self.importLine) }
+            }
+            if let last = try lines.finish() { await report.add(last, importing: self.importLine) }
+        } catch {
+            report.refuse(line: lines.number, id: nil, "\(error)")
+        }
+        worker.logger.notice(
+            "conversations imported", metadata: ["imported": "\(report.imported)", "unchanged": "\(report.unchanged)", "refused": "\(report.refused.count)"])
+        return Self.json(report.json, status: .ok)
+    }
+
+    /// Writes one line's record; what happened to it.
+    private func importLine(_ text: Data) async -> ImportReport.Outcome {
+        let record: SessionRecord
+        let principal: String
+        do {
+            guard case .object(var object) = try JSONValue.parseStrictly(text) else { return .refused(nil, "a line must be a JSON object") }
+            guard let id = object["id"]?.stringValue else { return .refused(nil, "id is required") }
+            guard let owner = Conversations.principal(ofStorageID: id) else {
+                return .refused(id, "only conversations (ids conv:<principal>:<session_id>) are imported")
+            }
+            if let given = object["principal"]?.stringValue, given != owner {
+                return .refused(id, "principal '\(given.prefix(64))' does not match the id's")
+            }
+            object["principal"] = .string(owner)
+            let decoded = try SessionOperation.decode(["operation": "put_record", "record": .object(object)])
+            guard case .putRecord(var given) = decoded else { return .refused(id, "not a record") }
+            given.id = id
+            record = given
+            principal = owner
+        } catch let error as APIError {
+            return .refused(nil, error.message)
+        } catch {
+            return .refused(nil, "not JSON: \(error)")
+        }
+        do {
+            if let stored = try await worker.store.record(record.id) {
+                return stored.sameContent(as: record)
+                    ? .unchanged : .refused(record.id, "a different conversation is stored under this id; it was left as it is")
+            }
+            try await worker.store.write(record.id, SessionUpdate(.putRecord(record), principal: principal))
+            return .imported
+        } catch {
+            return .refused(record.id, error.message)
+        }
+    }
+
+    // MARK: Answers
+
+    static func json(_ value: JSONValue, status: HTTPResponse.Status) -> Response {
+        var response = Response(status: status, body: .init(byteBuffer: ByteBuffer(string: value.jsonText())))
+        response.headers[.contentType] = "application/json"
+        return response
+    }
+
+    static func failure(_ status: HTTPResponse.Status, _ message: String, allow: String? = nil) -> Response {
+        var response = json(["error": ["code": .int(Int64(status.code)), "message": .string(message)]], status: status)
+        if let allow { response.headers[.allow] = allow }
+        return response
+    }
+}
+
+/// What an import did, line by line.
+struct ImportReport: Sendable {
+    enum Outcome: Sendable {
+        case imported
+        case unchanged
+        case refused(String?, String)
+    }
+
+    var imported = 0
+    var unchanged = 0
+    var refused: [(line: Int, id: String?, reason: String)] = []
+    private var lines = 0
+
+    mutating func add(_ line: Data, importing: (Data) async -> Outcome) async {
+        lines += 1
+        switch await importing(line) {
+        case .imported: imported += 1
+        case .unchanged: unchanged += 1
+        case .refused(let id, let reason): refuse(line: lines, id: id, reason)
+        }
+    }
+
+    mutating func refuse(line: Int, id: String?, _ reason: String) {
+        refused.append((line, id, reason))
+    }
+
+    var json: JSONValue {
+        .object([
+            "imported": .int(Int64(imported)), "unchanged": .int(Int64(unchanged)),
+            "refused": .array(
+                refused.prefix(1_000).map { item in
+                    var entry: JSONObject = ["line": .int(Int64(item.line)), "reason": .string(item.reason)]
+                    if let id = item.id { entry["id"] = .string(id) }
+                    return .object(entry)
+                }),
+        ])
+    }
+}
+
+/// Lines of a JSON Lines body as they arrive, each at most `limit` bytes; blank lines skipped.
+struct JSONLines: Sendable {
+    let limit: Int
+    private var pending: [UInt8] = []
+    /// Lines read so far, blank ones included: where an error is.
+    private(set) var number = 0
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    struct TooLong: Error, CustomStringConvertible {
+        let limit: Int
+        var description: String { "a line is longer than \(limit) bytes" }
+    }
+
+    mutating func feed(_ buffer: ByteBuffer) throws -> [Data] {
+        var lines: [Data] = []
+        for byte in buffer.readableBytesView {
+            if byte == UInt8(ascii: "\n") {
+                number += 1
+                if let line = take() { lines.append(line) }
+            } else {
+                pending.append(byte)
+                if pending.count > limit { throw TooLong(limit: limit) }
+            }
+        }
+        return lines
+    }
+
+    mutating func finish() throws -> Data? {
+        guard !pending.isEmpty else { return nil }
+        number += 1
+        return take()
+    }
+
+    private mutating func take() -> Data? {
+        defer { pending.removeAll(keepingCapacity: true) }
+        let blank = pending.allSatisfy { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") || $0 == UInt8(ascii: "\r") }
+        return blank ? nil : Data(pending)
+    }
+}
+
+extension SessionRecord {
+    /// The same conversation: messages, metadata, times and lifetime (the id aside).
+    func sameContent(as other: SessionRecord) -> Bool {
+        messages == other.messages && metadata == other.metadata && createdAt == other.createdAt && lastUpdated == other.lastUpdated
+            && expiresAfter == other.expiresAfter
+    }
+}
