@@ -208,3 +208,46 @@ struct SessionUpdateTests {
         #expect(refusal(#"{"operation":"put_record","record":{"messages":[]}}"#)?.message == "record.created_at is required")
     }
 }
+
+@Suite("Listings: the query, its cursor and its refusals")
+struct SessionListingTests {
+    @Test("a listing's query string reads back as the same listing, every part encoded")
+    func roundTrip() throws {
+        let listing = SessionListing(
+            principal: "alice@example.com", prefix: "conv:alice:", before: HostAPI.ListCursor(lastUpdated: 1_700_000_000.25, id: "conv:alice:x~1"),
+            limit: 20)
+        let pairs = listing.query.split(separator: "&").map { $0.split(separator: "=", maxSplits: 1) }
+        #expect(!listing.query.contains(":") && !listing.query.contains("~") && !listing.query.contains("@"))
+        let values = Dictionary(uniqueKeysWithValues: pairs.map { (String($0[0]), String($0[1]).removingPercentEncoding!) })
+        #expect(try SessionListing.parse { values[$0] } == listing)
+    }
+
+    @Test("cursors order a listing newest first, ties by id, and refuse what is not one")
+    func cursors() {
+        let newer = HostAPI.ListCursor(lastUpdated: 20, id: "a")
+        let older = HostAPI.ListCursor(lastUpdated: 10, id: "z")
+        #expect(newer < older)
+        #expect(HostAPI.ListCursor(lastUpdated: 10, id: "b") < HostAPI.ListCursor(lastUpdated: 10, id: "a"))
+        #expect(HostAPI.ListCursor(older.text) == older)
+        #expect(HostAPI.ListCursor("yesterday") == nil)
+        #expect(HostAPI.ListCursor("12~bad id") == nil)
+    }
+
+    @Test("each bad parameter is refused naming it")
+    func refusals() {
+        func refusal(_ values: [String: String]) -> String? {
+            do {
+                _ = try SessionListing.parse { values[$0] }
+                return nil
+            } catch {
+                return error.message
+            }
+        }
+        #expect(refusal(["limit": "0"]) == "limit must be 1 to 500")
+        #expect(refusal(["limit": "501"]) == "limit must be 1 to 500")
+        #expect(refusal(["principal": "a b"])?.hasPrefix("principal must be") == true)
+        #expect(refusal(["prefix": "conv/x"])?.hasPrefix("prefix must be") == true)
+        #expect(refusal(["before": "now"]) == "before must be the 'next' of an earlier page")
+        #expect(refusal([:]) == nil)
+    }
+}
