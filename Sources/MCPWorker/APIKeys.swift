@@ -47,6 +47,8 @@ public struct APIKeys: Sendable {
     }
 
     public var isEmpty: Bool { entries.isEmpty }
+    /// The principals the keys belong to.
+    public var principals: [String] { entries.map(\.principal) }
     public var count: Int { entries.count }
 
     /// The principal a presented key belongs to, compared in constant time; nil when none.

@@ -14,6 +14,8 @@ struct Conversations: Sendable {
     let store: any SessionManager
     /// Most messages sent to Greptile with a query.
     let window: Int
+    /// Who may see and continue which conversation (shared ones).
+    let catalog: ConversationCatalog
 
     /// Longest `session_id` a caller may choose.
     static let maxSessionIDLength = 64
@@ -70,25 +72,42 @@ struct Conversations: Sendable {
         let messages: [QueryMessage]
         /// The conversation's first question, when this turn starts it (or replaces its history).
         let title: String?
+        /// Where the turn is stored: the caller's own conversation, or one shared with it.
+        let target: ConversationCatalog.Target
+
+        /// The `sessionId` Greptile gets: the conversation's, whoever continues it.
+        var upstreamSessionID: String { Conversations.upstreamSessionID(principal: target.owner, sessionID: target.ownerSessionID) }
     }
 
     /// What to send upstream: the newest messages of the history (or of `previousMessages`,
-    /// which replace it), the user's turn last. Nothing is stored yet.
+    /// which replace it), the user's turn last. Nothing is stored yet. A conversation shared
+    /// with the caller is continued where it is, if its owner allows it.
     func begin(
         principal: String, sessionID: String, query: String, previousMessages: [MessageInput]?
-    ) async throws(SessionError) -> Turn {
+    ) async throws -> Turn {
+        // One read: the caller's own history, or the pointer to a conversation shared with it.
+        var stored = try await store.history(Self.storageID(principal: principal, sessionID: sessionID))
+        guard let target = try await catalog.target(principal: principal, sessionID: sessionID, ownMetadata: stored.metadata) else {
+            throw ToolError("the conversation '\(sessionID)' is no longer shared with you: start a new one, or ask its owner again")
+        }
+        if target.pointer != nil {
+            guard target.access.mayContinue else {
+                throw ToolError("'\(sessionID)' is shared with you to read only: ask \(target.owner) to share it with access continue")
+            }
+            stored = try await store.history(target.storageID)
+        }
         let history: [Message]
         if let previousMessages {
             history = previousMessages.map { Message(role: $0.role, content: $0.content, timestamp: 0) }
         } else {
-            history = try await store.history(Self.storageID(principal: principal, sessionID: sessionID)).messages
+            history = stored.messages
         }
         let all = history + [Message(role: .user, content: query, timestamp: 0)]
         let turns = all.filter { $0.role != .system }.suffix(window)
         let starts = previousMessages != nil || !history.contains { $0.role == .user }
         return Turn(
             messages: turns.map { QueryMessage(id: nil, content: $0.content, role: $0.role.rawValue) },
-            title: starts ? all.first { $0.role == .user }.map { Self.title(of: $0.content) } : nil)
+            title: starts ? all.first { $0.role == .user }.map { Self.title(of: $0.content) } : nil, target: target)
     }
 
     /// A question as a conversation's title: its first line, at most 120 characters.
@@ -104,19 +123,22 @@ struct Conversations: Sendable {
     /// atomic, so a refused answer (a limit) stores the question neither; a failed query
     /// stores nothing.
     func finish(
-        principal: String, sessionID: String, query: String, askedAt: Double, answer: String, previousMessages: [MessageInput]?,
-        repositories: [RepositoryRef], title: String?
+        _ turn: Turn, principal: String, query: String, askedAt: Double, answer: String, previousMessages: [MessageInput]?,
+        repositories: [RepositoryRef]
     ) async throws(SessionError) {
-        let id = Self.storageID(principal: principal, sessionID: sessionID)
         let exchange = [MessageInput(role: .user, content: query, timestamp: askedAt), MessageInput(role: .assistant, content: answer)]
         var metadata: JSONObject = [
             "kind": .string(Self.kind),
             "repositories": .array(
                 repositories.map { .object(["remote": .string($0.remote), "repository": .string($0.repository), "branch": .string($0.branch)]) }),
         ]
-        if let title { metadata["title"] = .string(title) }
+        if let title = turn.title { metadata["title"] = .string(title) }
         let operation: SessionOperation =
             previousMessages.map { .setHistory($0 + exchange, metadata: metadata) } ?? .appendMessages(exchange, metadata: metadata)
-        try await store.write(id, SessionUpdate(operation, principal: principal))
+        try await store.write(turn.target.storageID, SessionUpdate(operation, principal: turn.target.owner))
+        if let pointer = turn.target.pointer {
+            // A shared conversation continued comes up first in the list of the one who continued it.
+            try? await store.write(pointer, SessionUpdate(.updateMetadata(["last_turn": .double(askedAt)]), principal: principal))
+        }
     }
 }

@@ -15,7 +15,10 @@ struct GreptileTools: Sendable {
     let conversations: Conversations
     let logger: Logger
 
-    static let names = ["index_repository", "query_repository", "search_repository", "get_repository_info"]
+    static let names = [
+        "index_repository", "query_repository", "search_repository", "get_repository_info", "list_conversations", "share_conversation",
+        "unshare_conversation",
+    ]
 
     /// What `tools/list` answers.
     static let definitions: [Tool] = [
@@ -93,6 +96,48 @@ struct GreptileTools: Sendable {
                 ],
                 required: ["remote", "repository"]),
             annotations: .init(title: "Repository indexing status", readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: true)),
+        Tool(
+            name: "list_conversations",
+            title: "Find past conversations",
+            description: """
+                List your past conversations with Greptile (and those shared with you), newest first, \
+                optionally only those about a repository or whose questions mention some words. Pass a \
+                conversation's session_id to query_repository to continue it.
+                """,
+            inputSchema: objectSchema(
+                [
+                    "repository": .object(["type": "string", "description": "Only conversations about this repository (owner/name)."]),
+                    "query": .object(["type": "string", "description": "Only conversations whose questions contain these words (any case)."]),
+                    "limit": .object(["type": "integer", "minimum": 1, "maximum": 100, "default": 20, "description": "Most conversations to return."]),
+                ], required: []),
+            annotations: .init(title: "Find past conversations", readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false)),
+        Tool(
+            name: "share_conversation",
+            title: "Share a conversation",
+            description: """
+                Share one of your conversations with another person on this server: read only, or read \
+                and continue. They find it with list_conversations, under the session_id this returns.
+                """,
+            inputSchema: objectSchema(
+                [
+                    "session_id": .object(["type": "string", "description": "Your conversation to share."]),
+                    "principal": .object(["type": "string", "description": "Who to share it with (their name on this server)."]),
+                    "access": .object([
+                        "type": "string", "enum": ["read", "continue"], "default": "read",
+                        "description": "read: they may read it; continue: they may also ask follow-ups in it.",
+                    ]),
+                ], required: ["session_id", "principal"]),
+            annotations: .init(title: "Share a conversation", readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false)),
+        Tool(
+            name: "unshare_conversation",
+            title: "Stop sharing a conversation",
+            description: "Stop sharing one of your conversations with someone: it leaves their list at once.",
+            inputSchema: objectSchema(
+                [
+                    "session_id": .object(["type": "string", "description": "Your shared conversation."]),
+                    "principal": .object(["type": "string", "description": "Who to stop sharing it with."]),
+                ], required: ["session_id", "principal"]),
+            annotations: .init(title: "Stop sharing a conversation", readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false)),
     ]
 
     private static let remoteSchema: Value = .object(["type": "string", "enum": ["github", "gitlab"], "description": "Where the repository is hosted."])
@@ -126,6 +171,9 @@ struct GreptileTools: Sendable {
             case "query_repository": value = try await queryRepository(arguments, principal: principal, progress: progress)
             case "search_repository": value = try await searchRepository(arguments, principal: principal)
             case "get_repository_info": value = try await repositoryInfo(arguments)
+            case "list_conversations": value = try await listConversations(arguments, principal: principal)
+            case "share_conversation": value = try await shareConversation(arguments, principal: principal)
+            case "unshare_conversation": value = try await unshareConversation(arguments, principal: principal)
             default: throw RPCError.invalidParams("Unknown tool: \(name.prefix(100)); the tools are \(Self.names.joined(separator: ", "))")
             }
             outcome = "ok"
@@ -167,6 +215,46 @@ struct GreptileTools: Sendable {
         return .object(answer)
     }
 
+    private func listConversations(_ arguments: ToolArguments, principal: String) async throws -> JSONValue {
+        let repository = try arguments.optionalString("repository")
+        let query = try arguments.optionalString("query")
+        let limit = try arguments.integer("limit", default: 20, in: 1...100)
+        let entries = try await conversations.catalog.find(principal: principal, repository: repository, query: query, limit: limit)
+        let listed: [JSONValue] = entries.map { entry in
+            var item: JSONObject = [
+                "session_id": .string(entry.sessionID), "title": .string(entry.summary.title),
+                "repositories": .array(entry.summary.repositories.map(JSONValue.string)), "turns": .int(Int64(entry.summary.turns)),
+                "last_updated": .string(ConversationCatalog.iso8601(entry.summary.lastUpdated)), "uri": .string(ConversationResources.uri(of: entry.sessionID)),
+            ]
+            if entry.access != .owner {
+                item["owner"] = .string(entry.owner)
+                item["access"] = .string(entry.access.rawValue)
+            }
+            return .object(item)
+        }
+        return .object(["conversations": .array(listed), "count": .int(Int64(listed.count))])
+    }
+
+    private func shareConversation(_ arguments: ToolArguments, principal: String) async throws -> JSONValue {
+        let sessionID = try Conversations.sessionID(arguments.string("session_id"))
+        let other = try arguments.string("principal")
+        let accessName = try arguments.optionalString("access") ?? "read"
+        guard let access = ConversationCatalog.Access(rawValue: accessName), access != .owner else {
+            throw ToolError("access must be read or continue")
+        }
+        let theirs = try await conversations.catalog.share(principal: principal, sessionID: sessionID, with: other, access: access)
+        return .object([
+            "session_id": .string(sessionID), "shared_with": .string(other), "access": .string(access.rawValue), "their_session_id": .string(theirs),
+        ])
+    }
+
+    private func unshareConversation(_ arguments: ToolArguments, principal: String) async throws -> JSONValue {
+        let sessionID = try Conversations.sessionID(arguments.string("session_id"))
+        let other = try arguments.string("principal")
+        let wasShared = try await conversations.catalog.unshare(principal: principal, sessionID: sessionID, with: other)
+        return .object(["session_id": .string(sessionID), "principal": .string(other), "was_shared": .bool(wasShared)])
+    }
+
     private func repositoryInfo(_ arguments: ToolArguments) async throws -> JSONValue {
         let repository = try await resolve(RepositoryInput(arguments))
         return .object(try await greptile.status(of: repository))
@@ -195,8 +283,7 @@ struct GreptileTools: Sendable {
         let askedAt = Date().timeIntervalSince1970
         let turn = try await conversations.begin(principal: principal, sessionID: sessionID, query: query, previousMessages: previous)
         let request = QueryRequest(
-            messages: turn.messages, repositories: repositories,
-            sessionId: Conversations.upstreamSessionID(principal: principal, sessionID: sessionID), stream: stream, genius: genius)
+            messages: turn.messages, repositories: repositories, sessionId: turn.upstreamSessionID, stream: stream, genius: genius)
         let answer: QueryAnswer
         if stream || progress != nil {
             answer = try await streamedAnswer(request, timeout: timeout, progress: progress)
@@ -209,8 +296,8 @@ struct GreptileTools: Sendable {
         let conversations = self.conversations
         try await Task {
             try await conversations.finish(
-                principal: principal, sessionID: sessionID, query: query, askedAt: askedAt, answer: answer.message, previousMessages: previous,
-                repositories: repositories, title: turn.title)
+                turn, principal: principal, query: query, askedAt: askedAt, answer: answer.message, previousMessages: previous,
+                repositories: repositories)
         }.value
         return .object(["message": .string(answer.message), "sources": .array(answer.sources), "_session_id": .string(sessionID)])
     }

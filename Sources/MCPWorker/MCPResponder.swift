@@ -213,7 +213,7 @@ public struct MCPResponder: HTTPResponder {
         }
         let result = Initialize.Result(
             protocolVersion: version,
-            capabilities: Server.Capabilities(tools: .init(listChanged: false)),
+            capabilities: Server.Capabilities(resources: .init(subscribe: false, listChanged: false), tools: .init(listChanged: false)),
             serverInfo: Server.Info(name: "greptile-mcp", version: WorkerServer.version, title: "Greptile code search"),
             instructions: Self.instructions)
         var response = Self.json(bytes: JSONRPC.result(id: id, result))
@@ -242,10 +242,34 @@ public struct MCPResponder: HTTPResponder {
             } catch {
                 return JSONRPC.error(id: id, .requestCancelled)
             }
+        case "resources/list", "resources/read", "resources/templates/list":
+            do {
+                return JSONRPC.result(id: id, try await resources(method, principal: principal, params: params))
+            } catch {
+                return JSONRPC.error(id: id, Self.rpcError(error))
+            }
         case "initialize":
             return JSONRPC.error(id: id, .invalidRequest("initialize is not allowed inside a session"))
         default:
             return JSONRPC.error(id: id, .methodNotFound(method))
+        }
+    }
+
+    /// A `resources/...` request's result: the caller's conversations (`ConversationResources`).
+    private func resources(_ method: String, principal: String, params: Value?) async throws -> JSONValue {
+        switch method {
+        case "resources/list": try await worker.resources.list(principal: principal, params: params)
+        case "resources/read": try await worker.resources.read(principal: principal, params: params)
+        default: ConversationResources.templates
+        }
+    }
+
+    /// A failure of a request other than a tool call, as the JSON-RPC error it answers.
+    static func rpcError(_ error: any Error) -> RPCError {
+        switch error {
+        case let error as RPCError: error
+        case let error as SessionError: .internalError("the session store failed: \(error.message)")
+        default: .internalError("the request failed")
         }
     }
 
@@ -350,6 +374,16 @@ public struct MCPResponder: HTTPResponder {
         case "tools/list":
             return Self.json(
                 bytes: JSONRPC.result(id: id, ModernTransport.complete(ListTools.Result(tools: GreptileTools.definitions), cacheFor: .seconds(300))))
+        case "resources/list", "resources/read", "resources/templates/list":
+            do {
+                let result = try await resources(method, principal: principal, params: params)
+                // Each principal's conversations are its own, and change with every turn.
+                let cache: (Duration, String)? = method == "resources/read" ? nil : (.zero, method == "resources/list" ? "private" : "public")
+                return Self.json(bytes: JSONRPC.result(id: id, ModernTransport.complete(result, cacheFor: cache?.0, scope: cache?.1 ?? "public")))
+            } catch {
+                let failure = Self.rpcError(error)
+                return Self.rpcError(HTTPResponse.Status(code: ModernTransport.status(of: failure.code)), id, failure)
+            }
         case "tools/call":
             do {
                 let call = try JSONRPC.callParameters(params)

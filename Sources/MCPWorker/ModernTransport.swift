@@ -83,7 +83,7 @@ enum ModernTransport {
     static func discoverResult(instructions: String) -> Value {
         .object([
             "supportedVersions": .array((versions + WorkerDependencies.protocolVersions).map(Value.string)),
-            "capabilities": .object(["tools": .object(["listChanged": false])]),
+            "capabilities": .object(["tools": .object(["listChanged": false]), "resources": .object(["subscribe": false, "listChanged": false])]),
             "serverInfo": .object(["name": "greptile-mcp", "title": "Greptile code search", "version": .string(WorkerServer.version)]),
             "instructions": .string(instructions),
             "ttlMs": 0,
@@ -94,15 +94,15 @@ enum ModernTransport {
 
     /// A result of this revision: the older shape plus `resultType`, and for list results
     /// the caching hints (`ttlMs`, `cacheScope`) the revision requires of them.
-    static func complete(_ result: some Encodable, cacheFor ttl: Duration? = nil) -> Value {
+    static func complete(_ result: some Encodable, cacheFor ttl: Duration? = nil, scope: String = "public") -> Value {
         guard let data = try? JSONRPC.encoder.encode(result), case .object(var object)? = try? JSONDecoder().decode(Value.self, from: data) else {
             return .object(["resultType": "complete"])
         }
         object["resultType"] = "complete"
         if let ttl {
             object["ttlMs"] = .int(Int(ttl.components.seconds * 1000))
-            // The tools are the same for every client of a deployment.
-            object["cacheScope"] = "public"
+            // The tools are the same for every client of a deployment; a principal's conversations are its own.
+            object["cacheScope"] = .string(scope)
         }
         return .object(object)
     }

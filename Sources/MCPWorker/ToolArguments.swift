@@ -41,6 +41,19 @@ struct ToolArguments {
         }
     }
 
+    /// A whole number within `range`.
+    func integer(_ name: String, default fallback: Int, in range: ClosedRange<Int>) throws(ToolError) -> Int {
+        guard let value = values[name], value != .null else { return fallback }
+        let number: Int
+        switch value {
+        case .int(let whole): number = whole
+        case .double(let fraction) where fraction == fraction.rounded() && abs(fraction) < 1e9: number = Int(fraction)
+        default: throw ToolError("\(name) must be a whole number")
+        }
+        guard range.contains(number) else { throw ToolError("\(name) must be from \(range.lowerBound) to \(range.upperBound)") }
+        return number
+    }
+
     func seconds(_ name: String) throws(ToolError) -> Duration? {
         guard let value = values[name], value != .null else { return nil }
         let number: Double

@@ -25,6 +25,8 @@ public struct WorkerConfiguration: Sendable {
     public var historyWindow: Int
     /// A transport session unused this long expires.
     public var sessionLifetime: Duration
+    /// Conversations per `resources/list` page.
+    public var resourcePageSize: Int = 50
     /// Attempts per host call, and the limit on one.
     public var hostRetry: RetryPolicy
     public var hostTimeout: Duration

@@ -20,6 +20,7 @@ final class WorkerDependencies: Sendable {
     let client: CurlClient
     let calls: CallSupervisor
     let journal: EventJournal
+    let resources: ConversationResources
     let streamTiming: StreamTiming
     let logger: Logger
     private let started = ContinuousClock.now
@@ -43,8 +44,11 @@ final class WorkerDependencies: Sendable {
         tools = GreptileTools(
             greptile: GreptileClient(configuration: configuration.upstream, client: client, logger: logger),
             github: GitHubClient(configuration: configuration.upstream, client: client, logger: logger),
-            conversations: Conversations(store: store, window: configuration.historyWindow),
+            conversations: Conversations(
+                store: store, window: configuration.historyWindow,
+                catalog: ConversationCatalog(store: store, principals: Set(configuration.apiKeys.principals))),
             logger: logger)
+        resources = ConversationResources(catalog: tools.conversations.catalog, pageSize: configuration.resourcePageSize)
     }
 
     /// The principal behind an `Authorization` header; nil when it must be refused.

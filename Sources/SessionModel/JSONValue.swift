@@ -68,6 +68,11 @@ extension JSONValue {
     }
 
     /// The object, when this is an object.
+    public var arrayValue: [JSONValue]? {
+        if case .array(let items) = self { return items }
+        return nil
+    }
+
     public var objectValue: JSONObject? {
         if case .object(let value) = self { return value }
         return nil

@@ -119,6 +119,8 @@ struct WorkerOptions: ParsableArguments {
     var historyWindow: Int?
     @Option(name: .customLong("session-lifetime"), help: "Seconds an unused MCP session lives (default 86400).")
     var sessionLifetime: Double?
+    @Option(name: .customLong("resource-page-size"), help: "Conversations per resources/list page (default 50).")
+    var resourcePageSize: Int?
     @Option(name: .customLong("host-timeout"), help: "Seconds one call to a durable host may take (default 2).")
     var hostTimeout: Double?
     @Option(name: .customLong("host-attempts"), help: "Attempts per durable-host call before the in-memory fallback (default 3).")
@@ -137,7 +139,7 @@ struct WorkerOptions: ParsableArguments {
     static let settingKeys: Set<String> = [
         "listen", "hosts", "ring_version", "log_level", "api_keys_file", "host_token_file", "allowed_origins", "history_window",
         "session_lifetime", "host_timeout", "host_attempts", "query_timeout", "upstream_timeout", "upstream_attempts",
-        "max_body_bytes", "greptile_base_url", "github_api_url", "request_read_timeout", "admin_key_file",
+        "max_body_bytes", "greptile_base_url", "github_api_url", "request_read_timeout", "admin_key_file", "resource_page_size",
     ]
 
     func resolve() throws -> (WorkerConfiguration, Logger.Level) {
@@ -163,6 +165,8 @@ struct WorkerOptions: ParsableArguments {
         configuration.historyWindow = try settings.int("history_window", flag: historyWindow, default: configuration.historyWindow, in: 1...10_000)
         configuration.sessionLifetime = .milliseconds(
             Int64(1000 * (try settings.seconds("session_lifetime", flag: sessionLifetime, default: 86_400, in: 1...(365 * 86_400)))))
+        configuration.resourcePageSize = try settings.int(
+            "resource_page_size", flag: resourcePageSize, default: configuration.resourcePageSize, in: 1...SessionListing.maxLimit)
         configuration.hostTimeout = .milliseconds(
             Int64(1000 * (try settings.seconds("host_timeout", flag: hostTimeout, default: 2, in: 0.05...300))))
         configuration.hostRetry.attempts = try settings.int("host_attempts", flag: hostAttempts, default: 3, in: 1...10)

@@ -75,7 +75,8 @@ async def scenario(args):
 
             tools = (await session.list_tools()).tools
             report["tools"] = sorted(tool.name for tool in tools)
-            check(report["tools"] == ["get_repository_info", "index_repository", "query_repository", "search_repository"],
+            check(report["tools"] == ["get_repository_info", "index_repository", "list_conversations", "query_repository", "search_repository",
+                                      "share_conversation", "unshare_conversation"],
                   "unexpected tools %s" % report["tools"])
             for tool in tools:
                 check(tool.input_schema.get("type") == "object", tool.name + " needs an object schema")

@@ -36,7 +36,8 @@ async def scenario(args):
             report["protocol_version"] = client.protocol_version
             tools = await client.list_tools()
             names = sorted(tool.name for tool in tools.tools)
-            check(names == ["get_repository_info", "index_repository", "query_repository", "search_repository"], "tools %s" % names)
+            check(names == ["get_repository_info", "index_repository", "list_conversations", "query_repository", "search_repository",
+                            "share_conversation", "unshare_conversation"], "tools %s" % names)
             info = answer_of(await client.call_tool("get_repository_info", dict(REPOSITORY, branch="main")))
             check(info["repository"] == "acme/widgets", "info %s" % info)
             first = answer_of(await client.call_tool(

@@ -13,7 +13,11 @@ struct ConversationTests {
 
         let tools = try await client.request("tools/list")
         let listed = ((tools["result"] as? [String: Any])?["tools"] as? [[String: Any]]) ?? []
-        #expect(Set(listed.compactMap { $0["name"] as? String }) == ["index_repository", "query_repository", "search_repository", "get_repository_info"])
+        #expect(
+            Set(listed.compactMap { $0["name"] as? String }) == [
+                "index_repository", "query_repository", "search_repository", "get_repository_info", "list_conversations", "share_conversation",
+                "unshare_conversation",
+            ])
         for tool in listed {
             let schema = tool["inputSchema"] as? [String: Any]
             #expect(schema?["type"] as? String == "object")

@@ -85,7 +85,7 @@ struct StreamingTests {
         #expect((result?["supportedVersions"] as? [String])?.contains("2025-11-25") == true)
         #expect(result?["resultType"] as? String == "complete")
         let listed = try await post("tools/list", params: [:])
-        #expect(((listed.object["result"] as? [String: Any])?["tools"] as? [Any])?.count == 4)
+        #expect(((listed.object["result"] as? [String: Any])?["tools"] as? [Any])?.count == 7)
 
         let noMeta = try await post("tools/list", params: [:], meta: nil)
         #expect(noMeta.status == 400)
@@ -103,7 +103,7 @@ struct StreamingTests {
         #expect(unsupported.rpcError?.code == -32022)
         let data = (unsupported.object["error"] as? [String: Any])?["data"] as? [String: Any]
         #expect((data?["supported"] as? [String])?.first == "2026-07-28")
-        let unknown = try await post("resources/list", params: [:])
+        let unknown = try await post("prompts/list", params: [:])
         #expect(unknown.status == 404)
         #expect(unknown.rpcError?.code == -32601)
         let ping = try await post("ping", params: [:])

@@ -1,0 +1,150 @@
+import CurlHTTP
+import Foundation
+import SessionModel
+import TestSupport
+import Testing
+
+extension MCPTestClient {
+    /// A tool's structured answer, failing the test on an `isError` result.
+    func answer(_ name: String, _ arguments: [String: Any]) async throws -> [String: Any] {
+        let result = try await callTool(name, arguments)
+        guard !result.isError else { throw ServiceProcess.Failure(description: "\(name) failed: \(result.text)") }
+        return result.structured
+    }
+
+    /// A tool's `isError` sentence, failing the test when the call succeeded.
+    func refusal(_ name: String, _ arguments: [String: Any]) async throws -> String {
+        let result = try await callTool(name, arguments)
+        guard result.isError else { throw ServiceProcess.Failure(description: "\(name) succeeded: \(result.text)") }
+        return result.text
+    }
+
+    /// `resources/read` of `uri`: the reply (a result or an error).
+    func readResource(_ uri: String) async throws -> [String: Any] {
+        try await request("resources/read", ["uri": uri])
+    }
+}
+
+@Suite("Conversations a team can find, share and account for")
+struct TeamTests {
+    static let gadgets = ["remote": "github", "repository": "acme/r1"]
+
+    @Test("the official Python client finds a restarted client's conversations as resources, page by page, in both protocol families")
+    func resourcesThroughTheSDK() async throws {
+        let stack = try await WorkerStack.start(workerArguments: ["--resource-page-size", "2"], workerEnvironment: TeamKeys.environment)
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Interop/mcp_resources.py").path
+        // auto: the client discovers the server (server/discover) and settles on 2026-07-28.
+        for (mode, key, prefix) in [("legacy", TeamKeys.alice, "legacy"), ("auto", TeamKeys.bob, "modern")] {
+            let directory = TemporaryDirectory("resources")
+            let python = try ServiceProcess(
+                executable: "/usr/bin/env",
+                arguments: ["python3", "-u", script, "--worker", stack.worker.base, "--mode", mode, "--api-key", key, "--prefix", prefix],
+                logPath: directory.file("resources.log"))
+            #expect(try await python.waitForExit(timeout: .seconds(120)) == 0, "\(mode): \(python.log)")
+            let report = (try? JSONSerialization.jsonObject(with: Data((python.log.split(separator: "\n").last ?? "").utf8))) as? [String: Any] ?? [:]
+            #expect(report["ok"] as? Bool == true, "\(mode): \(python.log)")
+            #expect(report["protocol_version"] as? String == (mode == "legacy" ? "2025-11-25" : "2026-07-28"))
+            let pages = report["pages"] as? [[String]] ?? []
+            #expect(pages.map(\.count) == [2, 1], "\(mode): two pages of a page size of 2: \(pages)")
+            #expect(pages.flatMap { $0 } == (1...3).reversed().map { "conversation://\(prefix)-\($0)" }, "\(mode): newest first, only the caller's")
+            #expect(
+                report["titles"] as? [String] == ["What tests cover the parser?", "Where are requests parsed?", "How is routing done in \(prefix)?"])
+            #expect(Set(report["mime_types"] as? [String] ?? []) == ["text/markdown"])
+            let markdown = report["markdown"] as? String ?? ""
+            #expect(markdown.hasPrefix("# Where are requests parsed?\n"), "\(markdown.prefix(200))")
+            #expect(
+                markdown.contains("## Question 1\n\nWhere are requests parsed?") && markdown.contains("### Answer\n\nAnswer to 'Where are requests parsed?'"))
+            #expect(markdown.contains("`acme/widgets`"))
+            #expect(report["json_session_id"] as? String == "\(prefix)-2")
+            #expect(report["json_roles"] as? [String] == ["user", "assistant"])
+            #expect(report["templates"] as? [String] == ["conversation://{session_id}"])
+            #expect(report["missing"] as? Int == -32002, "\(mode): a URI that names nothing is 'resource not found'")
+        }
+        await stack.stop()
+    }
+
+    @Test("list_conversations finds past threads by repository and by words in their questions")
+    func findingThreads() async throws {
+        let stack = try await WorkerStack.start(workerEnvironment: TeamKeys.environment)
+        try await stack.standIn.control(["indexed": ["github:main:acme/r1"]])
+        var alice = try await stack.session(apiKey: TeamKeys.alice)
+        _ = try await alice.ask("How does the router match paths?", in: "router")
+        _ = try await alice.answer(
+            "query_repository", ["query": "Where is the gadget cache?", "repositories": [Self.gadgets], "session_id": "cache", "genius": false])
+        _ = try await alice.ask("Which parser handles JSON?", in: "parser")
+        _ = try await alice.ask("And which one handles YAML?", in: "parser")
+        let all = try await alice.answer("list_conversations", [:])
+        let listed = all["conversations"] as? [[String: Any]] ?? []
+        #expect(listed.compactMap { $0["session_id"] as? String } == ["parser", "cache", "router"], "newest first: \(listed)")
+        #expect(listed.first?["title"] as? String == "Which parser handles JSON?" && listed.first?["turns"] as? Int == 2)
+        #expect(listed.first?["uri"] as? String == "conversation://parser")
+        let gadgets = try await alice.answer("list_conversations", ["repository": "acme/r1"])
+        #expect((gadgets["conversations"] as? [[String: Any]])?.compactMap { $0["session_id"] as? String } == ["cache"])
+        let yaml = try await alice.answer("list_conversations", ["query": "yaml"])
+        #expect((yaml["conversations"] as? [[String: Any]])?.compactMap { $0["session_id"] as? String } == ["parser"], "any of its questions")
+        #expect(try await alice.answer("list_conversations", ["limit": 1])["count"] as? Int == 1)
+        #expect(try await alice.refusal("list_conversations", ["limit": 0]).contains("limit must be from 1 to 100"))
+        let bob = try await stack.session(apiKey: TeamKeys.bob)
+        #expect(try await bob.answer("list_conversations", [:])["count"] as? Int == 0, "alice's threads are alice's")
+        // The thread found continues where it was.
+        #expect(try await alice.ask("Is that fast?", in: "router").contains("after 1 earlier questions"))
+        alice.sessionID = nil
+        await stack.stop()
+    }
+
+    @Test("sharing: read only, then read and continue; revoked at once; refusals never tell another's conversation from none")
+    func sharing() async throws {
+        let stack = try await WorkerStack.start(workerEnvironment: TeamKeys.environment)
+        let alice = try await stack.session(apiKey: TeamKeys.alice)
+        let bob = try await stack.session(apiKey: TeamKeys.bob)
+        _ = try await alice.ask("How are sessions stored?", in: "storage")
+
+        let shared = try await alice.answer("share_conversation", ["session_id": "storage", "principal": "bob"])
+        let theirs = try #require(shared["their_session_id"] as? String)
+        #expect(shared["access"] as? String == "read")
+        let listed = (try await bob.answer("list_conversations", [:])["conversations"] as? [[String: Any]]) ?? []
+        #expect(listed.count == 1)
+        #expect(listed.first?["session_id"] as? String == theirs && listed.first?["owner"] as? String == "alice")
+        #expect(listed.first?["access"] as? String == "read" && listed.first?["title"] as? String == "How are sessions stored?")
+        let read = try await bob.readResource("conversation://\(theirs)")
+        let contents = ((read["result"] as? [String: Any])?["contents"] as? [[String: Any]]) ?? []
+        #expect((contents.first?["text"] as? String)?.contains("shared by alice (read)") == true, "\(read)")
+        #expect(
+            try await bob.refusal("query_repository", ["query": "more?", "repositories": [WorkerStack.repository], "session_id": theirs])
+                .contains("read only"))
+
+        _ = try await alice.answer("share_conversation", ["session_id": "storage", "principal": "bob", "access": "continue"])
+        #expect(try await bob.ask("And how are they expired?", in: theirs).contains("after 1 earlier questions"), "bob continues alice's thread")
+        let stored = try await stack.host!.client().send(.get, "/sessions/conv:alice:storage/history").decode(HostAPI.History.self)
+        #expect(stored.data.map(\.content).filter { !$0.hasPrefix("Answer") } == ["How are sessions stored?", "And how are they expired?"])
+        #expect(try await alice.ask("Thanks, bob?", in: "storage").contains("after 2 earlier questions"), "alice sees bob's turn")
+
+        let revoked = try await alice.answer("unshare_conversation", ["session_id": "storage", "principal": "bob"])
+        #expect(revoked["was_shared"] as? Bool == true)
+        #expect(try await bob.answer("list_conversations", [:])["count"] as? Int == 0)
+        let gone = try await bob.readResource("conversation://\(theirs)")
+        let missing = try await bob.readResource("conversation://never-there")
+        #expect((gone["error"] as? [String: Any])?["code"] as? Int == -32002)
+        #expect(
+            (gone["error"] as? [String: Any])?["message"] as? String == "Resource not found: conversation://\(theirs)",
+            "a revoked share reads as nothing at all")
+        #expect((missing["error"] as? [String: Any])?["code"] as? Int == -32002)
+        #expect(
+            try await bob.refusal("query_repository", ["query": "?", "repositories": [WorkerStack.repository], "session_id": theirs])
+                .contains("no longer shared"))
+
+        // Nothing of alice's can be named from bob's side, and refusals read alike.
+        let notHis = try await bob.refusal("share_conversation", ["session_id": "storage", "principal": "alice"])
+        let none = try await bob.refusal("share_conversation", ["session_id": "nothing-here", "principal": "alice"])
+        #expect(notHis == none.replacingOccurrences(of: "nothing-here", with: "storage"), "\(notHis) / \(none)")
+        let hisView = try await bob.readResource("conversation://storage")
+        #expect((hisView["error"] as? [String: Any])?["code"] as? Int == -32002, "bob's conversation://storage is bob's, and there is none")
+        #expect(try await alice.refusal("share_conversation", ["session_id": "storage", "principal": "carol"]).contains("no principal named 'carol'"))
+        #expect(try await alice.refusal("share_conversation", ["session_id": "storage", "principal": "alice"]).contains("yours already"))
+        #expect(
+            try await alice.refusal("share_conversation", ["session_id": "storage", "principal": "bob", "access": "own"]).contains(
+                "access must be read or continue"))
+        await stack.stop()
+    }
+}
