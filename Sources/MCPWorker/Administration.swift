@@ -43,8 +43,14 @@ struct Administration: Sendable {
             return await importRecords(request, caller: caller)
         case (_, 1, "import"):
             return Self.failure(.methodNotAllowed, "/admin/import takes POST", allow: "POST")
+        case (.get, 1, "usage"), (.get, 1, "usage.html"):
+            return await usage(request, caller: caller, html: parts[0] == "usage.html")
+        case (_, 1, "usage"), (_, 1, "usage.html"):
+            return Self.failure(.methodNotAllowed, "/admin/\(parts[0]) takes GET", allow: "GET")
         default:
-            return Self.failure(.notFound, "no route /admin/\(path.prefix(100)); there are /admin/principals/{name}, /admin/export, /admin/import")
+            return Self.failure(
+                .notFound,
+                "no route /admin/\(path.prefix(100)); there are /admin/principals/{name}, /admin/export, /admin/import, /admin/usage, /admin/usage.html")
         }
     }
 
@@ -192,6 +198,49 @@ struct Administration: Sendable {
         } catch {
             return .refused(record.id, error.message)
         }
+    }
+
+    // MARK: Usage
+
+    /// Usage per principal and day over the last `days` (30): an operator sees everyone's,
+    /// a client its own. This worker's counts not yet written are written first.
+    private func usage(_ request: Request, caller: WorkerDependencies.Caller, html: Bool) async -> Response {
+        let query = request.uri.queryParameters
+        var days = 30
+        if let text = query["days"] {
+            guard let number = Int(text), (1...400).contains(number) else { return Self.failure(.badRequest, "days must be 1 to 400") }
+            days = number
+        }
+        let asked = query["principal"].map(String.init)
+        let scope: String?
+        switch caller {
+        case .operator: scope = asked
+        case .principal(let own):
+            guard asked == nil || asked == own else {
+                return Self.failure(.forbidden, "a client key sees only its own usage; use the admin key for another's")
+            }
+            scope = own
+        }
+        if let scope, !SessionUpdate.isValidPrincipal(scope) { return Self.failure(.badRequest, "principal must be 1 to 64 of A-Z a-z 0-9 . _ - @ :") }
+        await worker.usageRecorder.flush()
+        var report = UsageReport(days: days, now: Date().timeIntervalSince1970)
+        do {
+            var before: HostAPI.ListCursor?
+            repeat {
+                let page = try await worker.store.list(
+                    SessionListing(prefix: UsageLedger.prefix(principal: scope), before: before, limit: SessionListing.maxLimit))
+                for summary in page.summaries { report.add(recordID: summary.id, metadata: summary.metadata) }
+                before = page.next
+            } while before != nil
+        } catch {
+            return Self.failure(.serviceUnavailable, "usage could not be read: \(error.message)")
+        }
+        guard html else { return Self.json(report.json, status: .ok) }
+        var response = Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: report.html)))
+        response.headers[.contentType] = "text/html; charset=utf-8"
+        // The page loads nothing from anywhere: no script, no style sheet, no font.
+        response.headers[HTTPField.Name("Content-Security-Policy")!] = "default-src 'none'; style-src 'unsafe-inline'"
+        return response
     }
 
     // MARK: Answers

@@ -13,7 +13,12 @@ struct GreptileTools: Sendable {
     let greptile: GreptileClient
     let github: GitHubClient
     let conversations: Conversations
+    /// Where each principal's calls, turns and upstream time are counted.
+    let usage: UsageLedger
     let logger: Logger
+
+    /// The tools that call Greptile (the others only read and write conversations).
+    static let upstreamTools: Set<String> = ["index_repository", "query_repository", "search_repository", "get_repository_info"]
 
     static let names = [
         "index_repository", "query_repository", "search_repository", "get_repository_info", "list_conversations", "share_conversation",
@@ -160,9 +165,13 @@ struct GreptileTools: Sendable {
         let arguments = ToolArguments(arguments)
         let outcome: String
         defer {
+            let elapsed = ContinuousClock.now - start
             Metrics.Counter(label: "worker_tool_calls_total", dimensions: [("tool", name), ("outcome", outcome)]).increment()
             Metrics.Timer(label: "worker_tool_duration_seconds", dimensions: [("tool", name)], preferredDisplayUnit: .seconds)
-                .recordNanoseconds((ContinuousClock.now - start).nanosecondsValue)
+                .recordNanoseconds(elapsed.nanosecondsValue)
+            if Self.upstreamTools.contains(name), outcome != "cancelled" {
+                usage.recordCall(principal: principal, failed: outcome != "ok", milliseconds: elapsed.secondsValue * 1000)
+            }
         }
         do {
             let value: JSONValue
@@ -294,10 +303,12 @@ struct GreptileTools: Sendable {
         // Once the answer is whole it is stored whole, even if the caller cancels meanwhile:
         // the exchange is recorded completely or (cancelled before this point) not at all.
         let conversations = self.conversations
+        let usage = self.usage
         try await Task {
             try await conversations.finish(
                 turn, principal: principal, query: query, askedAt: askedAt, answer: answer.message, previousMessages: previous,
                 repositories: repositories)
+            usage.recordTurn(principal: principal, started: turn.title != nil && turn.target.pointer == nil)
         }.value
         return .object(["message": .string(answer.message), "sources": .array(answer.sources), "_session_id": .string(sessionID)])
     }

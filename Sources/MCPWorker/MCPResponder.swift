@@ -69,7 +69,9 @@ public struct MCPResponder: HTTPResponder {
             response = request.method == .get ? metrics : Self.plainError(.methodNotAllowed, "use GET", allow: "GET")
         case _ where path.hasPrefix("/admin/"):
             let rest = path.dropFirst("/admin/".count)
-            route = "/admin/" + (rest.split(separator: "/").first.map(String.init) ?? "")
+            // A fixed set of labels, whatever paths clients try.
+            let first = rest.split(separator: "/").first.map(String.init) ?? ""
+            route = "/admin/" + (["principals", "export", "import", "usage", "usage.html"].contains(first) ? first : "unknown")
             response = await Administration(worker: worker).respond(to: request, path: rest)
         default:
             route = "unknown"

@@ -21,6 +21,8 @@ final class WorkerDependencies: Sendable {
     let calls: CallSupervisor
     let journal: EventJournal
     let resources: ConversationResources
+    let usage: UsageLedger
+    let usageRecorder: UsageRecorder
     let streamTiming: StreamTiming
     let logger: Logger
     private let started = ContinuousClock.now
@@ -41,13 +43,15 @@ final class WorkerDependencies: Sendable {
         journal = EventJournal(store: store, lifetime: configuration.sessionLifetime.secondsValue, logger: logger)
         sessions = TransportSessions(store: store, lifetime: configuration.sessionLifetime.secondsValue, now: { Date().timeIntervalSince1970 })
         calls = CallSupervisor(sessions: sessions)
+        usage = UsageLedger()
+        usageRecorder = UsageRecorder(ledger: usage, store: store, logger: logger)
         tools = GreptileTools(
             greptile: GreptileClient(configuration: configuration.upstream, client: client, logger: logger),
             github: GitHubClient(configuration: configuration.upstream, client: client, logger: logger),
             conversations: Conversations(
                 store: store, window: configuration.historyWindow,
                 catalog: ConversationCatalog(store: store, principals: Set(configuration.apiKeys.principals))),
-            logger: logger)
+            usage: usage, logger: logger)
         resources = ConversationResources(catalog: tools.conversations.catalog, pageSize: configuration.resourcePageSize)
     }
 

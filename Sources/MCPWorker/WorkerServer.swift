@@ -36,7 +36,8 @@ public struct WorkerServer: Sendable {
         var services: [any Service] = [CurlClientService(client: client)]
         if let durable = store as? DurableSessionManager { services.append(durable) }
         // Stopped in reverse: the HTTP server drains first, then calls whose clients left end,
-        // then the store and the client they use.
+        // then the last usage is written, then the store and the client they use.
+        services.append(state.usageRecorder)
         services.append(state.calls.background)
         services.append(application)
         self.services = services

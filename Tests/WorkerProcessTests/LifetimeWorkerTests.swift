@@ -74,14 +74,14 @@ struct LifetimeWorkerTests {
         for index in 0..<2 { _ = try await bob.ask("bob's question \(index)", in: "thread-\(index)") }
         var aliceRecords: [String] = []
         for host in stack.hosts { aliceRecords += try await listed(host, principal: "alice") }
-        #expect(aliceRecords.count == 7, "six conversations and a transport session, spread over the hosts: \(aliceRecords)")
+        #expect(aliceRecords.count == 8, "six conversations, a transport session and a day of usage, spread over the hosts: \(aliceRecords)")
         #expect(Set(stack.hosts.map(\.node)).count == 3)
 
         let refused = try await TeamKeys.client(worker, key: TeamKeys.bob).send(.delete, "/admin/principals/alice")
         #expect(refused.status == 403, "a client deletes only its own data: \(refused.text)")
         let answer = try await TeamKeys.client(worker, key: TeamKeys.admin).send(.delete, "/admin/principals/alice")
         #expect(answer.status == 200, "\(answer.text)")
-        #expect(answer.object["removed"] as? Int == 7)
+        #expect(answer.object["removed"] as? Int == 8)
         #expect(answer.object["complete"] as? Bool == true)
         for host in stack.hosts {
             #expect(try await listed(host, principal: "alice").isEmpty, "\(host.node) still holds some of alice's sessions")
@@ -90,11 +90,11 @@ struct LifetimeWorkerTests {
         #expect(exported.status == 200 && exported.body.isEmpty, "nothing of alice's is left to export: \(exported.text)")
         var bobRecords: [String] = []
         for host in stack.hosts { bobRecords += try await listed(host, principal: "bob") }
-        #expect(bobRecords.count == 3, "bob's two conversations and session are untouched")
+        #expect(bobRecords.count == 4, "bob's two conversations, session and usage are untouched")
         #expect(try await alice.post(#"{"jsonrpc":"2.0","id":9,"method":"ping"}"#).status == 404, "alice's MCP session is gone too")
         #expect(try await bob.ask("still here?", in: "thread-0").contains("after 1 earlier questions"))
         let own = try await TeamKeys.client(worker, key: TeamKeys.bob).send(.delete, "/admin/principals/bob")
-        #expect(own.status == 200 && own.object["removed"] as? Int == 3, "a client may delete its own: \(own.text)")
+        #expect(own.status == 200 && own.object["removed"] as? Int == 4, "a client may delete its own: \(own.text)")
         await stack.stop()
     }
 

@@ -290,11 +290,13 @@ struct RingChangeTests {
         #expect(acknowledged.get().count == conversations)
         #expect(total > conversations * 5, "the load must have run through the changes (\(total) turns)")
 
-        // Each session is stored once, on its owner: conversations and transport sessions.
+        // Each session is stored once, on its owner: conversations and transport sessions (and
+        // the usage records the workers keep, a principal's day each).
         var stored = 0
         for host in live {
             let health = try await host.client().send(.get, "/health").object
             stored += health["sessions_stored"] as? Int ?? 0
+            stored -= try await host.client().send(.get, "/sessions?prefix=usage:").decode(HostAPI.Listing.self).data.count
             let ring = health["ring"] as? [String: Any]
             #expect(ring?["version"] as? Int == 3)
             #expect(ring?["settled"] as? Bool == true)

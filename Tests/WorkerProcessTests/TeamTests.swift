@@ -148,3 +148,95 @@ struct TeamTests {
         await stack.stop()
     }
 }
+
+@Suite("Usage per principal: counted by the workers, kept by the hosts, read as JSON, as a page and in /metrics")
+struct UsageTests {
+    @Test("the figures match the load that made them, whichever worker counted it; a client sees only its own")
+    func usageMatchesTheLoad() async throws {
+        let stack = try await WorkerStack.start(workers: 2, workerEnvironment: TeamKeys.environment)
+        var alice = try await stack.session(apiKey: TeamKeys.alice)
+        var aliceElsewhere = alice
+        aliceElsewhere.base = stack.workers[1].base
+        var bob = MCPTestClient(base: stack.workers[1].base, apiKey: TeamKeys.bob)
+        try await bob.initialize()
+        // alice: three turns in two conversations, a status, a failure; bob: one search.
+        _ = try await alice.ask("first?", in: "one")
+        _ = try await alice.ask("second?", in: "one")
+        _ = try await alice.answer("get_repository_info", WorkerStack.repository)
+        _ = try await alice.refusal("get_repository_info", ["remote": "github", "repository": "octo/missing"])
+        _ = try await alice.callTool(
+            "query_repository", ["query": "third?", "repositories": [WorkerStack.repository], "session_id": "two"], via: stack.workers[1].base)
+        _ = try await alice.answer("list_conversations", [:])
+        _ = try await bob.answer("search_repository", ["query": "router", "repositories": [WorkerStack.repository]])
+
+        let operatorView = TeamKeys.client(stack.workers[1].base, key: TeamKeys.admin)
+        func totals(_ report: [String: Any], _ principal: String) -> [String: Any] {
+            let principals = report["principals"] as? [[String: Any]] ?? []
+            return principals.first { $0["principal"] as? String == principal }?["totals"] as? [String: Any] ?? [:]
+        }
+        // Each worker writes its counts within a second; the hosts add them up.
+        let report = try await eventually("both workers' counts reached the hosts") { () -> [String: Any]? in
+            let report = try await operatorView.send(.get, "/admin/usage").object
+            return totals(report, "alice")["calls"] as? Int == 5 ? report : nil
+        }
+        let aliceTotals = totals(report, "alice")
+        #expect(aliceTotals["failures"] as? Int == 1 && aliceTotals["turns"] as? Int == 3 && aliceTotals["conversations"] as? Int == 2, "\(aliceTotals)")
+        #expect((aliceTotals["upstream_seconds"] as? Double ?? -1) >= 0)
+        let bobTotals = totals(report, "bob")
+        #expect(bobTotals["calls"] as? Int == 1 && bobTotals["failures"] as? Int == 0 && bobTotals["turns"] as? Int == 0, "\(bobTotals)")
+        let today = ((report["principals"] as? [[String: Any]])?.first?["days"] as? [[String: Any]])?.first?["day"] as? String
+        #expect(today == report["to"] as? String, "the calls are today's")
+
+        let own = try await TeamKeys.client(stack.workers[0].base, key: TeamKeys.bob).send(.get, "/admin/usage").object
+        #expect((own["principals"] as? [[String: Any]])?.compactMap { $0["principal"] as? String } == ["bob"], "a client sees only its own")
+        #expect(try await TeamKeys.client(stack.workers[0].base, key: TeamKeys.bob).send(.get, "/admin/usage?principal=alice").status == 403)
+
+        // /metrics: per principal, with a bounded set of labels.
+        var counted = 0.0
+        for worker in stack.workers {
+            let metrics = try await JSONClient(base: worker.base).send(.get, "/metrics").text
+            counted += metric(metrics, "worker_principal_calls_total", labels: #"principal="alice""#) ?? 0
+            #expect(metric(metrics, "worker_principal_calls_total", labels: #"principal="carol""#) == nil)
+        }
+        #expect(counted == 5)
+        alice.sessionID = nil
+        await stack.stop()
+    }
+
+    @Test("the usage page, in a real browser: the table shows the figures, the chart draws the day's bar")
+    func usagePageInABrowser() async throws {
+        let stack = try await WorkerStack.start(workerEnvironment: TeamKeys.environment)
+        let alice = try await stack.session(apiKey: TeamKeys.alice)
+        for index in 0..<4 { _ = try await alice.ask("question \(index)?", in: "page-\(index % 2)") }
+        _ = try await alice.refusal("get_repository_info", ["remote": "github", "repository": "octo/missing"])
+        let bob = try await stack.session(apiKey: TeamKeys.bob)
+        _ = try await bob.answer("get_repository_info", WorkerStack.repository)
+
+        let directory = TemporaryDirectory("browser")
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/browser_check.py").path
+        let screenshot = directory.file("usage.png")
+        let browser = try ServiceProcess(
+            executable: "/usr/bin/env",
+            arguments: ["python3", script, "--url", "\(stack.worker.base)/admin/usage.html", "--key", TeamKeys.admin, "--screenshot", screenshot],
+            logPath: directory.file("browser.log"))
+        #expect(try await browser.waitForExit(timeout: .seconds(180)) == 0, "\(browser.log.suffix(2000))")
+        let report = (try? JSONSerialization.jsonObject(with: Data((browser.log.split(separator: "\n").last ?? "").utf8))) as? [String: Any] ?? [:]
+        #expect(report["ok"] as? Bool == true, "\(browser.log.suffix(2000))")
+        let dom = report["dom"] as? String ?? ""
+        func cell(_ principal: String, _ column: String) -> String? {
+            guard let row = dom.range(of: #"<tr data-principal="\#(principal)">"#) else { return nil }
+            let rest = dom[row.upperBound...]
+            guard let start = rest.range(of: #"<td class="\#(column)">"#), let end = rest[start.upperBound...].range(of: "</td>") else { return nil }
+            return String(rest[start.upperBound..<end.lowerBound])
+        }
+        #expect(cell("alice", "calls") == "5" && cell("alice", "failures") == "1", "\(dom.prefix(3000))")
+        #expect(cell("alice", "turns") == "4" && cell("alice", "conversations") == "2")
+        #expect(cell("bob", "calls") == "1" && cell("bob", "turns") == "0", "\(dom.prefix(3000))")
+        #expect(dom.contains(#"data-calls="5""#), "the chart's bar for today holds alice's five calls")
+        #expect(report["width"] as? Int == 1280 && report["height"] as? Int == 900)
+        #expect((report["colored_pixels"] as? Int ?? 0) > 100, "the bars are drawn: \(report["colored_pixels"] ?? "none")")
+        if ProcessInfo.processInfo.environment["KEEP_TEST_FILES"] != nil { print("usage page screenshot: \(screenshot)") }
+        await stack.stop()
+    }
+}
