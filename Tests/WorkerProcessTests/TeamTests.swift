@@ -240,3 +240,48 @@ struct UsageTests {
         await stack.stop()
     }
 }
+
+@Suite("Listing conversations over many hosts")
+struct ManyHostListingTests {
+    /// Every page of `resources/list`, in order.
+    static func allPages(_ client: MCPTestClient) async throws -> [[String]] {
+        var pages: [[String]] = []
+        var cursor: String?
+        repeat {
+            let reply = try await client.request("resources/list", cursor.map { ["cursor": $0] } ?? [:])
+            let result = reply["result"] as? [String: Any] ?? [:]
+            pages.append((result["resources"] as? [[String: Any]] ?? []).compactMap { $0["uri"] as? String })
+            cursor = result["nextCursor"] as? String
+        } while cursor != nil && pages.count < 20
+        return pages
+    }
+
+    @Test("conversations spread over three hosts' own files list newest first, page by page, and on one database the same", arguments: StorageBackend.allCases)
+    func acrossHosts(backend: StorageBackend) async throws {
+        let arguments = ["--resource-page-size", "2"]
+        let keys = TemporaryDirectory("keys")
+        try "alice:\(TeamKeys.alice)\nbob:\(TeamKeys.bob)\n".write(toFile: keys.file("api-keys"), atomically: true, encoding: .utf8)
+        let workerBase: String
+        let stop: @Sendable () async -> Void
+        switch backend {
+        case .sqlite:
+            let stack = try await RingStack.start(hosts: 3, workers: 1, workerArguments: arguments, workerEnvironment: TeamKeys.environment)
+            workerBase = stack.workers[0].base
+            stop = { await stack.stop() }
+        case .postgres:
+            // SharedStack's workers take no environment of their own: the keys come as a file.
+            let stack = try await SharedStack.start(hosts: 3, workers: 1, workerArguments: arguments + ["--api-keys-file", keys.file("api-keys")])
+            workerBase = stack.workers[0].base
+            stop = { await stack.stop() }
+        }
+        var alice = MCPTestClient(base: workerBase, apiKey: TeamKeys.alice)
+        try await alice.initialize()
+        for index in 0..<5 { _ = try await alice.ask("question \(index)", in: "spread-\(index)") }
+        let pages = try await Self.allPages(alice)
+        #expect(pages.map(\.count) == [2, 2, 1], "\(backend): \(pages)")
+        #expect(pages.flatMap { $0 } == (0..<5).reversed().map { "conversation://spread-\($0)" }, "\(backend): newest first across hosts")
+        alice.sessionID = nil
+        await stop()
+    }
+
+}
