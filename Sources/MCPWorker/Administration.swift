@@ -26,7 +26,8 @@ struct Administration: Sendable {
     func respond(to request: Request, path: Substring) async -> Response {
         guard let caller = worker.caller(authorization: request.headers[.authorization]) else {
             var response = Self.failure(.unauthorized, "send Authorization: Bearer <key>: the admin key, or a client key for its own data")
-            response.headers[.wwwAuthenticate] = #"Bearer realm="greptile-mcp""#
+            // A browser asks its user for the key (as a password) when offered Basic.
+            response.headers[.wwwAuthenticate] = path == "usage.html" ? #"Basic realm="greptile-mcp", charset="UTF-8""# : #"Bearer realm="greptile-mcp""#
             return response
         }
         let parts = path.split(separator: "/", omittingEmptySubsequences: false)

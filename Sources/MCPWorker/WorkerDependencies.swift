@@ -64,14 +64,17 @@ final class WorkerDependencies: Sendable {
 
     /// Who calls `/admin`: an operator (the admin key, or anyone of an open worker, which
     /// listens on loopback only), or a client acting for its own principal; nil: refused.
+    ///
+    /// The key comes as `Bearer <key>`, or (a person at a browser's prompt) as the password of
+    /// `Basic` credentials.
     func caller(authorization: String?) -> Caller? {
-        if let adminKey = configuration.adminKey, let key = bearerToken(in: authorization),
-            constantTimeEqual(Array(key.utf8), Array(adminKey.utf8))
-        {
+        let key = bearerToken(in: authorization).map(String.init) ?? basicPassword(in: authorization)
+        if let adminKey = configuration.adminKey, let key, constantTimeEqual(Array(key.utf8), Array(adminKey.utf8)) {
             return .operator
         }
         if configuration.apiKeys.isEmpty && configuration.adminKey == nil { return .operator }
-        return principal(authorization: authorization).map(Caller.principal)
+        if configuration.apiKeys.isEmpty { return .principal("local") }
+        return key.flatMap { configuration.apiKeys.principal(forKey: $0) }.map(Caller.principal)
     }
 
     enum Caller: Equatable {

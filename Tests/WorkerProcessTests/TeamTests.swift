@@ -237,6 +237,14 @@ struct UsageTests {
         #expect(report["width"] as? Int == 1280 && report["height"] as? Int == 900)
         #expect((report["colored_pixels"] as? Int ?? 0) > 100, "the bars are drawn: \(report["colored_pixels"] ?? "none")")
         if ProcessInfo.processInfo.environment["KEEP_TEST_FILES"] != nil { print("usage page screenshot: \(screenshot)") }
+        // A person's browser: asked for the key (Basic), then sent it as the password.
+        let asked = try await JSONClient(base: stack.worker.base).send(.get, "/admin/usage.html")
+        #expect(asked.status == 401 && asked.headers["WWW-Authenticate"]?.hasPrefix("Basic ") == true)
+        let typed = Data("anyone:\(TeamKeys.admin)".utf8).base64EncodedString()
+        let page = try await JSONClient(base: stack.worker.base, headers: ["Authorization": "Basic \(typed)"]).send(.get, "/admin/usage.html")
+        #expect(page.status == 200 && page.headers["Content-Type"] == "text/html; charset=utf-8" && page.text.contains(#"data-principal="alice""#))
+        let wrong = Data("anyone:not-the-key-at-all-0000".utf8).base64EncodedString()
+        #expect(try await JSONClient(base: stack.worker.base, headers: ["Authorization": "Basic \(wrong)"]).send(.get, "/admin/usage.html").status == 401)
         await stack.stop()
     }
 }
