@@ -15,8 +15,8 @@ import SessionModel
 /// another principal's conversation exists.
 struct ConversationCatalog: Sendable {
     let store: any SessionManager
-    /// The principals that may be shared with: those with a client key.
-    let principals: Set<String>
+    /// The principals that may be shared with: those with a client key now.
+    let keys: ClientKeys
 
     enum Access: String, Sendable {
         case owner
@@ -180,6 +180,7 @@ struct ConversationCatalog: Sendable {
             throw ToolError("you have no conversation '\(sessionID)' to share: list_conversations shows yours")
         }
         guard other != principal else { throw ToolError("a conversation is yours already: share it with someone else") }
+        let principals = keys.principals
         guard principals.contains(other) else {
             throw ToolError(
                 principals.count <= 1

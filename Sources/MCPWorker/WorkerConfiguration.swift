@@ -14,6 +14,10 @@ public struct WorkerConfiguration: Sendable {
     public var hostToken: String?
     /// Keys clients present; empty runs open, which only loopback allows.
     public var apiKeys: APIKeys
+    /// The file they came from, watched for changes (every `apiKeysReloadInterval`, and on
+    /// SIGHUP); nil when they came from the environment (fixed until a restart).
+    public var apiKeysFile: String?
+    public var apiKeysReloadInterval: Duration = .seconds(15)
     /// The operators' key for `/admin` (everyone's data); nil: only an open worker's `/admin` serves everyone.
     public var adminKey: String?
     /// Origins allowed besides localhost ones (`https://app.example.com`).

@@ -23,6 +23,8 @@ final class WorkerDependencies: Sendable {
     let resources: ConversationResources
     let usage: UsageLedger
     let usageRecorder: UsageRecorder
+    /// The client keys in force (reloaded from `api_keys_file` when it changes).
+    let keys: ClientKeys
     let streamTiming: StreamTiming
     let logger: Logger
     private let started = ContinuousClock.now
@@ -43,6 +45,7 @@ final class WorkerDependencies: Sendable {
         journal = EventJournal(store: store, lifetime: configuration.sessionLifetime.secondsValue, logger: logger)
         sessions = TransportSessions(store: store, lifetime: configuration.sessionLifetime.secondsValue, now: { Date().timeIntervalSince1970 })
         calls = CallSupervisor(sessions: sessions)
+        keys = ClientKeys(configuration.apiKeys)
         usage = UsageLedger()
         usageRecorder = UsageRecorder(ledger: usage, store: store, logger: logger)
         tools = GreptileTools(
@@ -50,16 +53,16 @@ final class WorkerDependencies: Sendable {
             github: GitHubClient(configuration: configuration.upstream, client: client, logger: logger),
             conversations: Conversations(
                 store: store, window: configuration.historyWindow,
-                catalog: ConversationCatalog(store: store, principals: Set(configuration.apiKeys.principals))),
+                catalog: ConversationCatalog(store: store, keys: keys)),
             usage: usage, logger: logger)
         resources = ConversationResources(catalog: tools.conversations.catalog, pageSize: configuration.resourcePageSize)
     }
 
     /// The principal behind an `Authorization` header; nil when it must be refused.
     func principal(authorization: String?) -> String? {
-        if configuration.apiKeys.isEmpty { return "local" }
+        if keys.isEmpty { return "local" }
         guard let key = bearerToken(in: authorization) else { return nil }
-        return configuration.apiKeys.principal(forKey: String(key))
+        return keys.principal(forKey: String(key))
     }
 
     /// Who calls `/admin`: an operator (the admin key, or anyone of an open worker, which
@@ -72,9 +75,9 @@ final class WorkerDependencies: Sendable {
         if let adminKey = configuration.adminKey, let key, constantTimeEqual(Array(key.utf8), Array(adminKey.utf8)) {
             return .operator
         }
-        if configuration.apiKeys.isEmpty && configuration.adminKey == nil { return .operator }
-        if configuration.apiKeys.isEmpty { return .principal("local") }
-        return key.flatMap { configuration.apiKeys.principal(forKey: $0) }.map(Caller.principal)
+        if keys.isEmpty && configuration.adminKey == nil { return .operator }
+        if keys.isEmpty { return .principal("local") }
+        return key.flatMap { keys.principal(forKey: $0) }.map(Caller.principal)
     }
 
     enum Caller: Equatable {

@@ -20,7 +20,7 @@ public struct WorkerServer: Sendable {
         logger: Logger,
         registry: PrometheusCollectorRegistry? = nil,
         onListening: @escaping @Sendable (String) -> Void = { _ in }
-    ) {
+    ) async throws {
         let client = CurlClient(configuration: .init(userAgent: "greptile-mcp/\(Self.version)"))
         let store = SessionManagers.make(
             hosts: configuration.hosts, ringVersion: configuration.ringVersion, token: configuration.hostToken, client: client, limits: configuration.limits,
@@ -38,6 +38,9 @@ public struct WorkerServer: Sendable {
         // Stopped in reverse: the HTTP server drains first, then calls whose clients left end,
         // then the last usage is written, then the store and the client they use.
         services.append(state.usageRecorder)
+        if let path = configuration.apiKeysFile {
+            services.append(try await ClientKeysReloader(path: path, interval: configuration.apiKeysReloadInterval, keys: state.keys, logger: logger))
+        }
         services.append(state.calls.background)
         services.append(application)
         self.services = services

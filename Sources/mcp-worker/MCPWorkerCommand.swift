@@ -60,8 +60,14 @@ struct Serve: AsyncParsableCommand {
                 "hosts": "\(configuration.hosts.map(\.description))", "principals": "\(configuration.apiKeys.count)",
                 "greptile": "\(configuration.upstream.greptileBaseURL)", "github": "\(configuration.upstream.githubBaseURL)",
             ])
-        let server = WorkerServer(configuration: configuration, logger: logger, registry: registry) { address in
-            logger.notice("listening on http://\(address)")
+        let server: WorkerServer
+        do {
+            server = try await WorkerServer(configuration: configuration, logger: logger, registry: registry) { address in
+                logger.notice("listening on http://\(address)")
+            }
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw ExitCode(1)
         }
         try await ServiceRunner.run(server.services, logger: logger)
     }
@@ -113,6 +119,10 @@ struct WorkerOptions: ParsableArguments {
     var hostTokenFile: String?
     @Option(name: .customLong("admin-key-file"), help: "File holding the operators' key for /admin (or MCP_WORKER_ADMIN_KEY).")
     var adminKeyFile: String?
+    @Option(
+        name: .customLong("api-keys-reload-interval"),
+        help: "Seconds between checks of api_keys_file for changes; SIGHUP checks at once (default 15).")
+    var apiKeysReloadInterval: Double?
     @Option(name: .customLong("allowed-origins"), help: "Browser origins allowed besides localhost, comma-separated.")
     var allowedOrigins: String?
     @Option(name: .customLong("history-window"), help: "Most conversation messages sent to Greptile with a query (default 20).")
@@ -139,7 +149,7 @@ struct WorkerOptions: ParsableArguments {
     static let settingKeys: Set<String> = [
         "listen", "hosts", "ring_version", "log_level", "api_keys_file", "host_token_file", "allowed_origins", "history_window",
         "session_lifetime", "host_timeout", "host_attempts", "query_timeout", "upstream_timeout", "upstream_attempts",
-        "max_body_bytes", "greptile_base_url", "github_api_url", "request_read_timeout", "admin_key_file", "resource_page_size",
+        "max_body_bytes", "greptile_base_url", "github_api_url", "request_read_timeout", "admin_key_file", "resource_page_size", "api_keys_reload_interval",
     ]
 
     func resolve() throws -> (WorkerConfiguration, Logger.Level) {
@@ -157,6 +167,9 @@ struct WorkerOptions: ParsableArguments {
         configuration.ringVersion = try settings.int("ring_version", flag: ringVersion, default: 1, in: 1...Int(Int32.max))
         configuration.hostToken = try settings.secret(fileKey: "host_token_file", fileFlag: hostTokenFile, variable: "DURABLE_HOST_TOKEN")
         configuration.apiKeys = try apiKeys(settings)
+        configuration.apiKeysFile = settings.raw("api_keys_file", flag: apiKeysFile)?.text
+        configuration.apiKeysReloadInterval = .milliseconds(
+            Int64(1000 * (try settings.seconds("api_keys_reload_interval", flag: apiKeysReloadInterval, default: 15, in: 0.1...3600))))
         if let key = try settings.secret(fileKey: "admin_key_file", fileFlag: adminKeyFile, variable: "MCP_WORKER_ADMIN_KEY") {
             guard key.utf8.count >= 16 else { throw SettingsError("the admin key (admin_key_file or MCP_WORKER_ADMIN_KEY) must be at least 16 characters") }
             configuration.adminKey = key
