@@ -1,4 +1,5 @@
 import Foundation
+import HTTPServing
 import Logging
 import Metrics
 import ServiceLifecycle
@@ -26,6 +27,8 @@ public final class GroupCommitter: Service, Sendable {
     private struct State {
         var queue: [Entry] = []
         var wake: CheckedContinuation<Void, Never>?
+        /// The commit thread (a blocking store) waits for work on `threadWake`.
+        var threadWaiting = false
         var closed = false
         /// Incarnations whose earlier mutations failed, with when: their later ones fail too.
         var poisoned: [UInt64: Double] = [:]
@@ -35,6 +38,7 @@ public final class GroupCommitter: Service, Sendable {
     }
 
     private let state = Mutex(State())
+    private let threadWake = DispatchSemaphore(value: 0)
     private let committedBatches = Atomic<Int>(0)
     private let store: any SessionStore
     private let maxBatch: Int
@@ -83,6 +87,10 @@ public final class GroupCommitter: Service, Sendable {
                 return (nil, APIError(.storageUnavailable, "an earlier write of this session failed; retry"))
             }
             state.queue.append(Entry(mutation: mutation, ticket: ticket))
+            if state.threadWaiting {
+                state.threadWaiting = false
+                threadWake.signal()
+            }
             defer { state.wake = nil }
             return (state.wake, nil)
         }
@@ -93,12 +101,52 @@ public final class GroupCommitter: Service, Sendable {
 
     public func run() async throws {
         await withGracefulShutdownHandler {
-            await commitUntilClosed()
+            if let blocking = store as? any BlockingCommitStore, commitTimeout == nil {
+                await withTaskCancellationHandler {
+                    await commitOnOwnThread(blocking)
+                } onCancel: {
+                    self.close()
+                }
+            } else {
+                await commitUntilClosed()
+            }
         } onGracefulShutdown: {
             self.close()
         }
         try await store.close()
         logger.info("storage closed")
+    }
+
+    /// The commit loop of a store that commits by blocking (a local file): on a thread of its
+    /// own, so that a commit neither hops to the store's queue and back nor waits for a turn
+    /// of the cooperative pool behind the requests it is to answer.
+    private func commitOnOwnThread(_ store: any BlockingCommitStore) async {
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            let thread = Thread {
+                while let batch = self.nextBatchBlocking() {
+                    if let commitDelay = self.commitDelay {
+                        self.logger.notice("holding a batch for the commit delay (a test setting)", metadata: ["writes": "\(batch.count)"])
+                        Thread.sleep(forTimeInterval: commitDelay.secondsValue)
+                    }
+                    let start = ContinuousClock.now
+                    self.finish(batch, since: start, result: Result { try store.commitBlocking(batch.map(\.mutation)) })
+                }
+                done.resume()
+            }
+            thread.name = "group-commit"
+            thread.start()
+        }
+    }
+
+    /// Waits for work on the commit thread; nil once closed with nothing left.
+    private func nextBatchBlocking() -> [Entry]? {
+        while true {
+            switch takeBatch(markWaiting: true) {
+            case .batch(let batch): return batch
+            case .finished: return nil
+            case .wait: threadWake.wait()
+            }
+        }
     }
 
     /// Whether the committer has stopped taking mutations (the host is shutting down).
@@ -114,6 +162,10 @@ public final class GroupCommitter: Service, Sendable {
     func close() {
         let wake = state.withLock { state in
             state.closed = true
+            if state.threadWaiting {
+                state.threadWaiting = false
+                threadWake.signal()
+            }
             defer { state.wake = nil }
             return state.wake
         }
@@ -130,17 +182,27 @@ public final class GroupCommitter: Service, Sendable {
             let start = ContinuousClock.now
             do {
                 try await commit(batch.map(\.mutation))
-                commitTimer.record(since: start)
-                batchSize.record(batch.count)
-                stats.recordSuccess(sessionsDelta: batch.reduce(0) { $0 + $1.mutation.sessionsDelta })
-                committedBatches.add(1, ordering: .relaxed)
-                for entry in batch { entry.ticket.resolve(.success(())) }
+                finish(batch, since: start, result: .success(()))
             } catch {
-                failures.increment()
-                stats.recordFailure("\(error)")
-                logger.error("storage commit failed", metadata: ["batch": "\(batch.count)", "error": "\(error)"])
-                fail(batch, error: APIError(.storageUnavailable, "storage could not commit the write; retry"))
+                finish(batch, since: start, result: .failure(error))
             }
+        }
+    }
+
+    /// Answers a batch's writers once its commit has ended, either way.
+    private func finish(_ batch: [Entry], since start: ContinuousClock.Instant, result: Result<Void, any Error>) {
+        switch result {
+        case .success:
+            commitTimer.record(since: start)
+            batchSize.record(batch.count)
+            stats.recordSuccess(sessionsDelta: batch.reduce(0) { $0 + $1.mutation.sessionsDelta })
+            committedBatches.add(1, ordering: .relaxed)
+            for entry in batch { entry.ticket.resolve(.success(())) }
+        case .failure(let error):
+            failures.increment()
+            stats.recordFailure("\(error)")
+            logger.error("storage commit failed", metadata: ["batch": "\(batch.count)", "error": "\(error)"])
+            fail(batch, error: APIError(.storageUnavailable, "storage could not commit the write; retry"))
         }
     }
 
@@ -177,22 +239,30 @@ public final class GroupCommitter: Service, Sendable {
         }
     }
 
+    private enum Next { case batch([Entry]), finished, wait }
+
+    /// Everything queued (at most `maxBatch`, of one ring version), or why there is nothing.
+    private func takeBatch(markWaiting: Bool = false) -> Next {
+        state.withLock { state in
+            if !state.queue.isEmpty {
+                // One batch, one ring version: a commit is fenced by the version its
+                // mutations were computed under (shared storage).
+                let version = state.queue[0].mutation.ringVersion
+                let sameVersion = state.queue.prefix(maxBatch).prefix { $0.mutation.ringVersion == version }.count
+                let batch = Array(state.queue.prefix(sameVersion))
+                state.queue.removeFirst(sameVersion)
+                return .batch(batch)
+            }
+            if state.closed { return .finished }
+            if markWaiting { state.threadWaiting = true }
+            return .wait
+        }
+    }
+
     /// Waits for work; nil once closed with nothing left.
     private func nextBatch() async -> [Entry]? {
         while true {
-            enum Next { case batch([Entry]), finished, wait }
-            let next: Next = state.withLock { state in
-                if !state.queue.isEmpty {
-                    // One batch, one ring version: a commit is fenced by the version its
-                    // mutations were computed under (shared storage).
-                    let version = state.queue[0].mutation.ringVersion
-                    let sameVersion = state.queue.prefix(maxBatch).prefix { $0.mutation.ringVersion == version }.count
-                    let batch = Array(state.queue.prefix(sameVersion))
-                    state.queue.removeFirst(sameVersion)
-                    return .batch(batch)
-                }
-                return state.closed ? .finished : .wait
-            }
+            let next = takeBatch()
             switch next {
             case .batch(let batch): return batch
             case .finished: return nil

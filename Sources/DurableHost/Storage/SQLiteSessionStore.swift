@@ -7,7 +7,7 @@ import SessionModel
 /// Writes go through GRDB's single writer connection, on GRDB's own dispatch queue (never
 /// Swift's cooperative pool); reads use its pool of reader connections, concurrent with writes.
 /// With `synchronous = FULL` a commit is on disk before `commit` returns.
-public final class SQLiteSessionStore: LocalSessionStore {
+public final class SQLiteSessionStore: LocalSessionStore, BlockingCommitStore {
     public enum Synchronous: String, Sendable, CaseIterable {
         /// fsync on every commit: survives power loss.
         case full
@@ -165,6 +165,16 @@ public final class SQLiteSessionStore: LocalSessionStore {
                 id: id, messages: messages, metadata: metadata, createdAt: session[1], lastUpdated: session[2], principal: session[3],
                 expiresAfter: session[4])
             return StoredSession(record: record, nextSeq: nextSeq, idempotency: keys, movedTo: movedTo, adopted: adopted)
+        }
+    }
+
+    public func commitBlocking(_ batch: [SessionMutation]) throws {
+        guard !batch.isEmpty else { return }
+        let codec = codec
+        try pool.write { db in
+            for mutation in batch {
+                try Self.apply(mutation, in: db, codec: codec)
+            }
         }
     }
 

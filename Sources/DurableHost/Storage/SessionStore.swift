@@ -35,6 +35,13 @@ public protocol SessionStore: Sendable {
     var description: String { get }
 }
 
+/// A store that commits by blocking the calling thread (a local file): the group committer
+/// then commits on a thread of its own instead of hopping to the store's queue and back.
+public protocol BlockingCommitStore: SessionStore {
+    /// As `commit`, on the caller's thread; never called from the cooperative pool.
+    func commitBlocking(_ batch: [SessionMutation]) throws
+}
+
 /// A store on this host's own disk (SQLite), where a session lives in one host's storage:
 /// what ring changes (`Handoff`) and hinted handoff (`HeldWrites`) keep beside the sessions.
 /// A store shared by every host (PostgreSQL) needs neither: nothing moves between hosts.
