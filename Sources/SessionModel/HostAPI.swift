@@ -6,15 +6,26 @@ import Foundation
 /// re-states the other's JSON.
 public enum HostAPI {
     /// `GET /sessions/{id}/history`: `{"success": true, "data": [messages], "metadata": {...}}`.
+    ///
+    /// With `?last=N`, `data` holds only the newest N messages, and `message_count` says how
+    /// many the session holds in all.
     public struct History: Codable, Sendable, Hashable {
         public var success: Bool
         public var data: [Message]
         public var metadata: JSONObject
+        /// Messages the session holds, when `data` may be fewer (`last=N` was asked).
+        public var messageCount: Int?
 
-        public init(data: [Message], metadata: JSONObject) {
+        public init(data: [Message], metadata: JSONObject, messageCount: Int? = nil) {
             success = true
             self.data = data
             self.metadata = metadata
+            self.messageCount = messageCount
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case success, data, metadata
+            case messageCount = "message_count"
         }
     }
 

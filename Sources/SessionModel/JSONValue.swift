@@ -109,9 +109,10 @@ extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Ex
 }
 
 extension JSONObject {
-    /// The object's compact JSON encoding, keys sorted so equal objects encode equally.
+    /// The object's compact JSON encoding, keys sorted so equal objects encode equally;
+    /// written directly (every write that changes metadata stores it).
     public func encodedJSON() -> Data {
-        (try? JSONCoding.encoder.encode(self)) ?? Data("{}".utf8)
+        Data(JSONValue.object(self).jsonText().utf8)
     }
 }
 
@@ -179,21 +180,31 @@ extension HostAPI.History {
         guard case .object(let body)? = JSONValue.parse(data), let messages = HostAPI.messages(body["data"] ?? .array([])) else { return nil }
         var metadata: JSONObject = [:]
         if case .object(let given)? = body["metadata"] { metadata = given }
-        return HostAPI.History(data: messages, metadata: metadata)
+        return HostAPI.History(data: messages, metadata: metadata, messageCount: body["message_count"]?.numberValue.map { Int($0) })
     }
 
-    /// This answer's JSON, written directly (a host answers one per conversation turn);
-    /// the same as `JSONCoding.encoder` writes, keys sorted.
+    /// This answer's JSON, written directly as bytes (a host answers one per conversation
+    /// turn); the same as `JSONCoding.encoder` writes, keys sorted.
     public func encodedJSON() -> Data {
-        var output = "{\"data\":["
+        var output: [UInt8] = []
+        output.reserveCapacity(64 + data.reduce(0) { $0 + $1.content.utf8.count + 64 })
+        output.append(contentsOf: #"{"data":["#.utf8)
         for (index, message) in data.enumerated() {
-            if index > 0 { output += "," }
-            output += "{\"content\":"
-            JSONValue.writeString(message.content, to: &output)
-            output += ",\"role\":\"\(message.role.rawValue)\",\"timestamp\":\(JSONValue.number(message.timestamp))}"
+            if index > 0 { output.append(UInt8(ascii: ",")) }
+            output.append(contentsOf: #"{"content":"#.utf8)
+            JSONValue.writeString(message.content, toBytes: &output)
+            output.append(contentsOf: #","role":""#.utf8)
+            output.append(contentsOf: message.role.rawValue.utf8)
+            output.append(contentsOf: #"","timestamp":"#.utf8)
+            output.append(contentsOf: JSONValue.number(message.timestamp).utf8)
+            output.append(UInt8(ascii: "}"))
         }
-        output += "],\"metadata\":" + JSONValue.object(metadata).jsonText() + ",\"success\":\(success)}"
-        return Data(output.utf8)
+        output.append(contentsOf: "],".utf8)
+        if let messageCount { output.append(contentsOf: #""message_count":\#(messageCount),"#.utf8) }
+        output.append(contentsOf: #""metadata":"#.utf8)
+        output.append(contentsOf: JSONValue.object(metadata).jsonText().utf8)
+        output.append(contentsOf: #","success":\#(success)}"#.utf8)
+        return Data(output)
     }
 }
 
@@ -246,6 +257,34 @@ extension JSONValue {
             }
             output += "}"
         }
+    }
+
+    /// Writes `text` as a JSON string literal into bytes: one pass over its UTF-8, runs
+    /// without escapes copied whole.
+    public static func writeString(_ text: String, toBytes output: inout [UInt8]) {
+        output.append(UInt8(ascii: "\""))
+        var text = text
+        text.withUTF8 { bytes in
+            var start = 0
+            for (index, byte) in bytes.enumerated() where byte < 0x20 || byte == 0x22 || byte == 0x5C {
+                output.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start..<index]))
+                switch byte {
+                case 0x22: output.append(contentsOf: #"\""#.utf8)
+                case 0x5C: output.append(contentsOf: #"\\"#.utf8)
+                case 0x0A: output.append(contentsOf: #"\n"#.utf8)
+                case 0x0D: output.append(contentsOf: #"\r"#.utf8)
+                case 0x09: output.append(contentsOf: #"\t"#.utf8)
+                default:
+                    let hex = Array("0123456789abcdef".utf8)
+                    output.append(contentsOf: #"\u00"#.utf8)
+                    output.append(hex[Int(byte >> 4)])
+                    output.append(hex[Int(byte & 0x0F)])
+                }
+                start = index + 1
+            }
+            output.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start...]))
+        }
+        output.append(UInt8(ascii: "\""))
     }
 
     /// Writes `text` as a JSON string literal.

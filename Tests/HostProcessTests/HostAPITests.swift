@@ -42,6 +42,13 @@ struct HostAPITests {
         #expect(try decoded.data.at(1).timestamp == 1_700_000_000.25)
         #expect(decoded.metadata == ["repository": "owner/repo", "turns": 1])
 
+        // The newest messages only, and how many there are in all.
+        let tail = try await client.send(.get, "/sessions/conv-1/history?last=1").decode(HostAPI.History.self)
+        #expect(tail.data.map(\.content) == ["It starts the server."] && tail.messageCount == 2 && tail.metadata == decoded.metadata)
+        #expect(try await client.send(.get, "/sessions/conv-1/history?last=9").decode(HostAPI.History.self).data.count == 2)
+        #expect(try await client.send(.get, "/sessions/conv-1/history?last=-1").errorCode == "invalid_field")
+        #expect(try await client.send(.get, "/sessions/conv-1/history").object["message_count"] == nil, "the seed's shape when all is asked")
+
         let record = try await client.send(.get, "/sessions/conv-1").decode(HostAPI.Record.self).data
         #expect(record.id == "conv-1")
         #expect(record.messages == decoded.data)

@@ -117,6 +117,25 @@ struct JSONValueFastPathTests {
         // A whole double is written without a fraction, as the generic encoder does.
         #expect(JSONValue.double(2).jsonText() == "2")
     }
+
+    @Test("a string written as bytes is the string written as text, escapes and all")
+    func stringsAsBytes() {
+        let samples = [
+            "", "plain", "quote \" backslash \\ slash /", "newline \n return \r tab \t", "bell \u{07} nul \u{00} unit \u{1F}",
+            "é 漢字 😀", String(repeating: "long run without escapes ", count: 200) + "\"",
+        ]
+        for sample in samples {
+            var text = ""
+            JSONValue.writeString(sample, to: &text)
+            var bytes: [UInt8] = []
+            JSONValue.writeString(sample, toBytes: &bytes)
+            #expect(bytes == Array(text.utf8), "\(sample.prefix(40))")
+            #expect(JSONValue.parse(Data(bytes)) == .string(sample))
+        }
+        let metadata: JSONObject = ["b": "two", "a": ["x": 1, "c": [true, nil]], "é": 1.5]
+        #expect(JSONValue.parse(metadata.encodedJSON()) == .object(metadata))
+        #expect(String(decoding: metadata.encodedJSON(), as: UTF8.self).hasPrefix(#"{"a":{"c":[true,null],"x":1},"b":"two""#))
+    }
 }
 
 @Suite("History answers, written and read directly")
@@ -137,6 +156,12 @@ struct HistoryFastPathTests {
         let record = HostAPI.Record(data: SessionRecord(id: "s-1", messages: history.data, metadata: history.metadata, createdAt: 1.5, lastUpdated: 2))
         #expect(HostAPI.Record.parse(try JSONCoding.encoder.encode(record)) == record)
         #expect(HostAPI.History.parse(Data("{}".utf8)) == HostAPI.History(data: [], metadata: [:]))
+        // The newest messages only (`last=N`), with how many there are in all.
+        let tail = HostAPI.History(data: Array(history.data.suffix(1)), metadata: history.metadata, messageCount: 3)
+        #expect(String(decoding: tail.encodedJSON(), as: UTF8.self).contains(#""message_count":3,"#))
+        #expect(try JSONCoding.decoder.decode(HostAPI.History.self, from: tail.encodedJSON()) == tail)
+        #expect(HostAPI.History.parse(tail.encodedJSON()) == tail)
+        #expect(HostAPI.History.parse(direct)?.messageCount == nil)
         #expect(HostAPI.History.parse(Data(#"{"data":[{"role":"robot","content":"x","timestamp":1}]}"#.utf8)) == nil)
     }
 }

@@ -238,8 +238,16 @@ public struct HostResponder: HTTPResponder {
     ) async throws(APIError) -> Response {
         switch route {
         case .history:
-            let state = try await host.directory.withObject(objectID) { object throws(APIError) in try await object.read() }
-            return Self.json(bytes: HostAPI.History(data: state.record.messages, metadata: state.record.metadata).encodedJSON())
+            var last: Int?
+            if let text = request.uri.queryParameters["last"] {
+                // More than the session holds is all of it: a caller asks for its window, whatever the host's limits.
+                guard let number = Int(text), number >= 0 else {
+                    throw APIError(.invalidField, "last must be a whole number of messages, 0 or more")
+                }
+                last = number
+            }
+            let body = try await host.directory.withObject(objectID) { object throws(APIError) in try await object.historyJSON(last: last) }
+            return Self.json(bytes: body)
         case .record:
             let state = try await host.directory.withObject(objectID) { object throws(APIError) in try await object.read() }
             guard state.exists else { throw APIError(.sessionNotFound, "no session '\(id)'") }
@@ -331,6 +339,9 @@ public struct HostResponder: HTTPResponder {
 
     static func sessionID(_ raw: Substring?, limits: SessionLimits) throws(APIError) -> String {
         let raw = String(raw ?? "")
+        // Ids need no escaping: decoding is for clients that escape anyway (and costs a
+        // Foundation string round trip per request when done for every id).
+        guard raw.utf8.contains(UInt8(ascii: "%")) else { return try SessionID.validate(raw, limits: limits) }
         guard let decoded = raw.removingPercentEncoding else {
             throw APIError(.invalidSessionID, "session id is not valid percent-encoding")
         }
@@ -356,9 +367,17 @@ public struct HostResponder: HTTPResponder {
         headers[HTTPField.Name(HostAPI.hintSeedVersionHeader)!].flatMap { Double($0) }.map { $0.isFinite ? $0 : 0 } ?? 0
     }
 
+    /// Whether a `Content-Type` is `application/json` (any case, parameters and spaces allowed),
+    /// read byte by byte: every write asks.
     static func isJSON(_ contentType: String) -> Bool {
-        let type = contentType.split(separator: ";", maxSplits: 1).first?.trimmingCharacters(in: .whitespaces).lowercased()
-        return type == "application/json"
+        let expected = Array("application/json".utf8)
+        var bytes = contentType.utf8[...]
+        while bytes.first == UInt8(ascii: " ") || bytes.first == UInt8(ascii: "\t") { bytes = bytes.dropFirst() }
+        guard bytes.count >= expected.count, zip(bytes.prefix(expected.count), expected).allSatisfy({ $0 | 0x20 == $1 | 0x20 }) else {
+            return false
+        }
+        let rest = bytes.dropFirst(expected.count).drop { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
+        return rest.isEmpty || rest.first == UInt8(ascii: ";")
     }
 
     static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {

@@ -146,6 +146,25 @@ actor SessionObject {
 
     // MARK: Operations
 
+    /// The `GET /history` answer, newest `last` messages only when given, once everything it
+    /// reflects is durable. Kept until the session changes: a conversation is read before
+    /// each turn, and most reads find it as the last one left it.
+    func historyJSON(last: Int?) async throws(APIError) -> Data {
+        let state = try await read()
+        if let cached = cachedHistory, cached.version == version, cached.last == last, state.exists { return cached.body }
+        let messages = last.map { Array(state.record.messages.suffix($0)) } ?? state.record.messages
+        let body = HostAPI.History(
+            data: messages, metadata: state.record.metadata, messageCount: last == nil ? nil : state.record.messages.count
+        ).encodedJSON()
+        if state.exists { cachedHistory = (version, last, body) }
+        return body
+    }
+
+    /// Bumped whenever the in-memory state changes (a write, an erasure, a load): what a
+    /// cached answer was made from.
+    private var version: UInt64 = 0
+    private var cachedHistory: (version: UInt64, last: Int?, body: Data)?
+
     /// The session's state once everything it reflects is durable; an expired session reads as
     /// one that never existed.
     func read() async throws(APIError) -> SessionState {
@@ -296,6 +315,7 @@ actor SessionObject {
         let createdBefore = loaded!.state.record.createdAt
         // The state is changed in place (no copy of the history); `apply` validates first.
         let change = try loaded!.state.apply(update, now: now, limits: context.limits)
+        version &+= 1
         let state = loaded!.state
 
         if case .cleared = change, !existed {
@@ -388,6 +408,7 @@ actor SessionObject {
         mutation.ringVersion = ringVersion
         let ticket = context.committer.enqueue(mutation)
         lastTicket = ticket
+        version &+= 1
         loaded!.state = SessionState(absent: id)
         loaded!.nextSeq = 0
         loaded!.keys = [:]
@@ -549,6 +570,7 @@ actor SessionObject {
         for record in (stored?.idempotency ?? []).reversed() {
             Self.remember(record.key, .done(record), in: &fresh, max: context.maxKeysPerSession)
         }
+        version &+= 1
         loaded = fresh
     }
 }
