@@ -12,11 +12,7 @@ public enum ServiceRunner {
     /// Bootstraps logging at `level` and metrics; returns the registry `/metrics` exposes.
     /// Call once per process.
     public static func bootstrap(logLevel level: Logger.Level) -> PrometheusCollectorRegistry {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        LoggingSystem.bootstrap { label in StandardErrorLogHandler(label: label, logLevel: level) }
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         return registry
