@@ -158,7 +158,7 @@ public final class GreptileClient: Sendable {
         var data: Data?
         if let body {
             headers.add("Content-Type", "application/json")
-            data = try JSONCoding.encoder.encode(body)
+            data = try (body as? any UpstreamBody).map { Data($0.jsonValue.jsonText().utf8) } ?? JSONCoding.encoder.encode(body)
         }
         return HTTPRequest(method: method, url: configuration.greptileBaseURL + path, headers: headers, body: data, timeout: timeout)
     }
