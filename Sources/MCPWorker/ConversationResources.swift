@@ -49,9 +49,12 @@ struct ConversationResources: Sendable {
     /// `resources/read`: one conversation, as Markdown and as JSON.
     func read(principal: String, params: Value?) async throws -> JSONValue {
         guard case .string(let uri)? = params?.objectValue?["uri"] else { throw RPCError.invalidParams("Invalid params: uri is required") }
-        guard let sessionID = Self.sessionID(of: uri), let (entry, record) = try await catalog.read(principal: principal, sessionID: sessionID) else {
-            throw RPCError(Self.notFound, "Resource not found: \(uri.prefix(200))", data: .object(["uri": .string(String(uri.prefix(200)))]))
-        }
+        let notFound = RPCError(Self.notFound, "Resource not found: \(uri.prefix(200))", data: .object(["uri": .string(String(uri.prefix(200)))]))
+        guard let sessionID = Self.sessionID(of: uri) else { throw notFound }
+        // Read into an optional first: the release compiler (6.3.1) crashes splitting this
+        // coroutine when the typed-throwing call sits inside the guard's tuple pattern.
+        let found: (ConversationCatalog.Entry, SessionRecord)? = try await catalog.read(principal: principal, sessionID: sessionID)
+        guard let (entry, record) = found else { throw notFound }
         return .object([
             "contents": .array([
                 .object(["uri": .string(uri), "mimeType": "text/markdown", "text": .string(ConversationCatalog.markdown(entry, record))]),

@@ -86,7 +86,9 @@ struct Conversations: Sendable {
         principal: String, sessionID: String, query: String, previousMessages: [MessageInput]?
     ) async throws -> Turn {
         // One read: the caller's own history, or the pointer to a conversation shared with it.
-        var stored = try await store.history(Self.storageID(principal: principal, sessionID: sessionID))
+        // Only the window goes upstream: only the window is read (previous_messages read nothing).
+        let tail = previousMessages == nil ? window : 0
+        var stored = try await store.history(Self.storageID(principal: principal, sessionID: sessionID), last: tail)
         guard let target = try await catalog.target(principal: principal, sessionID: sessionID, ownMetadata: stored.metadata) else {
             throw ToolError("the conversation '\(sessionID)' is no longer shared with you: start a new one, or ask its owner again")
         }
@@ -94,7 +96,7 @@ struct Conversations: Sendable {
             guard target.access.mayContinue else {
                 throw ToolError("'\(sessionID)' is shared with you to read only: ask \(target.owner) to share it with access continue")
             }
-            stored = try await store.history(target.storageID)
+            stored = try await store.history(target.storageID, last: tail)
         }
         let history: [Message]
         if let previousMessages {
@@ -104,7 +106,9 @@ struct Conversations: Sendable {
         }
         let all = history + [Message(role: .user, content: query, timestamp: 0)]
         let turns = all.filter { $0.role != .system }.suffix(window)
-        let starts = previousMessages != nil || !history.contains { $0.role == .user }
+        // A conversation starts when none of its questions is stored yet: its title would say
+        // so, or (stored before titles were kept) the messages the window shows.
+        let starts = previousMessages != nil || (stored.metadata["title"] == nil && !history.contains { $0.role == .user })
         return Turn(
             messages: turns.map { QueryMessage(id: nil, content: $0.content, role: $0.role.rawValue) },
             title: starts ? all.first { $0.role == .user }.map { Self.title(of: $0.content) } : nil, target: target)

@@ -159,8 +159,14 @@ struct GreptileTools: Sendable {
         .object(["type": "object", "properties": .object(properties), "required": .array(required.map(Value.string))])
     }
 
+    /// What a call waits for before its first side effect: the check of its transport session
+    /// when that runs beside it (nothing, when it ran before).
+    typealias Admission = @Sendable () async throws -> Void
+
     /// Runs a tool; every failure becomes an `isError` result with a message a person can act on.
-    func call(_ name: String, arguments: [String: Value]?, principal: String, progress: (any ProgressReporter)? = nil) async throws -> CallTool.Result {
+    func call(
+        _ name: String, arguments: [String: Value]?, principal: String, progress: (any ProgressReporter)? = nil, admission: Admission = {}
+    ) async throws -> CallTool.Result {
         let start = ContinuousClock.now
         let arguments = ToolArguments(arguments)
         let outcome: String
@@ -175,9 +181,11 @@ struct GreptileTools: Sendable {
         }
         do {
             let value: JSONValue
+            // Only a conversation's history is read before the session is known to be good.
+            if name != "query_repository" { try await admission() }
             switch name {
             case "index_repository": value = try await indexRepository(arguments)
-            case "query_repository": value = try await queryRepository(arguments, principal: principal, progress: progress)
+            case "query_repository": value = try await queryRepository(arguments, principal: principal, progress: progress, admission: admission)
             case "search_repository": value = try await searchRepository(arguments, principal: principal)
             case "get_repository_info": value = try await repositoryInfo(arguments)
             case "list_conversations": value = try await listConversations(arguments, principal: principal)
@@ -187,6 +195,10 @@ struct GreptileTools: Sendable {
             }
             outcome = "ok"
             return Self.success(value)
+        } catch let refusal as SessionRefusal {
+            // Not the tool's failure: the request's session is not one to serve.
+            outcome = "session_refused"
+            throw refusal
         } catch {
             let failure = ToolFailure(error)
             outcome = failure.outcome
@@ -280,17 +292,22 @@ struct GreptileTools: Sendable {
         return .object(["results": .array(results), "count": .int(Int64(results.count))])
     }
 
-    private func queryRepository(_ arguments: ToolArguments, principal: String, progress: (any ProgressReporter)?) async throws -> JSONValue {
+    private func queryRepository(
+        _ arguments: ToolArguments, principal: String, progress: (any ProgressReporter)?, admission: Admission
+    ) async throws -> JSONValue {
         let query = try arguments.string("query")
         let sessionID = try Conversations.sessionID(arguments.optionalString("session_id"))
         let stream = try arguments.bool("stream", default: false)
         let genius = try arguments.bool("genius", default: true)
         let timeout = try arguments.seconds("timeout")
         let previous = try arguments.messages("previous_messages")
-        let repositories = try await resolve(arguments.repositories("repositories"))
+        let inputs = try arguments.repositories("repositories")
 
         let askedAt = Date().timeIntervalSince1970
         let turn = try await conversations.begin(principal: principal, sessionID: sessionID, query: query, previousMessages: previous)
+        // Reading the history was the last thing done before the session is known to be good.
+        try await admission()
+        let repositories = try await resolve(inputs)
         let request = QueryRequest(
             messages: turn.messages, repositories: repositories, sessionId: turn.upstreamSessionID, stream: stream, genius: genius)
         let answer: QueryAnswer

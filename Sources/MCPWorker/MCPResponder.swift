@@ -155,14 +155,13 @@ public struct MCPResponder: HTTPResponder {
         guard let sessionID = request.headers[Self.sessionHeader] else {
             return Self.rpcError(.badRequest, message.requestID, .invalidRequest("Bad Request: MCP-Session-Id header is required (send initialize first)"))
         }
+        if case .request(let id, "tools/call", let params) = message, !Self.wantsStream(params) {
+            return await admittedCall(id: id, params: params, principal: principal, sessionID: sessionID)
+        }
         let session: TransportSession
-        do {
-            guard let found = try await worker.sessions.load(sessionID, principal: principal) else {
-                return Self.rpcError(.notFound, message.requestID, .sessionNotFound)
-            }
-            session = found
-        } catch {
-            return Self.rpcError(.serviceUnavailable, message.requestID, .internalError("the session store failed: \(error.message)"))
+        switch await loadSession(sessionID, principal: principal, requestID: message.requestID) {
+        case .success(let found): session = found
+        case .failure(let refusal): return refusal.response
         }
 
         switch message {
@@ -185,6 +184,50 @@ public struct MCPResponder: HTTPResponder {
             }
         case .request(let id, let method, let params):
             let reply = await handle(method: method, id: id, params: params, principal: principal, session: session)
+            return Self.json(bytes: reply)
+        }
+    }
+
+    /// A request's transport session, or the answer that refuses it (404, 503).
+    private func loadSession(_ sessionID: String, principal: String, requestID: ID?) async -> Result<TransportSession, SessionRefusal> {
+        do {
+            guard let found = try await worker.sessions.load(sessionID, principal: principal) else {
+                return .failure(SessionRefusal(response: Self.rpcError(.notFound, requestID, .sessionNotFound)))
+            }
+            return .success(found)
+        } catch {
+            return .failure(
+                SessionRefusal(response: Self.rpcError(.serviceUnavailable, requestID, .internalError("the session store failed: \(error.message)"))))
+        }
+    }
+
+    /// A `tools/call` in a session, whose session check rides along with the call instead of
+    /// coming before it: the session is loaded while the call reads what it needs (a
+    /// conversation's history), and the call waits for the check before it does anything
+    /// (asks Greptile, writes). Whatever the call made of its request, an unknown session
+    /// still gets 404 with nothing done; a known one saves a host round trip of latency.
+    private func admittedCall(id: ID, params: Value?, principal: String, sessionID: String) async -> Response {
+        let gate = Admission()
+        return await withTaskGroup(of: Void.self) { group in
+            group.addTask { gate.settle(await self.loadSession(sessionID, principal: principal, requestID: id)) }
+            let reply: Data
+            do {
+                let call = try JSONRPC.callParameters(params)
+                let tools = worker.tools
+                let result = try await worker.calls.run(.init(request: (sessionID, id))) {
+                    try await tools.call(call.name, arguments: call.arguments, principal: principal, admission: { try await gate.session() })
+                }
+                reply = JSONRPC.toolResult(id: id, result)
+            } catch let refusal as SessionRefusal {
+                return refusal.response
+            } catch let error as RPCError {
+                reply = JSONRPC.error(id: id, error)
+            } catch {
+                reply = JSONRPC.error(id: id, .requestCancelled)
+            }
+            // A call refused before it looked at its session (bad parameters) is still answered
+            // for the session first.
+            if case .failure(let refusal) = await gate.outcome() { return refusal.response }
             return Self.json(bytes: reply)
         }
     }

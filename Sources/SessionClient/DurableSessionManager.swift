@@ -108,10 +108,14 @@ public final class DurableSessionManager: SessionManager, Service {
         try await mutate(sessionID, SessionUpdate(.clear))
     }
 
-    public func history(_ sessionID: String) async throws(SessionError) -> SessionHistory {
+    public func history(_ sessionID: String, last: Int?) async throws(SessionError) -> SessionHistory {
         try validate(sessionID)
-        guard await drainJournal(of: sessionID) else { return await fallback.history(sessionID) }
-        switch await send(.get, sessionID, path: "history", body: nil, key: nil, operation: "history") {
+        guard await drainJournal(of: sessionID) else { return await fallback.history(sessionID, last: last) }
+        // A conversation needs only its newest messages: asking for them spares the host
+        // encoding, and this worker parsing, a history that only grows. What is remembered of
+        // it then is that tail, which is what a fallback answers from.
+        let path = last.map { "history?last=\($0)" } ?? "history"
+        switch await send(.get, sessionID, path: path, body: nil, key: nil, operation: "history") {
         case .answered(let response, _):
             guard let history = HostAPI.History.parse(response.body) else {
                 throw .unavailable("host answered history of '\(sessionID)' with an unreadable body")
@@ -130,7 +134,7 @@ public final class DurableSessionManager: SessionManager, Service {
         case .unreachable(let reason):
             noteFallback(sessionID, operation: "history", reason: reason)
             await fallback.seed(sessionID, lastKnown.state(of: sessionID))
-            return await fallback.history(sessionID)
+            return await fallback.history(sessionID, last: last)
         }
     }
 

@@ -23,9 +23,10 @@ public actor InMemorySessionManager: SessionManager {
         try apply(update, to: sessionID)
     }
 
-    public func history(_ sessionID: String) -> SessionHistory {
+    public func history(_ sessionID: String, last: Int?) -> SessionHistory {
         guard let state = live(sessionID) else { return SessionHistory() }
-        return SessionHistory(messages: state.record.messages, metadata: state.record.metadata)
+        let messages = last.map { Array(state.record.messages.suffix($0)) } ?? state.record.messages
+        return SessionHistory(messages: messages, metadata: state.record.metadata)
     }
 
     public func record(_ sessionID: String) -> SessionRecord? {

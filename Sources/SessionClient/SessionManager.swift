@@ -5,8 +5,9 @@ import SessionModel
 public protocol SessionManager: Sendable {
     /// Applies one write: an operation, and the principal and lifetime it gives the session.
     func write(_ sessionID: String, _ update: SessionUpdate) async throws(SessionError)
-    /// The messages and metadata; empty for a session never written.
-    func history(_ sessionID: String) async throws(SessionError) -> SessionHistory
+    /// The messages (only the newest `last`, when given) and metadata; empty for a session
+    /// never written.
+    func history(_ sessionID: String, last: Int?) async throws(SessionError) -> SessionHistory
     /// The whole record, or nil when the session does not exist.
     func record(_ sessionID: String) async throws(SessionError) -> SessionRecord?
     /// Removes the session.
@@ -20,6 +21,11 @@ public protocol SessionManager: Sendable {
 }
 
 extension SessionManager {
+    /// Every message and the metadata; empty for a session never written.
+    public func history(_ sessionID: String) async throws(SessionError) -> SessionHistory {
+        try await history(sessionID, last: nil)
+    }
+
     /// Appends one message.
     public func appendMessage(_ sessionID: String, _ message: MessageInput) async throws(SessionError) {
         try await write(sessionID, SessionUpdate(.appendMessage(message)))

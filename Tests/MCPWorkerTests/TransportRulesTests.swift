@@ -91,6 +91,13 @@ struct TransportRulesTests {
         Row(
             name: "a malformed session id", body: #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, headers: ["MCP-Session-Id": "not-even-hex"], status: 404,
             code: -32001),
+        Row(
+            name: "a tool call in an unknown session",
+            body: #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_repository_info","arguments":{"repository":"a/b"}}}"#,
+            headers: ["MCP-Session-Id": String(repeating: "ab", count: 16)], status: 404, code: -32001),
+        Row(
+            name: "a call without a name in an unknown session", body: #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{}}}"#,
+            headers: ["MCP-Session-Id": String(repeating: "ab", count: 16)], status: 404, code: -32001),
         Row(name: "a ping in the session", body: #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, status: 200, code: nil),
     ]
 

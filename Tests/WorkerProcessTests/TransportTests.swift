@@ -46,6 +46,16 @@ struct TransportTests {
         try await check(#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, status: 400, code: -32600, "no MCP-Session-Id")
         client.sessionID = String(repeating: "ab", count: 16)
         try await check(#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, status: 404, code: -32001, "an unknown session")
+        // A tool call's session is checked beside its first read, but nothing is asked or kept.
+        let upstreamBefore = try await stack.standIn.requests().count
+        let ghostQuery =
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"query_repository","arguments":{"query":"q","repositories":[{"remote":"github","repository":"acme/widgets"}],"session_id":"ghost"}}}"#
+        try await check(ghostQuery, status: 404, code: -32001, "a query in an unknown session")
+        let ghostInfo =
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_repository_info","arguments":{"remote":"github","repository":"acme/widgets"}}}"#
+        try await check(ghostInfo, status: 404, code: -32001, "a call in an unknown session")
+        #expect(try await stack.standIn.requests().count == upstreamBefore, "nothing reaches Greptile")
+        #expect(try await stack.host!.client().send(.get, "/sessions/conv:local:ghost").errorCode == "session_not_found")
         client.sessionID = "not-even-hex"
         try await check(#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, status: 404, code: -32001, "a malformed session id")
         client.sessionID = sessionID
