@@ -49,7 +49,8 @@ public struct DurableHostServer: Sendable {
         let membership = parts.membership
         let forgetAll = RingChangeHandler()
         let committer = GroupCommitter(
-            store: parts.store, maxBatch: configuration.maxBatch, stats: parts.stats, commitDelay: configuration.commitDelay,
+            store: parts.store, maxBatch: configuration.maxBatch, concurrency: configuration.commitsInFlight, stats: parts.stats,
+            commitDelay: configuration.commitDelay,
             commitTimeout: configuration.storage == .postgres ? configuration.storageTimeout : nil,
             settleDoubt: { await membership?.fenceOffCommitsInFlight() },
             onDoubtResolved: { forgetAll.changed(0) }, logger: logger)

@@ -23,6 +23,9 @@ public struct HostConfiguration: Sendable {
     public var idempotencyRetention: Duration
     /// Most mutations committed in one transaction.
     public var maxBatch: Int
+    /// Transactions in flight at once on PostgreSQL, each on its own connection (a local file
+    /// has one writer: one at a time).
+    public var commitsInFlight: Int = 4
     /// How long a request may take to arrive whole, from its first byte (slow clients are cut off).
     public var requestReadTimeout: Duration = .seconds(30)
 

@@ -55,6 +55,8 @@ struct Serve: AsyncParsableCommand {
     var idempotencyRetention: Double?
     @Option(name: .customLong("max-batch"), help: "Most writes committed in one transaction (default 2000).")
     var maxBatch: Int?
+    @Option(name: .customLong("commits-in-flight"), help: "Transactions committed at once on PostgreSQL, each on its own connection (default 4).")
+    var commitsInFlight: Int?
     @Option(name: .customLong("max-id-length"), help: "Longest session id in bytes (default 128).")
     var maxIdLength: Int?
     @Option(name: .customLong("max-content-bytes"), help: "Largest message content in bytes (default 262144).")
@@ -95,7 +97,7 @@ struct Serve: AsyncParsableCommand {
 
     static let settingKeys: Set<String> = [
         "listen", "node", "data", "peers", "ring_version", "token_file", "log_level", "synchronous", "max_live_objects",
-        "idle_timeout", "idempotency_retention", "max_batch", "max_id_length", "max_content_bytes",
+        "idle_timeout", "idempotency_retention", "max_batch", "commits_in_flight", "max_id_length", "max_content_bytes",
         "max_messages_per_session", "max_session_bytes", "max_metadata_bytes", "max_body_bytes", "request_read_timeout",
         "storage", "database_url_file", "advertise", "lease_duration", "lease_renew_interval", "storage_timeout", "commit_delay",
         "retention", "expiry_interval", "compress_threshold",
@@ -164,6 +166,9 @@ struct Serve: AsyncParsableCommand {
         configuration.idempotencyRetention = .seconds(
             try settings.seconds("idempotency_retention", flag: idempotencyRetention, default: 86_400, in: 1...(30 * 86_400)))
         configuration.maxBatch = try settings.int("max_batch", flag: maxBatch, default: configuration.maxBatch, in: 1...100_000)
+        // At most half the pool's 16 connections: loads, listings and membership need theirs.
+        configuration.commitsInFlight = try settings.int(
+            "commits_in_flight", flag: commitsInFlight, default: configuration.commitsInFlight, in: 1...8)
         configuration.requestReadTimeout = .milliseconds(
             Int64(1000 * (try settings.seconds("request_read_timeout", flag: requestReadTimeout, default: 30, in: 0.1...3600))))
         var limits = SessionLimits()

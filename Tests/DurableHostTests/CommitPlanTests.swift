@@ -32,6 +32,15 @@ struct CommitPlanTests {
         #expect(plan.clearMessages.isEmpty && plan.deleteSessions.isEmpty)
     }
 
+    @Test("only a batch that deletes nothing may be one statement: appends, rows and keys, never a clear, a replace or an erasure")
+    func onlyWrites() {
+        let append = Self.mutation("a", .append([Self.message("a0")], firstSeq: 0), count: 1, metadata: "{}", key: "k")
+        #expect(CommitPlan([append, Self.mutation("b", .touch, count: 0)]).onlyWrites)
+        #expect(!CommitPlan([append, Self.mutation("b", .delete, count: 0)]).onlyWrites)
+        #expect(!CommitPlan([append, Self.mutation("b", .erase, count: 0)]).onlyWrites)
+        #expect(!CommitPlan([append, Self.mutation("a", .replaceMessages([Self.message("x")]), count: 1)]).onlyWrites)
+    }
+
     @Test("a replaced history discards the appends queued before it and restarts the sequence at 0; later appends follow")
     func replaceDiscardsEarlierAppends() {
         let plan = CommitPlan([

@@ -145,10 +145,14 @@ struct HostDurabilityTests {
         await cluster?.stop()
     }
 
-    @Test("many concurrent writers on one id: nothing lost, each writer's order kept; many ids in parallel too")
-    func concurrentWriters() async throws {
-        let host = HostHarness()
-        try await host.start()
+    @Test(
+        "many concurrent writers on one id: nothing lost, each writer's order kept, the last metadata the one stored; many ids in parallel too",
+        arguments: StorageBackend.allCases)
+    func concurrentWriters(backend: StorageBackend) async throws {
+        // On PostgreSQL several transactions are in flight at once; none may hold a session
+        // another holds, or a session's writes could land out of order.
+        let (host, cluster) = try await HostHarness.make(backend, arguments: ["--commits-in-flight", "4"])
+        try await host.startServing()
         let client = host.client()
         try await withThrowingTaskGroup(of: Void.self) { group in
             for writer in 0..<8 {
@@ -156,19 +160,79 @@ struct HostDurabilityTests {
                     for index in 0..<30 {
                         let response = try await append(client, "hot", "w\(writer)-\(index)")
                         #expect(response.status == 200)
+                        let merged = try await client.send(
+                            .post, "/sessions/hot/update", json: SessionOperation.updateMetadata(["w\(writer)": .int(Int64(index))]))
+                        #expect(merged.status == 200)
                         _ = try await append(client, "cold-\(writer)", "c\(index)")
                     }
                 }
             }
             try await group.waitForAll()
         }
-        let stored = try await history(client, "hot")
+        // What the database holds, read by a fresh process: every write, in each writer's order,
+        // and each writer's last metadata (a later write committed before an earlier one
+        // would leave an older value).
+        host.process.signal(SIGTERM)
+        #expect(try await host.process.waitForExit() == 0)
+        try await host.startServing()
+        let restarted = host.client()
+        let stored = try await history(restarted, "hot")
         #expect(stored.count == 240)
+        let metadata = try await restarted.send(.get, "/sessions/hot/history").decode(HostAPI.History.self).metadata
         for writer in 0..<8 {
             #expect(stored.filter { $0.hasPrefix("w\(writer)-") } == (0..<30).map { "w\(writer)-\($0)" })
-            #expect(try await history(client, "cold-\(writer)") == (0..<30).map { "c\($0)" })
+            #expect(metadata["w\(writer)"] == 29, "writer \(writer)'s last metadata")
+            #expect(try await history(restarted, "cold-\(writer)") == (0..<30).map { "c\($0)" })
         }
         await host.stop()
+        await cluster?.stop()
+    }
+
+    @Test("several commits in flight: a write queued behind a failing one of its session waits for it, and fails with it")
+    func noWriteOvertakesAFailingOne() async throws {
+        // Each batch is held half a second before it commits, so the second write is queued
+        // while the first is in flight; four may be in flight, but never two of one session.
+        let (host, cluster) = try await HostHarness.make(.postgres, arguments: ["--commits-in-flight", "4", "--commit-delay", "0.5"])
+        let database = try #require(cluster)
+        try await host.startServing()
+        let client = host.client()
+        #expect(try await append(client, "s", "first").status == 200)
+        // Another writer takes the row the next append will use: its commit hits a real constraint.
+        _ = try database.query(
+            "INSERT INTO messages (session_id, seq, role, content, timestamp) VALUES ('s', 1, 'user', convert_to('intruder', 'UTF8'), 1)")
+        async let doomed = append(client, "s", "second")
+        try await Task.sleep(for: .milliseconds(150))
+        let behind = try await append(client, "s", "third")
+        #expect(try await doomed.status == 503)
+        #expect(behind.status == 503, "computed on top of a write that failed, it must not be committed: \(behind.text)")
+        #expect(try await history(client, "s") == ["first", "intruder"])
+        #expect(try await append(client, "s", "fourth").status == 200)
+        #expect(try await history(client, "s") == ["first", "intruder", "fourth"])
+        await host.stop()
+        await database.stop()
+    }
+
+    @Test("commits_in_flight: on PostgreSQL a write to another session commits beside one in flight, not after it", arguments: [1, 4])
+    func commitsInFlight(limit: Int) async throws {
+        let (host, cluster) = try await HostHarness.make(.postgres, arguments: ["--commits-in-flight", "\(limit)", "--commit-delay", "2"])
+        try await host.startServing()
+        let client = host.client()
+        // The first batch is held two seconds; the second write arrives meanwhile.
+        async let first = append(client, "one", "a")
+        try await Task.sleep(for: .milliseconds(300))
+        async let second = append(client, "two", "b")
+        var most = 0.0
+        for _ in 0..<40 {
+            let exposition = try await client.send(.get, "/metrics").text
+            most = max(most, metric(exposition, "host_storage_commits_in_flight") ?? 0)
+            if most >= 2 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(try await first.status == 200)
+        #expect(try await second.status == 200)
+        #expect(most == Double(min(limit, 2)), "at most \(limit) in flight; seen \(most)")
+        await host.stop()
+        await cluster?.stop()
     }
 
     @Test("SIGTERM under load finishes in-flight requests and loses no acknowledged write")

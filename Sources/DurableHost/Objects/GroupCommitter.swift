@@ -18,6 +18,12 @@ import Synchronization
 /// When a batch fails, every mutation queued by the same live objects after it is failed
 /// too (they were computed on top of the failed ones), and those objects are discarded and
 /// reloaded from storage on their next use.
+///
+/// A store whose commit is a conversation with a server (PostgreSQL) may have several
+/// batches in flight (`concurrency`), each on its own connection, so that the round trips of
+/// one overlap those of the next. Batches in flight never share a session: a session's
+/// mutations are taken only once its batch in flight has ended (and, had it failed, been
+/// failed with it), so each session's writes still commit in the order they were applied.
 public final class GroupCommitter: Service, Sendable {
     struct Entry {
         let mutation: SessionMutation
@@ -35,6 +41,9 @@ public final class GroupCommitter: Service, Sendable {
         /// A commit that outlived `commitTimeout` and may still land: until it has ended one
         /// way or the other, nothing is queued and nothing is loaded.
         var inDoubt = false
+        /// Batches taken and not yet ended, and the sessions they hold.
+        var inFlight = 0
+        var busy: Set<String> = []
     }
 
     private let state = Mutex(State())
@@ -42,6 +51,8 @@ public final class GroupCommitter: Service, Sendable {
     private let committedBatches = Atomic<Int>(0)
     private let store: any SessionStore
     private let maxBatch: Int
+    /// Batches that may be in flight at once (1 for a local file, whose writer is single).
+    private let concurrency: Int
     /// A pause before each commit, for tests that must see what happens to a write queued
     /// but not yet committed (`commit_delay`; never set in production).
     private let commitDelay: Duration?
@@ -57,14 +68,17 @@ public final class GroupCommitter: Service, Sendable {
     private let commitTimer = Metrics.Timer(label: "host_storage_commit_seconds", preferredDisplayUnit: .seconds)
     private let batchSize = Recorder(label: "host_storage_batch_size")
     private let failures = Metrics.Counter(label: "host_storage_commit_failures_total")
+    private let inFlightGauge = Gauge(label: "host_storage_commits_in_flight")
 
     init(
-        store: any SessionStore, maxBatch: Int, stats: StorageStatus, commitDelay: Duration? = nil, commitTimeout: Duration? = nil,
-        settleDoubt: @escaping @Sendable () async -> Void = {}, onDoubtResolved: @escaping @Sendable () -> Void = {}, logger: Logger
+        store: any SessionStore, maxBatch: Int, concurrency: Int = 1, stats: StorageStatus, commitDelay: Duration? = nil,
+        commitTimeout: Duration? = nil, settleDoubt: @escaping @Sendable () async -> Void = {},
+        onDoubtResolved: @escaping @Sendable () -> Void = {}, logger: Logger
     ) {
         self.settleDoubt = settleDoubt
         self.store = store
         self.maxBatch = maxBatch
+        self.concurrency = store is any BlockingCommitStore ? 1 : max(1, concurrency)
         self.commitDelay = commitDelay
         self.commitTimeout = commitTimeout
         self.onDoubtResolved = onDoubtResolved
@@ -130,6 +144,7 @@ public final class GroupCommitter: Service, Sendable {
                     }
                     let start = ContinuousClock.now
                     self.finish(batch, since: start, result: Result { try store.commitBlocking(batch.map(\.mutation)) })
+                    self.release(batch)
                 }
                 done.resume()
             }
@@ -172,21 +187,48 @@ public final class GroupCommitter: Service, Sendable {
         wake?.resume()
     }
 
+    /// The commit loop of an asynchronous store: up to `concurrency` batches at once, each a
+    /// child task; returns once closed, with everything queued committed.
     private func commitUntilClosed() async {
-        while let batch = await nextBatch() {
-            if let commitDelay {
-                logger.notice("holding a batch for the commit delay (a test setting)", metadata: ["writes": "\(batch.count)"])
-                try? await Task.sleep(for: commitDelay)
-            }
-            await waitUntilNotInDoubt()
-            let start = ContinuousClock.now
-            do {
-                try await commit(batch.map(\.mutation))
-                finish(batch, since: start, result: .success(()))
-            } catch {
-                finish(batch, since: start, result: .failure(error))
+        await withDiscardingTaskGroup { group in
+            while let batch = await nextBatch() {
+                group.addTask { await self.commitBatch(batch) }
             }
         }
+    }
+
+    private func commitBatch(_ batch: [Entry]) async {
+        if let commitDelay {
+            logger.notice("holding a batch for the commit delay (a test setting)", metadata: ["writes": "\(batch.count)"])
+            try? await Task.sleep(for: commitDelay)
+        }
+        await waitUntilNotInDoubt()
+        let start = ContinuousClock.now
+        do {
+            try await commit(batch.map(\.mutation))
+            finish(batch, since: start, result: .success(()))
+        } catch {
+            finish(batch, since: start, result: .failure(error))
+        }
+        // Only now may its sessions' later mutations be taken: a failure has failed them.
+        release(batch)
+    }
+
+    /// A batch has ended: its sessions are free, and another batch may start.
+    private func release(_ batch: [Entry]) {
+        let wake = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.inFlight -= 1
+            inFlightGauge.record(state.inFlight)
+            for entry in batch { state.busy.remove(entry.mutation.id) }
+            guard !state.queue.isEmpty else { return nil }
+            if state.threadWaiting {
+                state.threadWaiting = false
+                threadWake.signal()
+            }
+            defer { state.wake = nil }
+            return state.wake
+        }
+        wake?.resume()
     }
 
     /// Answers a batch's writers once its commit has ended, either way.
@@ -241,22 +283,53 @@ public final class GroupCommitter: Service, Sendable {
 
     private enum Next { case batch([Entry]), finished, wait }
 
-    /// Everything queued (at most `maxBatch`, of one ring version), or why there is nothing.
+    /// What may be committed now (at most `maxBatch` mutations, of one ring version, of no
+    /// session in flight), or why there is nothing.
     private func takeBatch(markWaiting: Bool = false) -> Next {
         state.withLock { state in
-            if !state.queue.isEmpty {
-                // One batch, one ring version: a commit is fenced by the version its
-                // mutations were computed under (shared storage).
-                let version = state.queue[0].mutation.ringVersion
-                let sameVersion = state.queue.prefix(maxBatch).prefix { $0.mutation.ringVersion == version }.count
-                let batch = Array(state.queue.prefix(sameVersion))
-                state.queue.removeFirst(sameVersion)
-                return .batch(batch)
+            if state.queue.isEmpty, state.closed { return .finished }
+            if state.inFlight < concurrency {
+                let (batch, rest) = Self.split(state.queue, busy: state.busy, maxBatch: maxBatch)
+                if !batch.isEmpty {
+                    state.queue = rest
+                    state.inFlight += 1
+                    inFlightGauge.record(state.inFlight)
+                    for entry in batch { state.busy.insert(entry.mutation.id) }
+                    return .batch(batch)
+                }
             }
-            if state.closed { return .finished }
             if markWaiting { state.threadWaiting = true }
             return .wait
         }
+    }
+
+    /// Splits the queue into a batch and what stays queued, in order. One batch, one ring
+    /// version: a commit is fenced by the version its mutations were computed under (shared
+    /// storage). A session in flight stays queued whole, and so does every session with an
+    /// entry left behind (another version, a full batch): no mutation overtakes an earlier one
+    /// of its session.
+    static func split(_ queue: [Entry], busy: Set<String>, maxBatch: Int) -> (batch: [Entry], rest: [Entry]) {
+        // Nothing in flight (always so with one batch at a time): the batch is the queue's
+        // head, up to the first mutation of another version.
+        if busy.isEmpty, let version = queue.first?.mutation.ringVersion {
+            let head = queue.prefix(maxBatch).prefix { $0.mutation.ringVersion == version }.count
+            return (Array(queue.prefix(head)), Array(queue.dropFirst(head)))
+        }
+        var batch: [Entry] = []
+        var rest: [Entry] = []
+        var held = busy
+        var version: Int64?
+        for entry in queue {
+            let mutation = entry.mutation
+            if batch.count < maxBatch, !held.contains(mutation.id), version == nil || version == mutation.ringVersion {
+                version = mutation.ringVersion
+                batch.append(entry)
+            } else {
+                held.insert(mutation.id)
+                rest.append(entry)
+            }
+        }
+        return (batch, rest)
     }
 
     /// Waits for work; nil once closed with nothing left.

@@ -25,6 +25,10 @@ struct CommitPlan: Sendable, Equatable {
     /// Idempotency records, one per (session, key): the last wins.
     var idempotency: [Key] = []
 
+    /// Whether the batch only writes rows (no session's messages, row or keys go first): then
+    /// no two of its statements touch one row, and they may run as parts of one statement.
+    var onlyWrites: Bool { clearMessages.isEmpty && deleteSessions.isEmpty && eraseKeys.isEmpty }
+
     struct Row: Sendable, Equatable {
         var id: String
         var metadata: Data?
