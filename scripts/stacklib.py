@@ -179,10 +179,19 @@ def start_postgres(directory, port, log_path, settings=(), announce=print):
     os.makedirs(directory, exist_ok=True)
     if os.geteuid() == 0:
         subprocess.run(["chown", "-R", "postgres:postgres", directory], check=True)
+    if os.geteuid() == 0:
+        # The server runs as postgres, which must be able to reach its directory.
+        reachable = subprocess.run(as_server(["test", "-x", directory]), capture_output=True)
+        if reachable.returncode != 0:
+            raise SetupError("the postgres user cannot enter %s (a parent directory is private to root, as mkdtemp makes "
+                             "them): use a directory others may enter" % directory)
     if not os.path.isfile(os.path.join(data, "PG_VERSION")):
         announce("creating a PostgreSQL cluster in %s" % data)
-        subprocess.run(as_server([os.path.join(bin_dir, "initdb"), "-D", data, "-U", "app", "--auth=trust", "-E", "UTF8", "--locale=C"]),
-                       check=True, capture_output=True)
+        created = subprocess.run(
+            as_server([os.path.join(bin_dir, "initdb"), "-D", data, "-U", "app", "--auth=trust", "-E", "UTF8", "--locale=C"]),
+            capture_output=True, text=True)
+        if created.returncode != 0:
+            raise SetupError("initdb failed in %s:\n%s" % (data, (created.stderr or created.stdout).strip()))
     arguments = [os.path.join(bin_dir, "postgres"), "-D", data, "-p", str(port), "-k", directory, "-c", "listen_addresses=127.0.0.1"]
     for setting in settings:
         arguments += ["-c", setting]

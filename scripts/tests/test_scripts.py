@@ -156,6 +156,27 @@ class BenchArgumentTests(unittest.TestCase):
             self.assertEqual(caught.exception.code, 2, argv)
 
 
+class BenchCorpusTests(unittest.TestCase):
+    def test_greptile_like_answers_are_markdown_with_code_and_the_same_every_run(self):
+        answers = bench.greptile_like_answers(40)
+        self.assertEqual(answers, bench.greptile_like_answers(40))
+        self.assertEqual(len(answers), 40)
+        for answer in answers:
+            self.assertIn("```swift\n", answer)
+            self.assertIn("### `Sources/", answer)
+            self.assertEqual(answer.count("```") % 2, 0)
+        sizes = sorted(len(answer.encode()) for answer in answers)
+        self.assertGreater(sizes[len(sizes) // 2], 2048, "most answers are past the default compress_threshold")
+        self.assertLess(sizes[-1], 256 * 1024, "every answer fits the host's max_content_bytes")
+
+    def test_database_bytes_counts_the_database_and_its_wal_only(self):
+        with tempfile.TemporaryDirectory() as directory:
+            for name, size in (("sessions.sqlite", 4096), ("sessions.sqlite-wal", 1000), ("held.sqlite", 77), ("host.log", 5)):
+                with open(os.path.join(directory, name), "wb") as handle:
+                    handle.write(b"x" * size)
+            self.assertEqual(bench.database_bytes(directory), 5096)
+
+
 class ProcessHelperTests(unittest.TestCase):
     def setUp(self):
         self.directory = tempfile.TemporaryDirectory()
@@ -224,6 +245,16 @@ class ProcessHelperTests(unittest.TestCase):
             self.assertEqual(stacklib.as_server(arguments)[-3:], arguments)
         else:
             self.assertEqual(stacklib.as_server(arguments), arguments)
+
+    @unittest.skipUnless(os.geteuid() == 0, "only root runs PostgreSQL as another user")
+    def test_a_directory_the_postgres_user_cannot_enter_is_refused_by_name(self):
+        with tempfile.TemporaryDirectory() as private:
+            os.chmod(private, 0o700)
+            directory = os.path.join(private, "postgres")
+            with self.assertRaises(stacklib.SetupError) as caught:
+                stacklib.start_postgres(directory, stacklib.free_port(), os.path.join(private, "postgres.log"), announce=lambda _: None)
+            self.assertIn("cannot enter " + directory, str(caught.exception))
+            self.assertFalse(os.path.exists(os.path.join(directory, "data")), "initdb was not run")
 
 
 if __name__ == "__main__":
