@@ -190,9 +190,9 @@ struct HostDurabilityTests {
 
     @Test("several commits in flight: a write queued behind a failing one of its session waits for it, and fails with it")
     func noWriteOvertakesAFailingOne() async throws {
-        // Each batch is held half a second before it commits, so the second write is queued
+        // Each batch is held two seconds before it commits, so the second write is queued
         // while the first is in flight; four may be in flight, but never two of one session.
-        let (host, cluster) = try await HostHarness.make(.postgres, arguments: ["--commits-in-flight", "4", "--commit-delay", "0.5"])
+        let (host, cluster) = try await HostHarness.make(.postgres, arguments: ["--commits-in-flight", "4", "--commit-delay", "2"])
         let database = try #require(cluster)
         try await host.startServing()
         let client = host.client()
@@ -201,7 +201,9 @@ struct HostDurabilityTests {
         _ = try database.query(
             "INSERT INTO messages (session_id, seq, role, content, timestamp) VALUES ('s', 1, 'user', convert_to('intruder', 'UTF8'), 1)")
         async let doomed = append(client, "s", "second")
-        try await Task.sleep(for: .milliseconds(150))
+        try await eventually("the doomed batch is in flight") {
+            (metric(try await client.send(.get, "/metrics").text, "host_storage_commits_in_flight") ?? 0) >= 1
+        }
         let behind = try await append(client, "s", "third")
         #expect(try await doomed.status == 503)
         #expect(behind.status == 503, "computed on top of a write that failed, it must not be committed: \(behind.text)")
@@ -214,22 +216,28 @@ struct HostDurabilityTests {
 
     @Test("commits_in_flight: on PostgreSQL a write to another session commits beside one in flight, not after it", arguments: [1, 4])
     func commitsInFlight(limit: Int) async throws {
-        let (host, cluster) = try await HostHarness.make(.postgres, arguments: ["--commits-in-flight", "\(limit)", "--commit-delay", "2"])
+        let (host, cluster) = try await HostHarness.make(.postgres, arguments: ["--commits-in-flight", "\(limit)", "--commit-delay", "3"])
         try await host.startServing()
         let client = host.client()
-        // The first batch is held two seconds; the second write arrives meanwhile.
-        async let first = append(client, "one", "a")
-        try await Task.sleep(for: .milliseconds(300))
-        async let second = append(client, "two", "b")
+        func inFlight() async throws -> Double { metric(try await client.send(.get, "/metrics").text, "host_storage_commits_in_flight") ?? 0 }
+        // The first batch is held three seconds; the second write is sent once it is in flight.
+        let answers = Mutexed<[Int]>([])
+        let first = Task {
+            let status = (try? await append(client, "one", "a"))?.status ?? 0
+            answers.update { $0.append(status) }
+        }
+        try await eventually("the first batch is in flight") { try await inFlight() >= 1 }
+        let second = Task {
+            let status = (try? await append(client, "two", "b"))?.status ?? 0
+            answers.update { $0.append(status) }
+        }
         var most = 0.0
-        for _ in 0..<40 {
-            let exposition = try await client.send(.get, "/metrics").text
-            most = max(most, metric(exposition, "host_storage_commits_in_flight") ?? 0)
-            if most >= 2 { break }
+        while answers.get().count < 2 {
+            most = max(most, try await inFlight())
             try await Task.sleep(for: .milliseconds(50))
         }
-        #expect(try await first.status == 200)
-        #expect(try await second.status == 200)
+        _ = await (first.value, second.value)
+        #expect(answers.get() == [200, 200])
         #expect(most == Double(min(limit, 2)), "at most \(limit) in flight; seen \(most)")
         await host.stop()
         await cluster?.stop()
