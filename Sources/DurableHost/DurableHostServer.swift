@@ -50,7 +50,7 @@ public struct DurableHostServer: Sendable {
         let forgetAll = RingChangeHandler()
         let committer = GroupCommitter(
             store: parts.store, maxBatch: configuration.maxBatch, concurrency: configuration.commitsInFlight, stats: parts.stats,
-            commitDelay: configuration.commitDelay,
+            commitDelay: configuration.commitDelay, commitGate: configuration.commitGate,
             commitTimeout: configuration.storage == .postgres ? configuration.storageTimeout : nil,
             settleDoubt: { await membership?.fenceOffCommitsInFlight() },
             onDoubtResolved: { forgetAll.changed(0) }, logger: logger)

@@ -94,12 +94,16 @@ struct Serve: AsyncParsableCommand {
     var compressThreshold: Int?
     @Option(name: .customLong("commit-delay"), help: ArgumentHelp("For tests only: seconds to pause before each commit.", visibility: .hidden))
     var commitDelay: Double?
+    @Option(
+        name: .customLong("commit-gate"),
+        help: ArgumentHelp("For tests only: while this file exists, each batch waits before it commits.", visibility: .hidden))
+    var commitGate: String?
 
     static let settingKeys: Set<String> = [
         "listen", "node", "data", "peers", "ring_version", "token_file", "log_level", "synchronous", "max_live_objects",
         "idle_timeout", "idempotency_retention", "max_batch", "commits_in_flight", "max_id_length", "max_content_bytes",
         "max_messages_per_session", "max_session_bytes", "max_metadata_bytes", "max_body_bytes", "request_read_timeout",
-        "storage", "database_url_file", "advertise", "lease_duration", "lease_renew_interval", "storage_timeout", "commit_delay",
+        "storage", "database_url_file", "advertise", "lease_duration", "lease_renew_interval", "storage_timeout", "commit_delay", "commit_gate",
         "retention", "expiry_interval", "compress_threshold",
     ]
 
@@ -211,6 +215,7 @@ struct Serve: AsyncParsableCommand {
         if settings.raw("commit_delay", flag: commitDelay.map { String($0) }) != nil {
             configuration.commitDelay = .milliseconds(Int64(1000 * (try settings.seconds("commit_delay", flag: commitDelay, default: 0, in: 0...60))))
         }
+        configuration.commitGate = settings.string("commit_gate", flag: commitGate)
         let level = try settings.logLevel("log_level", flag: logLevel, default: .info)
         return (configuration, level)
     }

@@ -188,11 +188,20 @@ struct HostDurabilityTests {
         await cluster?.stop()
     }
 
+    /// What the committer holds: batches in flight and writes waiting for a batch.
+    private func committer(_ client: JSONClient) async throws -> (inFlight: Double, queued: Double) {
+        let exposition = try await client.send(.get, "/metrics").text
+        return (metric(exposition, "host_storage_commits_in_flight") ?? 0, metric(exposition, "host_storage_writes_queued") ?? 0)
+    }
+
     @Test("several commits in flight: a write queued behind a failing one of its session waits for it, and fails with it")
     func noWriteOvertakesAFailingOne() async throws {
-        // Each batch is held two seconds before it commits, so the second write is queued
-        // while the first is in flight; four may be in flight, but never two of one session.
-        let (host, cluster) = try await HostHarness.make(.postgres, arguments: ["--commits-in-flight", "4", "--commit-delay", "2"])
+        // While the gate file exists every batch waits before it commits: the second write is
+        // queued while the first is in flight, however slow the machine. Four batches may be
+        // in flight, but never two holding one session.
+        let gates = TemporaryDirectory("gate")
+        let gate = gates.file("closed")
+        let (host, cluster) = try await HostHarness.make(.postgres, arguments: ["--commits-in-flight", "4", "--commit-gate", gate])
         let database = try #require(cluster)
         try await host.startServing()
         let client = host.client()
@@ -200,13 +209,19 @@ struct HostDurabilityTests {
         // Another writer takes the row the next append will use: its commit hits a real constraint.
         _ = try database.query(
             "INSERT INTO messages (session_id, seq, role, content, timestamp) VALUES ('s', 1, 'user', convert_to('intruder', 'UTF8'), 1)")
+        #expect(FileManager.default.createFile(atPath: gate, contents: nil))
         async let doomed = append(client, "s", "second")
-        try await eventually("the doomed batch is in flight") {
-            (metric(try await client.send(.get, "/metrics").text, "host_storage_commits_in_flight") ?? 0) >= 1
+        try await eventually("the doomed batch is in flight") { try await committer(client).inFlight == 1 }
+        async let behind = append(client, "s", "third")
+        let held = try await eventually("the second write waits") { () -> (inFlight: Double, queued: Double)? in
+            let now = try await committer(client)
+            return now.queued == 1 || now.inFlight > 1 ? now : nil
         }
-        let behind = try await append(client, "s", "third")
+        #expect(held.inFlight == 1 && held.queued == 1, "it waits for its session's batch instead of joining another: \(held)")
+        try FileManager.default.removeItem(atPath: gate)
         #expect(try await doomed.status == 503)
-        #expect(behind.status == 503, "computed on top of a write that failed, it must not be committed: \(behind.text)")
+        let third = try await behind
+        #expect(third.status == 503, "computed on top of a write that failed, it must not be committed: \(third.text)")
         #expect(try await history(client, "s") == ["first", "intruder"])
         #expect(try await append(client, "s", "fourth").status == 200)
         #expect(try await history(client, "s") == ["first", "intruder", "fourth"])
@@ -216,29 +231,23 @@ struct HostDurabilityTests {
 
     @Test("commits_in_flight: on PostgreSQL a write to another session commits beside one in flight, not after it", arguments: [1, 4])
     func commitsInFlight(limit: Int) async throws {
-        let (host, cluster) = try await HostHarness.make(.postgres, arguments: ["--commits-in-flight", "\(limit)", "--commit-delay", "3"])
+        let gates = TemporaryDirectory("gate")
+        let gate = gates.file("closed")
+        let (host, cluster) = try await HostHarness.make(.postgres, arguments: ["--commits-in-flight", "\(limit)", "--commit-gate", gate])
         try await host.startServing()
         let client = host.client()
-        func inFlight() async throws -> Double { metric(try await client.send(.get, "/metrics").text, "host_storage_commits_in_flight") ?? 0 }
-        // The first batch is held three seconds; the second write is sent once it is in flight.
-        let answers = Mutexed<[Int]>([])
-        let first = Task {
-            let status = (try? await append(client, "one", "a"))?.status ?? 0
-            answers.update { $0.append(status) }
+        #expect(FileManager.default.createFile(atPath: gate, contents: nil))
+        async let first = append(client, "one", "a")
+        try await eventually("the first batch is in flight") { try await committer(client).inFlight == 1 }
+        async let second = append(client, "two", "b")
+        // The second write either starts a batch of its own or waits for the first to end.
+        let held = try await eventually("the second write is taken or waits") { () -> (inFlight: Double, queued: Double)? in
+            let now = try await committer(client)
+            return now.queued == 1 || now.inFlight > 1 ? now : nil
         }
-        try await eventually("the first batch is in flight") { try await inFlight() >= 1 }
-        let second = Task {
-            let status = (try? await append(client, "two", "b"))?.status ?? 0
-            answers.update { $0.append(status) }
-        }
-        var most = 0.0
-        while answers.get().count < 2 {
-            most = max(most, try await inFlight())
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        _ = await (first.value, second.value)
-        #expect(answers.get() == [200, 200])
-        #expect(most == Double(min(limit, 2)), "at most \(limit) in flight; seen \(most)")
+        #expect(held.inFlight == Double(min(limit, 2)), "at most \(limit) in flight: \(held)")
+        try FileManager.default.removeItem(atPath: gate)
+        #expect(try await [first.status, second.status] == [200, 200])
         await host.stop()
         await cluster?.stop()
     }

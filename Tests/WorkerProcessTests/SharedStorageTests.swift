@@ -172,7 +172,11 @@ struct SharedStorageTests {
     @Test("fencing: an owner paused past its lease, with a write queued, never commits it; the host that took its sessions over writes, and nothing forks")
     func pausedOwnerIsFencedOff() async throws {
         let cluster = try await PostgresCluster.start()
-        let a = HostHarness.onDatabase(cluster, node: "host-a", arguments: ["--commit-delay", "1.5"])
+        // While the gate file exists, host-a holds each batch before its commit: w2 is caught
+        // queued on it, however slow the machine, until the gate opens after host-a is fenced.
+        let gates = TemporaryDirectory("gate")
+        let gate = gates.file("closed")
+        let a = HostHarness.onDatabase(cluster, node: "host-a", arguments: ["--commit-gate", gate])
         let b = HostHarness.onDatabase(cluster, node: "host-b")
         try await a.startServing()
         try await b.startServing()
@@ -190,12 +194,11 @@ struct SharedStorageTests {
                 timeout: .seconds(60))
         }
         #expect(try await append(a, "w1").status == 200)
-        func held() -> Int { a.logs.components(separatedBy: "holding a batch for the commit delay").count - 1 }
-        let heldBefore = held()
+        #expect(FileManager.default.createFile(atPath: gate, contents: nil))
 
-        // w2 reaches host-a's committer, which pauses before committing it; then host-a stops.
+        // w2 reaches host-a's committer, which holds it at the gate; then host-a stops.
         let queued = Task { try await append(a, "w2 (queued on the paused owner)") }
-        try await eventually("w2 is held in host-a's committer") { held() > heldBefore }
+        try await eventually("w2 is held in host-a's committer") { a.logs.contains("holding a batch at the commit gate") }
         a.process.signal(SIGSTOP)
         try await eventually("host-b drops host-a from the ring") {
             (try? await b.client().send(.get, "/ring").decode(RingInfo.self))?.members.map(\.name) == ["host-b"]
@@ -203,6 +206,7 @@ struct SharedStorageTests {
         #expect(try await append(b, "w3").status == 200)
         #expect(try await append(b, "w4").status == 200)
 
+        try FileManager.default.removeItem(atPath: gate)
         a.process.signal(SIGCONT)
         let late = try await queued.value
         #expect(late.status == 503, "the paused owner's queued write was answered \(late.status): \(late.text)")

@@ -56,6 +56,10 @@ public final class GroupCommitter: Service, Sendable {
     /// A pause before each commit, for tests that must see what happens to a write queued
     /// but not yet committed (`commit_delay`; never set in production).
     private let commitDelay: Duration?
+    /// A file whose existence holds every batch before its commit, for tests that must order
+    /// a write against one in flight whatever the machine's speed (`commit_gate`; never set in
+    /// production).
+    private let commitGate: String?
     /// How long a commit may take before its writes are answered 503 (shared storage, whose
     /// database may stop answering); nil: as long as it takes (a local file).
     private let commitTimeout: Duration?
@@ -69,10 +73,11 @@ public final class GroupCommitter: Service, Sendable {
     private let batchSize = Recorder(label: "host_storage_batch_size")
     private let failures = Metrics.Counter(label: "host_storage_commit_failures_total")
     private let inFlightGauge = Gauge(label: "host_storage_commits_in_flight")
+    private let queuedGauge = Gauge(label: "host_storage_writes_queued")
 
     init(
         store: any SessionStore, maxBatch: Int, concurrency: Int = 1, stats: StorageStatus, commitDelay: Duration? = nil,
-        commitTimeout: Duration? = nil, settleDoubt: @escaping @Sendable () async -> Void = {},
+        commitGate: String? = nil, commitTimeout: Duration? = nil, settleDoubt: @escaping @Sendable () async -> Void = {},
         onDoubtResolved: @escaping @Sendable () -> Void = {}, logger: Logger
     ) {
         self.settleDoubt = settleDoubt
@@ -80,6 +85,7 @@ public final class GroupCommitter: Service, Sendable {
         self.maxBatch = maxBatch
         self.concurrency = store is any BlockingCommitStore ? 1 : max(1, concurrency)
         self.commitDelay = commitDelay
+        self.commitGate = commitGate
         self.commitTimeout = commitTimeout
         self.onDoubtResolved = onDoubtResolved
         self.stats = stats
@@ -101,6 +107,7 @@ public final class GroupCommitter: Service, Sendable {
                 return (nil, APIError(.storageUnavailable, "an earlier write of this session failed; retry"))
             }
             state.queue.append(Entry(mutation: mutation, ticket: ticket))
+            queuedGauge.record(state.queue.count)
             if state.threadWaiting {
                 state.threadWaiting = false
                 threadWake.signal()
@@ -141,6 +148,9 @@ public final class GroupCommitter: Service, Sendable {
                     if let commitDelay = self.commitDelay {
                         self.logger.notice("holding a batch for the commit delay (a test setting)", metadata: ["writes": "\(batch.count)"])
                         Thread.sleep(forTimeInterval: commitDelay.secondsValue)
+                    }
+                    if self.heldAtGate(batch) {
+                        while let gate = self.commitGate, FileManager.default.fileExists(atPath: gate) { Thread.sleep(forTimeInterval: 0.01) }
                     }
                     let start = ContinuousClock.now
                     self.finish(batch, since: start, result: Result { try store.commitBlocking(batch.map(\.mutation)) })
@@ -202,6 +212,9 @@ public final class GroupCommitter: Service, Sendable {
             logger.notice("holding a batch for the commit delay (a test setting)", metadata: ["writes": "\(batch.count)"])
             try? await Task.sleep(for: commitDelay)
         }
+        if heldAtGate(batch) {
+            while let commitGate, FileManager.default.fileExists(atPath: commitGate) { try? await Task.sleep(for: .milliseconds(10)) }
+        }
         await waitUntilNotInDoubt()
         let start = ContinuousClock.now
         do {
@@ -212,6 +225,13 @@ public final class GroupCommitter: Service, Sendable {
         }
         // Only now may its sessions' later mutations be taken: a failure has failed them.
         release(batch)
+    }
+
+    /// Whether the commit gate (a test setting) holds `batch`, said in the log once per batch.
+    private func heldAtGate(_ batch: [Entry]) -> Bool {
+        guard let commitGate, FileManager.default.fileExists(atPath: commitGate) else { return false }
+        logger.notice("holding a batch at the commit gate (a test setting)", metadata: ["writes": "\(batch.count)"])
+        return true
     }
 
     /// A batch has ended: its sessions are free, and another batch may start.
@@ -263,7 +283,10 @@ public final class GroupCommitter: Service, Sendable {
             // What waits behind it fails now too: nothing may commit before it has ended.
             let waiting = state.withLock { state -> [Entry] in
                 state.inDoubt = true
-                defer { state.queue = [] }
+                defer {
+                    state.queue = []
+                    queuedGauge.record(0)
+                }
                 return state.queue
             }
             fail(waiting, error: APIError(.storageUnavailable, "the database is not answering; retry"))
@@ -292,6 +315,7 @@ public final class GroupCommitter: Service, Sendable {
                 let (batch, rest) = Self.split(state.queue, busy: state.busy, maxBatch: maxBatch)
                 if !batch.isEmpty {
                     state.queue = rest
+                    queuedGauge.record(rest.count)
                     state.inFlight += 1
                     inFlightGauge.record(state.inFlight)
                     for entry in batch { state.busy.insert(entry.mutation.id) }
@@ -363,6 +387,7 @@ public final class GroupCommitter: Service, Sendable {
                 if incarnations.contains(entry.mutation.incarnation) { result.0.append(entry) } else { result.1.append(entry) }
             }
             state.queue = kept
+            queuedGauge.record(kept.count)
             return failed
         }
         for entry in batch + dependents { entry.ticket.resolve(.failure(error)) }
