@@ -194,6 +194,15 @@ struct HostDurabilityTests {
         return (metric(exposition, "host_storage_commits_in_flight") ?? 0, metric(exposition, "host_storage_writes_queued") ?? 0)
     }
 
+    /// What the committer holds once a second write has reached it, with one batch held at the
+    /// gate: the write either started a batch of its own or waits in the queue.
+    private func committerOnceSecondWriteArrives(_ client: JSONClient) async throws -> (inFlight: Double, queued: Double) {
+        try await eventually("the second write is taken or waits") { () -> (inFlight: Double, queued: Double)? in
+            let now = try await committer(client)
+            return now.queued == 1 || now.inFlight > 1 ? now : nil
+        }
+    }
+
     @Test("several commits in flight: a write queued behind a failing one of its session waits for it, and fails with it")
     func noWriteOvertakesAFailingOne() async throws {
         // While the gate file exists every batch waits before it commits: the second write is
@@ -213,10 +222,7 @@ struct HostDurabilityTests {
         async let doomed = append(client, "s", "second")
         try await eventually("the doomed batch is in flight") { try await committer(client).inFlight == 1 }
         async let behind = append(client, "s", "third")
-        let held = try await eventually("the second write waits") { () -> (inFlight: Double, queued: Double)? in
-            let now = try await committer(client)
-            return now.queued == 1 || now.inFlight > 1 ? now : nil
-        }
+        let held = try await committerOnceSecondWriteArrives(client)
         #expect(held.inFlight == 1 && held.queued == 1, "it waits for its session's batch instead of joining another: \(held)")
         try FileManager.default.removeItem(atPath: gate)
         #expect(try await doomed.status == 503)
@@ -240,11 +246,7 @@ struct HostDurabilityTests {
         async let first = append(client, "one", "a")
         try await eventually("the first batch is in flight") { try await committer(client).inFlight == 1 }
         async let second = append(client, "two", "b")
-        // The second write either starts a batch of its own or waits for the first to end.
-        let held = try await eventually("the second write is taken or waits") { () -> (inFlight: Double, queued: Double)? in
-            let now = try await committer(client)
-            return now.queued == 1 || now.inFlight > 1 ? now : nil
-        }
+        let held = try await committerOnceSecondWriteArrives(client)
         #expect(held.inFlight == Double(min(limit, 2)), "at most \(limit) in flight: \(held)")
         try FileManager.default.removeItem(atPath: gate)
         #expect(try await [first.status, second.status] == [200, 200])

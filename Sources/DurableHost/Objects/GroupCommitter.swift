@@ -149,8 +149,8 @@ public final class GroupCommitter: Service, Sendable {
                         self.logger.notice("holding a batch for the commit delay (a test setting)", metadata: ["writes": "\(batch.count)"])
                         Thread.sleep(forTimeInterval: commitDelay.secondsValue)
                     }
-                    if self.heldAtGate(batch) {
-                        while let gate = self.commitGate, FileManager.default.fileExists(atPath: gate) { Thread.sleep(forTimeInterval: 0.01) }
+                    if let gate = self.closedGate(holding: batch) {
+                        while FileManager.default.fileExists(atPath: gate) { Thread.sleep(forTimeInterval: 0.01) }
                     }
                     let start = ContinuousClock.now
                     self.finish(batch, since: start, result: Result { try store.commitBlocking(batch.map(\.mutation)) })
@@ -212,8 +212,8 @@ public final class GroupCommitter: Service, Sendable {
             logger.notice("holding a batch for the commit delay (a test setting)", metadata: ["writes": "\(batch.count)"])
             try? await Task.sleep(for: commitDelay)
         }
-        if heldAtGate(batch) {
-            while let commitGate, FileManager.default.fileExists(atPath: commitGate) { try? await Task.sleep(for: .milliseconds(10)) }
+        if let gate = closedGate(holding: batch) {
+            while FileManager.default.fileExists(atPath: gate) { try? await Task.sleep(for: .milliseconds(10)) }
         }
         await waitUntilNotInDoubt()
         let start = ContinuousClock.now
@@ -227,11 +227,12 @@ public final class GroupCommitter: Service, Sendable {
         release(batch)
     }
 
-    /// Whether the commit gate (a test setting) holds `batch`, said in the log once per batch.
-    private func heldAtGate(_ batch: [Entry]) -> Bool {
-        guard let commitGate, FileManager.default.fileExists(atPath: commitGate) else { return false }
+    /// The commit gate's file (a test setting) when it exists and so holds `batch` until it is
+    /// removed; said in the log once per batch held.
+    private func closedGate(holding batch: [Entry]) -> String? {
+        guard let commitGate, FileManager.default.fileExists(atPath: commitGate) else { return nil }
         logger.notice("holding a batch at the commit gate (a test setting)", metadata: ["writes": "\(batch.count)"])
-        return true
+        return commitGate
     }
 
     /// A batch has ended: its sessions are free, and another batch may start.
