@@ -9,7 +9,7 @@ struct HostDurabilityTests {
     private func append(_ client: JSONClient, _ id: String, _ content: String, key: String? = nil) async throws -> HTTPResponse {
         try await client.send(
             .post, "/sessions/\(id)/update", json: SessionOperation.appendMessage(MessageInput(role: .user, content: content)),
-            headers: key.map { ["Idempotency-Key": $0] } ?? [:], timeout: .seconds(10))
+            headers: key.map { ["Idempotency-Key": $0] } ?? [:], timeout: .seconds(60))
     }
 
     private func history(_ client: JSONClient, _ id: String) async throws -> [String] {
@@ -67,11 +67,12 @@ struct HostDurabilityTests {
                 }
             }
         }
-        // A whole test suite runs beside this one on two cores: the load may be slow to build.
+        // A whole test suite runs beside this one on two cores: the load may be slow to build
+        // (a loaded machine has managed a few appends a second), so the kill comes after 200.
         try await eventually(
-            "400 appends acknowledged (\(acknowledged.get().count) were; refused or unanswered: \(refusals.get()))", timeout: .seconds(60)
+            "200 appends acknowledged (\(acknowledged.get().count) were; refused or unanswered: \(refusals.get()))", timeout: .seconds(120)
         ) {
-            if acknowledged.get().count >= 400 { return true }
+            if acknowledged.get().count >= 200 { return true }
             if host.process.exitStatus != nil { throw ServiceProcess.Failure(description: "the host exited:\n\(host.logs)") }
             return false
         }
@@ -83,7 +84,7 @@ struct HostDurabilityTests {
         var stored: [String] = []
         for id in ids { stored += try await history(host.client(), id) }
         let acked = acknowledged.get()
-        #expect(acked.count >= 400, "refused or unanswered: \(refusals.get())")
+        #expect(acked.count >= 200, "refused or unanswered: \(refusals.get())")
         #expect(Set(stored).count == stored.count, "a message is stored twice")
         let missing = acked.subtracting(stored)
         #expect(missing.isEmpty, "\(missing.count) acknowledged appends were lost, e.g. \(missing.prefix(5))")
@@ -273,7 +274,7 @@ struct HostDurabilityTests {
                 }
             }
         }
-        try await eventually("100 appends acknowledged") { acknowledged.get().count >= 100 }
+        try await eventually("100 appends acknowledged", timeout: .seconds(60)) { acknowledged.get().count >= 100 }
         host.process.signal(SIGTERM)
         #expect(try await host.process.waitForExit() == 0)
         await load.value

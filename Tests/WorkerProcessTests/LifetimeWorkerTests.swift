@@ -40,15 +40,15 @@ private func lines(_ response: HTTPResponse) -> [String] {
 struct LifetimeWorkerTests {
     @Test("an abandoned MCP session is deleted by its host after session_lifetime; one in use lives on")
     func transportSessionsExpire() async throws {
-        // Ten seconds: long enough that a machine loaded by a whole suite, which can stall a
-        // process for seconds, still renews the session in use (a write per tenth of it) in time.
-        let stack = try await WorkerStack.start(workerArguments: ["--session-lifetime", "10"], hostArguments: ["--expiry-interval", "0.2"])
+        // Twenty seconds: long enough that a machine loaded by a whole suite, which has stalled
+        // these processes for ten, still renews the session in use (a write per tenth of it) in time.
+        let stack = try await WorkerStack.start(workerArguments: ["--session-lifetime", "20"], hostArguments: ["--expiry-interval", "0.2"])
         let host = try #require(stack.host).client()
         let abandoned = try await stack.session()
         let record = try await host.send(.get, "/sessions/mcp-\(try #require(abandoned.sessionID))").decode(HostAPI.Record.self).data
-        #expect(record.principal == "local" && record.expiresAfter == 10, "the host knows whose it is and how long it lives")
+        #expect(record.principal == "local" && record.expiresAfter == 20, "the host knows whose it is and how long it lives")
         var used = try await stack.session()
-        let until = ContinuousClock.now + .seconds(12)
+        let until = ContinuousClock.now + .seconds(23)
         while ContinuousClock.now < until {
             _ = try await used.request("ping")
             try await Task.sleep(for: .milliseconds(100))

@@ -144,7 +144,7 @@ struct SharedStorageTests {
                 for conversation in conversations { group.addTask { await conversation.run(stack.workers, stop: stop) } }
             }
         }
-        try await eventually("every conversation answered twice") { conversations.allSatisfy { $0.acknowledged.count >= 2 } }
+        try await eventually("every conversation answered twice", timeout: .seconds(60)) { conversations.allSatisfy { $0.acknowledged.count >= 2 } }
 
         let victim = stack.host(named: "host-2")
         let moved = conversations.filter { ring.owner(of: "conv:local:\($0.id)")?.name == victim.node }
@@ -270,10 +270,10 @@ struct SharedStorageTests {
         }
         var client = MCPTestClient(base: stack.workers[0].base)
         try await client.initialize()
-        try await eventually("writes flow") { acknowledged.get().values.map(\.count).reduce(0, +) > 50 }
+        try await eventually("writes flow", timeout: .seconds(60)) { acknowledged.get().values.map(\.count).reduce(0, +) > 50 }
         outage.set(true)
         await stack.cluster.stopServer(immediate: true)
-        try await eventually("the hosts answer 503 while the database is down") { outageAnswers.get().count > 10 }
+        try await eventually("the hosts answer 503 while the database is down", timeout: .seconds(60)) { outageAnswers.get().count > 10 }
         // A conversation turn meanwhile: answered from the worker's memory, stored once the database is back.
         let turn = Task {
             try await client.callTool(
@@ -283,7 +283,7 @@ struct SharedStorageTests {
         try await stack.cluster.startServer()
         outage.set(false)
         let resumed = acknowledged.get().values.map(\.count).reduce(0, +)
-        try await eventually("writes flow again", timeout: .seconds(30)) { acknowledged.get().values.map(\.count).reduce(0, +) > resumed + 50 }
+        try await eventually("writes flow again", timeout: .seconds(60)) { acknowledged.get().values.map(\.count).reduce(0, +) > resumed + 50 }
         stop.set(true)
         await load.value
         let during = try await turn.value
@@ -315,24 +315,24 @@ struct SharedStorageTests {
                 for conversation in conversations { group.addTask { await conversation.run(stack.workers, stop: stop) } }
             }
         }
-        try await eventually("every conversation answered twice") { conversations.allSatisfy { $0.acknowledged.count >= 2 } }
+        try await eventually("every conversation answered twice", timeout: .seconds(60)) { conversations.allSatisfy { $0.acknowledged.count >= 2 } }
         let joining = HostHarness.onDatabase(stack.cluster, node: "host-3")
         try await joining.startServing()
-        try await eventually("host-3 joined every host's ring", timeout: .seconds(30)) {
+        try await eventually("host-3 joined every host's ring", timeout: .seconds(60)) {
             for host in stack.hosts + [joining] {
                 guard (try? await host.client().send(.get, "/ring").decode(RingInfo.self))?.members.count == 3 else { return false }
             }
             return true
         }
         let joined = ContinuousClock.now
-        try await eventually("every conversation answered twice after the join") {
+        try await eventually("every conversation answered twice after the join", timeout: .seconds(60)) {
             conversations.allSatisfy { $0.acknowledged.filter { $0.at > joined }.count >= 2 }
         }
         // host-1 leaves (SIGTERM): it gives its lease up, and its sessions move at once.
         await stack.hosts[0].stop()
         #expect(stack.hosts[0].logs.contains("left the ring's members"))
         let left = ContinuousClock.now
-        try await eventually("every conversation answered twice after host-1 left", timeout: .seconds(30)) {
+        try await eventually("every conversation answered twice after host-1 left", timeout: .seconds(60)) {
             conversations.allSatisfy { $0.acknowledged.filter { $0.at > left }.count >= 2 }
         }
         stop.set(true)
