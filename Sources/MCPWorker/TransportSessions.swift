@@ -56,7 +56,12 @@ struct TransportSessions: Sendable {
         guard Self.isWellFormed(id), let record = try await store.record(Self.storageID(id)) else { return nil }
         let metadata = record.metadata
         guard metadata["kind"]?.stringValue == Self.kind, metadata["principal"]?.stringValue == principal else { return nil }
-        if now() - record.lastUpdated > lifetime {
+        // A record with a lifetime of its own is expired by whoever holds it (the host, or this
+        // worker's fallback copy by the same rule), so an expired one never arrives here. The
+        // worker judges only a record stored before lifetimes existed: judging the others by its
+        // own clock, which may run ahead of the holder's, would end a session the host still
+        // keeps alive, for every worker, with a real delete.
+        if record.expiresAfter == nil, now() - record.lastUpdated > lifetime {
             try? await store.clear(Self.storageID(id))
             return nil
         }
