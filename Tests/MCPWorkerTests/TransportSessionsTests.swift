@@ -1,23 +1,23 @@
 import Foundation
 import SessionClient
 import SessionModel
+import Synchronization
 import Testing
 
 @testable import MCPWorker
 
 @Suite("Transport sessions: the holder of a record decides when it expired")
 struct TransportSessionsTests {
-    /// A clock the test moves.
-    final class Clock: @unchecked Sendable {
-        private let lock = NSLock()
-        private var value: Double
-        init(_ value: Double) { self.value = value }
-        var now: Double { lock.withLock { value } }
-        func advance(_ seconds: Double) { lock.withLock { value += seconds } }
+    /// A wall clock the test moves (seconds since 1970).
+    final class Clock: Sendable {
+        private let value: Mutex<Double>
+        init(_ value: Double) { self.value = Mutex(value) }
+        var now: Double { value.withLock { $0 } }
+        func advance(_ seconds: Double) { value.withLock { $0 += seconds } }
     }
 
     @Test("a worker whose clock runs ahead of the holder's does not end a session the holder keeps: the record stays and the session is served")
-    func staleCopyIsNotEnded() async throws {
+    func clockAheadDoesNotEnd() async throws {
         let storeClock = Clock(1_000_000)
         let store = InMemorySessionManager(now: { storeClock.now })
         let workerClock = Clock(1_000_000)
