@@ -95,4 +95,57 @@ struct BackupTests {
         #expect(try await host.client().send(.get, "/sessions/s/history").decode(HostAPI.History.self).data.count == 1, "the host is untouched")
         await host.stop()
     }
+
+    @Test("a restore only reads its backup: the file stays byte for byte as it was, nothing is left beside it, and one on read-only media restores")
+    func restoreLeavesItsSourceAlone() async throws {
+        let host = HostHarness()
+        try await host.startServing()
+        for index in 0..<3 {
+            _ = try await host.client().send(
+                .post, "/sessions/kept-\(index)/update", json: SessionOperation.appendMessage(MessageInput(role: .user, content: "message \(index)")))
+        }
+        let files = TemporaryDirectory("restore")
+        let backup = files.file("sessions.backup")
+        #expect(try await durableHost(["backup", "--data", host.dataPath, "--to", backup], in: files).status == 0)
+        // A second backup, on a file system mounted read-only once it is written.
+        let disk = try SmallDisk(megabytes: 16)
+        defer { disk.remove() }
+        let kept = disk.directory.file("kept.backup")
+        #expect(try await durableHost(["backup", "--data", host.dataPath, "--to", kept], in: files).status == 0)
+        await host.stop()
+        try disk.makeReadOnly()
+        let original = try Data(contentsOf: URL(fileURLWithPath: backup))
+        let listing = try FileManager.default.contentsOfDirectory(atPath: files.path).sorted()
+
+        let first = try await durableHost(["restore", "--from", backup, "--data", files.file("first")], in: files)
+        #expect(first.status == 0, "\(first.output)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: backup)) == original, "the backup is byte for byte what it was")
+        let beside = try FileManager.default.contentsOfDirectory(atPath: files.path).filter { !listing.contains($0) && !$0.hasPrefix("command-") }
+        #expect(beside == ["first"], "no -wal, -shm or journal left beside the backup: \(beside)")
+
+        let second = try await durableHost(["restore", "--from", kept, "--data", files.file("second")], in: files)
+        #expect(second.status == 0, "a backup on read-only media restores: \(second.output)")
+        let restored = HostHarness(dataPath: files.file("second"))
+        try await restored.startServing()
+        let contents = try await restored.client().send(.get, "/sessions/kept-2/history").decode(HostAPI.History.self).data.map(\.content)
+        #expect(contents == ["message 2"])
+        await restored.stop()
+    }
+
+    @Test("restore refuses a data directory that is not empty, and leaves what is in it alone")
+    func restoreNeedsAnEmptyDirectory() async throws {
+        let host = HostHarness()
+        try await host.startServing()
+        _ = try await host.client().send(.post, "/sessions/s/update", json: SessionOperation.appendMessage(MessageInput(role: .user, content: "x")))
+        let files = TemporaryDirectory("restore")
+        #expect(try await durableHost(["backup", "--data", host.dataPath, "--to", files.file("one")], in: files).status == 0)
+        await host.stop()
+        try FileManager.default.createDirectory(atPath: files.file("occupied"), withIntermediateDirectories: true)
+        try Data("someone's notes".utf8).write(to: URL(fileURLWithPath: files.file("occupied/notes.txt")))
+        let refused = try await durableHost(["restore", "--from", files.file("one"), "--data", files.file("occupied")], in: files)
+        #expect(refused.status == 1 && refused.output.contains("is not empty"), "\(refused.output)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: files.file("occupied")) == ["notes.txt"], "nothing was added")
+        let empty = try await durableHost(["restore", "--from", files.file("one"), "--data", files.file("empty-but-there")], in: files)
+        #expect(empty.status == 0, "an empty or new directory is fine: \(empty.output)")
+    }
 }

@@ -35,6 +35,16 @@ public final class SmallDisk: Sendable {
         try? FileManager.default.removeItem(atPath: filler)
     }
 
+    /// Mounts the file system again, read-only: what a backup kept on read-only media looks like.
+    public func makeReadOnly() throws {
+        let remount = Process()
+        remount.executableURL = URL(fileURLWithPath: "/bin/mount")
+        remount.arguments = ["-o", "remount,ro", directory.path]
+        try remount.run()
+        remount.waitUntilExit()
+        guard remount.terminationStatus == 0 else { throw ServiceProcess.Failure(description: "could not remount \(directory.path) read-only") }
+    }
+
     /// Unmounts the file system.
     public func remove() {
         let umount = Process()

@@ -33,8 +33,14 @@ public enum SQLiteBackup {
     public static func restore(from file: String, into directory: String) throws(StoreError) -> Summary {
         guard FileManager.default.fileExists(atPath: file) else { throw StoreError("\(file) does not exist") }
         let destination = SQLiteSessionStore.databasePath(in: directory)
-        for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: destination + suffix) {
-            throw StoreError("\(directory) already holds a database: restore into an empty data directory (stop its host and move it aside first)")
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else { throw StoreError("\(directory) is a file, not a data directory: name an empty directory") }
+            let entries = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+            guard entries.isEmpty else {
+                let held = entries.contains { $0.hasPrefix("sessions.sqlite") } ? "already holds a database" : "is not empty"
+                throw StoreError("\(directory) \(held): restore into an empty data directory (stop its host and move it aside first)")
+            }
         }
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -42,7 +48,9 @@ public enum SQLiteBackup {
             throw StoreError("cannot create data directory \(directory): \(error.localizedDescription)")
         }
         try check(file)
-        return try copy(from: file, to: destination, what: "restore \(file)")
+        // The backup is only read: never opened for writing, so neither its bytes nor its
+        // journal mode change, and read-only media will do.
+        return try copy(from: file, to: destination, what: "restore \(file)", readOnlySource: true)
     }
 
     /// Refuses a file that is not a sound database of this program.
@@ -66,10 +74,19 @@ public enum SQLiteBackup {
         }
     }
 
-    private static func copy(from source: String, to destination: String, what: String) throws(StoreError) -> Summary {
+    private static func copy(from source: String, to destination: String, what: String, readOnlySource: Bool = false) throws(StoreError) -> Summary {
         let partial = destination + ".partial-\(ProcessInfo.processInfo.processIdentifier)"
         do {
-            let reader = try DatabasePool(path: source)
+            // A live host's file is in WAL mode and read beside its writer (a pool); a backup is
+            // a plain file, opened read-only.
+            let reader: any DatabaseReader
+            if readOnlySource {
+                var configuration = Configuration()
+                configuration.readonly = true
+                reader = try DatabaseQueue(path: source, configuration: configuration)
+            } else {
+                reader = try DatabasePool(path: source)
+            }
             defer { try? reader.close() }
             let target = try DatabaseQueue(path: partial)
             try reader.backup(to: target)
