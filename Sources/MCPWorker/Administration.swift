@@ -65,6 +65,9 @@ struct Administration: Sendable {
             return Self.failure(.forbidden, "a client key deletes only its own principal's data; use the admin key for another's")
         }
         do {
+            // What this worker still holds for the principal goes first, so that no flush after
+            // the erasure brings a count back.
+            await worker.usageRecorder.forget(principal: principal)
             let erasure = try await worker.store.erase(principal: principal)
             var answer: JSONObject = [
                 "principal": .string(principal), "removed": .int(Int64(erasure.removed)), "complete": .bool(erasure.unreached.isEmpty),
@@ -116,8 +119,11 @@ struct Administration: Sendable {
             var before: HostAPI.ListCursor?
             repeat {
                 // By id, not by principal: conversations stored before principals were kept have none.
-                let page = try await store.list(SessionListing(prefix: Conversations.storagePrefix(principal: scope), before: before, limit: Self.page))
-                for summary in page.summaries where Conversations.isConversation(summary.metadata) {
+                // Everyone's is every stored conversation, also those written through the host API
+                // itself under ids of their own, with or without a principal.
+                let prefix = scope.map { Conversations.storagePrefix(principal: $0) }
+                let page = try await store.list(SessionListing(prefix: prefix, before: before, limit: Self.page))
+                for summary in page.summaries where Conversations.isExported(id: summary.id, metadata: summary.metadata) {
                     // Each record is read from its owner: the whole of it, as of now.
                     if let record = try await store.record(summary.id) { try await write(record) }
                 }
@@ -154,11 +160,12 @@ struct Administration: Sendable {
         var lines = JSONLines(limit: worker.configuration.limits.maxBodyBytes)
         do {
             for try await buffer in request.body {
-                for line in try lines.feed(buffer) { await report.add(line, importing: self.importLine) }
+                for line in lines.feed(buffer) { await report.add(line, importing: self.importLine) }
             }
-            if let last = try lines.finish() { await report.add(last, importing: self.importLine) }
+            if let last = lines.finish() { await report.add(last, importing: self.importLine) }
         } catch {
-            report.refuse(line: lines.number, id: nil, "\(error)")
+            // The body itself broke off: what came before it is reported as it went.
+            report.refuse(line: lines.number + 1, id: nil, "the request body could not be read to its end: \(error)")
         }
         worker.logger.notice(
             "conversations imported", metadata: ["imported": "\(report.imported)", "unchanged": "\(report.unchanged)", "refused": "\(report.refused.count)"])
@@ -168,22 +175,32 @@ struct Administration: Sendable {
     /// Writes one line's record; what happened to it.
     private func importLine(_ text: Data) async -> ImportReport.Outcome {
         let record: SessionRecord
-        let principal: String
+        let principal: String?
         do {
             guard case .object(var object) = try JSONValue.parseStrictly(text) else { return .refused(nil, "a line must be a JSON object") }
             guard let id = object["id"]?.stringValue else { return .refused(nil, "id is required") }
-            guard let owner = Conversations.principal(ofStorageID: id) else {
-                return .refused(id, "only conversations (ids conv:<principal>:<session_id>) are imported")
+            do {
+                try SessionID.validate(id)
+            } catch {
+                return .refused(nil, "id: \(error.message)")
             }
-            if let given = object["principal"]?.stringValue, given != owner {
-                return .refused(id, "principal '\(given.prefix(64))' does not match the id's")
+            guard Conversations.isExported(id: id, metadata: [:]) else {
+                return .refused(id, "only conversations are imported (not MCP transport sessions, usage records or shares)")
             }
-            object["principal"] = .string(owner)
+            if id.hasPrefix("conv:") {
+                guard let owner = Conversations.principal(ofStorageID: id) else {
+                    return .refused(id, "a conversation's id is conv:<principal>:<session_id>")
+                }
+                if let given = object["principal"]?.stringValue, given != owner {
+                    return .refused(id, "principal '\(given.prefix(64))' does not match the id's")
+                }
+                object["principal"] = .string(owner)
+            }
             let decoded = try SessionOperation.decode(["operation": "put_record", "record": .object(object)])
             guard case .putRecord(var given) = decoded else { return .refused(id, "not a record") }
             given.id = id
             record = given
-            principal = owner
+            principal = given.principal
         } catch let error as APIError {
             return .refused(nil, error.message)
         } catch {
@@ -270,14 +287,17 @@ struct ImportReport: Sendable {
     var imported = 0
     var unchanged = 0
     var refused: [(line: Int, id: String?, reason: String)] = []
-    private var lines = 0
 
-    mutating func add(_ line: Data, importing: (Data) async -> Outcome) async {
-        lines += 1
-        switch await importing(line) {
-        case .imported: imported += 1
-        case .unchanged: unchanged += 1
-        case .refused(let id, let reason): refuse(line: lines, id: id, reason)
+    mutating func add(_ line: JSONLines.Line, importing: (Data) async -> Outcome) async {
+        switch line {
+        case .tooLong(let number, let limit):
+            refuse(line: number, id: nil, "the line is longer than \(limit) bytes, the largest record a host takes; it was not read")
+        case .text(let number, let text):
+            switch await importing(text) {
+            case .imported: imported += 1
+            case .unchanged: unchanged += 1
+            case .refused(let id, let reason): refuse(line: number, id: id, reason)
+            }
         }
     }
 
@@ -298,46 +318,68 @@ struct ImportReport: Sendable {
     }
 }
 
-/// Lines of a JSON Lines body as they arrive, each at most `limit` bytes; blank lines skipped.
+/// Lines of a JSON Lines body as they arrive, each at most `limit` bytes, each with its number
+/// in the body (counting blank lines, which are skipped): a line over the limit is skipped to
+/// its end and reported by its own number, and the lines after it are read as usual.
 struct JSONLines: Sendable {
     let limit: Int
     private var pending: [UInt8] = []
-    /// Lines read so far, blank ones included: where an error is.
+    /// Whether the line being read is already over the limit (its bytes are dropped).
+    private var overlong = false
+    /// Lines ended so far, blank ones included.
     private(set) var number = 0
 
     init(limit: Int) {
         self.limit = limit
     }
 
-    struct TooLong: Error, CustomStringConvertible {
-        let limit: Int
-        var description: String { "a line is longer than \(limit) bytes" }
+    /// One line of the body: its text, or the fact that it was longer than the limit.
+    enum Line: Sendable, Equatable {
+        case text(number: Int, Data)
+        case tooLong(number: Int, limit: Int)
     }
 
-    mutating func feed(_ buffer: ByteBuffer) throws -> [Data] {
-        var lines: [Data] = []
-        for byte in buffer.readableBytesView {
-            if byte == UInt8(ascii: "\n") {
-                number += 1
+    mutating func feed(_ buffer: ByteBuffer) -> [Line] {
+        var lines: [Line] = []
+        buffer.withUnsafeReadableBytes { bytes in
+            var rest = bytes[...]
+            while !rest.isEmpty {
+                let end = rest.firstIndex(of: UInt8(ascii: "\n"))
+                add(UnsafeRawBufferPointer(rebasing: rest[..<(end ?? rest.endIndex)]))
+                guard let end else { break }
                 if let line = take() { lines.append(line) }
-            } else {
-                pending.append(byte)
-                if pending.count > limit { throw TooLong(limit: limit) }
+                rest = rest[(end + 1)...]
             }
         }
         return lines
     }
 
-    mutating func finish() throws -> Data? {
-        guard !pending.isEmpty else { return nil }
-        number += 1
+    /// Part of the line being read; past the limit its bytes are no longer kept.
+    private mutating func add(_ part: UnsafeRawBufferPointer) {
+        guard !overlong else { return }
+        guard pending.count + part.count <= limit else {
+            overlong = true
+            pending.removeAll(keepingCapacity: true)
+            return
+        }
+        pending.append(contentsOf: part)
+    }
+
+    /// The last line, when the body does not end with a line feed.
+    mutating func finish() -> Line? {
+        guard !pending.isEmpty || overlong else { return nil }
         return take()
     }
 
-    private mutating func take() -> Data? {
-        defer { pending.removeAll(keepingCapacity: true) }
+    private mutating func take() -> Line? {
+        number += 1
+        defer {
+            pending.removeAll(keepingCapacity: true)
+            overlong = false
+        }
+        if overlong { return .tooLong(number: number, limit: limit) }
         let blank = pending.allSatisfy { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") || $0 == UInt8(ascii: "\r") }
-        return blank ? nil : Data(pending)
+        return blank ? nil : .text(number: number, Data(pending))
     }
 }
 

@@ -47,6 +47,7 @@ struct CallSupervisor: Sendable {
             let interval = markPollInterval
             let request = InFlightCalls.text(of: id)
             reasons.append { await local.wait() }
+            // The same poll keeps the session in use while the call runs (TransportSessions).
             reasons.append {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: interval)

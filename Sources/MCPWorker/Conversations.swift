@@ -29,6 +29,15 @@ struct Conversations: Sendable {
         (metadata["kind"]?.stringValue ?? kind) == kind
     }
 
+    /// Whether a stored record is a conversation an export holds: a conversation of the
+    /// worker's (not a share's pointer), or a session written through the host API under an
+    /// id of its own. Not the worker's own bookkeeping: MCP transport sessions and their
+    /// event journals (`mcp-`), usage (`usage:`).
+    static func isExported(id: String, metadata: JSONObject) -> Bool {
+        if id.hasPrefix("conv:") { return isConversation(metadata) }
+        return !id.hasPrefix(TransportSessions.storageID("")) && !id.hasPrefix(UsageLedger.prefix(principal: nil))
+    }
+
     /// Where a principal's conversations start in id order (everyone's for nil).
     static func storagePrefix(principal: String?) -> String {
         principal.map { "conv:\($0):" } ?? "conv:"
@@ -74,6 +83,28 @@ struct Conversations: Sendable {
         let title: String?
         /// Where the turn is stored: the caller's own conversation, or one shared with it.
         let target: ConversationCatalog.Target
+        /// Whether the conversation was stored when the turn began: then the turn's write
+        /// must find it still there, never start a truncated one in its place.
+        let existed: Bool
+        /// How long the conversation lives after a write (nil: for ever), so that a turn
+        /// longer than that keeps it in use.
+        let lifetime: Double?
+        /// The conversation's last write when the turn began.
+        let lastUpdated: Double?
+
+        /// How often the turn must mark the conversation used while it runs; nil when it
+        /// need not: a new conversation, or one that outlives any call (a day between marks).
+        var keepAliveInterval: Duration? {
+            guard existed, let lifetime, lifetime / 3 <= 86_400 else { return nil }
+            return .milliseconds(Int64(max(lifetime / 3, 0.05) * 1000))
+        }
+
+        /// How long after `now` the first mark is due: once a third of the lifetime has passed
+        /// since the last write (at once if it has already).
+        func firstKeepAlive(now: Double) -> Duration {
+            guard let lifetime, let lastUpdated else { return .zero }
+            return .milliseconds(Int64(max(0, lastUpdated + lifetime / 3 - now) * 1000))
+        }
 
         /// The `sessionId` Greptile gets: the conversation's, whoever continues it.
         var upstreamSessionID: String { Conversations.upstreamSessionID(principal: target.owner, sessionID: target.ownerSessionID) }
@@ -96,6 +127,11 @@ struct Conversations: Sendable {
             guard target.access.mayContinue else {
                 throw ToolError("'\(sessionID)' is shared with you to read only: ask \(target.owner) to share it with access continue")
             }
+            guard previousMessages == nil else {
+                throw ToolError(
+                    "previous_messages replaces a conversation's history, which only its owner (\(target.owner)) may do: "
+                        + "ask without previous_messages to continue '\(sessionID)', or start a conversation of your own")
+            }
             stored = try await store.history(target.storageID, last: tail)
         }
         let history: [Message]
@@ -111,7 +147,22 @@ struct Conversations: Sendable {
         let starts = previousMessages != nil || (stored.metadata["title"] == nil && !history.contains { $0.role == .user })
         return Turn(
             messages: turns.map { QueryMessage(id: nil, content: $0.content, role: $0.role.rawValue) },
-            title: starts ? all.first { $0.role == .user }.map { Self.title(of: $0.content) } : nil, target: target)
+            title: starts ? all.first { $0.role == .user }.map { Self.title(of: $0.content) } : nil, target: target,
+            existed: stored.exists, lifetime: stored.lifetime, lastUpdated: stored.lastUpdated)
+    }
+
+    /// Keeps the turn's conversation from expiring while the turn runs (its lifetime may be
+    /// shorter than a Greptile call): a write that changes nothing but its last use, every
+    /// `interval`, until cancelled. Only a conversation still there is marked.
+    func keepInUse(_ turn: Turn, every interval: Duration) async {
+        // The writer's clock against the host's last_updated: a skew of less than a third of
+        // the lifetime is harmless.
+        var wait = turn.firstKeepAlive(now: Date().timeIntervalSince1970)
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: wait) } catch { return }
+            wait = interval
+            try? await store.write(turn.target.storageID, SessionUpdate(.updateMetadata([:]), principal: turn.target.owner, mustExist: true))
+        }
     }
 
     /// A question as a conversation's title: its first line, at most 120 characters.
@@ -139,7 +190,12 @@ struct Conversations: Sendable {
         if let title = turn.title { metadata["title"] = .string(title) }
         let operation: SessionOperation =
             previousMessages.map { .setHistory($0 + exchange, metadata: metadata) } ?? .appendMessages(exchange, metadata: metadata)
-        try await store.write(turn.target.storageID, SessionUpdate(operation, principal: turn.target.owner))
+        // The owner's record decides, in the same write: a share revoked while the turn ran, or
+        // a conversation deleted meanwhile, refuses it (the host checks as it commits).
+        try await store.write(
+            turn.target.storageID,
+            SessionUpdate(
+                operation, principal: turn.target.owner, mustExist: turn.existed, continuedBy: turn.target.pointer == nil ? nil : principal))
         if let pointer = turn.target.pointer {
             // A shared conversation continued comes up first in the list of the one who continued it.
             try? await store.write(pointer, SessionUpdate(.updateMetadata(["last_turn": .double(askedAt)]), principal: principal))

@@ -175,7 +175,8 @@ struct GreptileTools: Sendable {
             Metrics.Counter(label: "worker_tool_calls_total", dimensions: [("tool", name), ("outcome", outcome)]).increment()
             Metrics.Timer(label: "worker_tool_duration_seconds", dimensions: [("tool", name)], preferredDisplayUnit: .seconds)
                 .recordNanoseconds(elapsed.nanosecondsValue)
-            if Self.upstreamTools.contains(name), outcome != "cancelled" {
+            // A call refused before it reached Greptile (its arguments, the caller's access) used nothing.
+            if Self.upstreamTools.contains(name), outcome != "cancelled", outcome != "invalid_arguments" {
                 usage.recordCall(principal: principal, failed: outcome != "ok", milliseconds: elapsed.secondsValue * 1000)
             }
         }
@@ -307,6 +308,22 @@ struct GreptileTools: Sendable {
         let turn = try await conversations.begin(principal: principal, sessionID: sessionID, query: query, previousMessages: previous)
         // Reading the history was the last thing done before the session is known to be good.
         try await admission()
+        let answer = {
+            try await answerTurn(
+                turn, query: query, sessionID: sessionID, principal: principal, askedAt: askedAt, inputs: inputs, previous: previous,
+                stream: stream, genius: genius, timeout: timeout, progress: progress)
+        }
+        guard let interval = turn.keepAliveInterval else { return try await answer() }
+        // Nothing in use expires: a conversation that lives less long than a call may take is
+        // kept while Greptile answers and the turn is stored.
+        let conversations = self.conversations
+        return try await beside({ await conversations.keepInUse(turn, every: interval) }, answer)
+    }
+
+    private func answerTurn(
+        _ turn: Conversations.Turn, query: String, sessionID: String, principal: String, askedAt: Double, inputs: [RepositoryInput],
+        previous: [MessageInput]?, stream: Bool, genius: Bool, timeout: Duration?, progress: (any ProgressReporter)?
+    ) async throws -> JSONValue {
         let repositories = try await resolve(inputs)
         let request = QueryRequest(
             messages: turn.messages, repositories: repositories, sessionId: turn.upstreamSessionID, stream: stream, genius: genius)
@@ -328,6 +345,15 @@ struct GreptileTools: Sendable {
             usage.recordTurn(principal: principal, started: turn.title != nil && turn.target.pointer == nil)
         }.value
         return .object(["message": .string(answer.message), "sources": .array(answer.sources), "_session_id": .string(sessionID)])
+    }
+
+    /// Runs `work` while `companion` runs beside it, cancelling the companion when work ends.
+    private func beside<T: Sendable>(_ companion: @escaping @Sendable () async -> Void, _ work: () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await companion() }
+            defer { group.cancelAll() }
+            return try await work()
+        }
     }
 
     /// Reads a streamed answer chunk by chunk, reporting the text so far as it grows; the

@@ -1,6 +1,7 @@
 import Greptile
 import Logging
 import SessionClient
+import SessionModel
 
 /// What a failed tool call becomes: the one mapping from any failure to what the client
 /// reads (an `isError` result with a sentence a person or a model can act on, or a protocol
@@ -14,6 +15,9 @@ enum ToolFailure: Sendable {
     case upstream(String)
     /// The host refused the conversation's write (a limit): retrying will not help.
     case storageRefused(String)
+    /// The conversation's owner took it away while the turn ran (unshared, deleted): the
+    /// answer was not stored, and this conversation cannot take it.
+    case conversationLost(String)
     /// No host could store the conversation's write.
     case storageUnavailable(String)
     /// The client cancelled the call (or the worker is stopping): no result is sent.
@@ -28,6 +32,10 @@ enum ToolFailure: Sendable {
         case let error as ToolError: self = .invalidArguments(error.message)
         case let error as GreptileError: self = .upstream(error.message)
         case let error as SessionError where error.isCancelled: self = .cancelled
+        case let error as SessionError where error.isRejected && error.apiError?.code == .notShared:
+            self = .conversationLost("the conversation stopped being shared with you to continue while Greptile answered")
+        case let error as SessionError where error.isRejected && error.apiError?.code == .sessionNotFound:
+            self = .conversationLost("the conversation was deleted or expired while Greptile answered")
         case let error as SessionError where error.isRejected: self = .storageRefused(error.message)
         case let error as SessionError: self = .storageUnavailable(error.message)
         case let error as RPCError: self = .protocolError(error)
@@ -41,7 +49,7 @@ enum ToolFailure: Sendable {
         switch self {
         case .invalidArguments: "invalid_arguments"
         case .upstream: "upstream_error"
-        case .storageRefused, .storageUnavailable: "session_error"
+        case .storageRefused, .storageUnavailable, .conversationLost: "session_error"
         case .cancelled: "cancelled"
         case .protocolError: "unknown_tool"
         case .unexpected: "internal_error"
@@ -57,6 +65,9 @@ enum ToolFailure: Sendable {
         case .storageRefused(let reason):
             "The answer could not be kept in this conversation (\(reason)), so neither the question nor the answer was stored. "
                 + "Start a new conversation (another session_id) or send a shorter history with previous_messages."
+        case .conversationLost(let reason):
+            "The answer was not stored: \(reason), so neither the question nor the answer was kept in it. "
+                + "Start a conversation of your own (another session_id) to go on asking."
         case .storageUnavailable(let reason):
             "The conversation could not be stored right now (\(reason)), so neither the question nor the answer was kept. Try again in a moment."
         case .unexpected:
@@ -72,7 +83,7 @@ enum ToolFailure: Sendable {
         switch self {
         case .upstream, .storageUnavailable: .warning
         case .unexpected: .error
-        case .invalidArguments, .storageRefused, .cancelled, .protocolError: nil
+        case .invalidArguments, .storageRefused, .conversationLost, .cancelled, .protocolError: nil
         }
     }
 }

@@ -86,10 +86,18 @@ struct TransportSessions: Sendable {
             Self.storageID(session.id), SessionUpdate(.updateMetadata(["cancel:\(request)": .double(now())]), principal: session.principal))
     }
 
-    /// Whether a request of the session was marked as cancelled.
+    /// Whether a request of the session was marked as cancelled; read while the request runs,
+    /// so that it also keeps the session in use: a call may last longer than the session's
+    /// lifetime, and a session is not unused while a call of it runs.
     func isCancelRequested(sessionID: String, request: String) async -> Bool {
         guard let record = try? await store.record(Self.storageID(sessionID)) else { return false }
-        return record.metadata["cancel:\(request)"] != nil
+        if record.metadata["cancel:\(request)"] != nil { return true }
+        if now() - record.lastUpdated > lifetime / 3, let principal = record.metadata["principal"]?.stringValue {
+            // Only a session that still exists: one ended meanwhile (DELETE) stays ended.
+            try? await store.write(
+                Self.storageID(sessionID), SessionUpdate(.updateMetadata(["last_seen": .double(now())]), principal: principal, mustExist: true))
+        }
+        return false
     }
 
     func end(_ session: TransportSession) async throws(SessionError) {

@@ -61,7 +61,13 @@ final class UsageLedger: Sendable {
         let day: String
     }
 
-    private let pending = Mutex<[Key: UsageCounters]>([:])
+    /// What was counted, and when the oldest of it was (what a host checks against erasures).
+    struct Pending: Sendable {
+        var counters = UsageCounters()
+        var since: Double
+    }
+
+    private let pending = Mutex<[Key: Pending]>([:])
     private let now: @Sendable () -> Double
 
     init(now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
@@ -99,12 +105,13 @@ final class UsageLedger: Sendable {
     }
 
     private func add(_ principal: String, _ change: (inout UsageCounters) -> Void) {
-        let key = Key(principal: principal, day: Self.day(of: now()))
-        pending.withLock { pending in change(&pending[key, default: UsageCounters()]) }
+        let time = now()
+        let key = Key(principal: principal, day: Self.day(of: time))
+        pending.withLock { pending in change(&pending[key, default: Pending(since: time)].counters) }
     }
 
     /// What was counted since the last call, emptied.
-    func take() -> [Key: UsageCounters] {
+    func take() -> [Key: Pending] {
         pending.withLock { pending in
             defer { pending = [:] }
             return pending
@@ -112,10 +119,18 @@ final class UsageLedger: Sendable {
     }
 
     /// Counts that could not be written, back for the next round.
-    func putBack(_ counts: [Key: UsageCounters]) {
+    func putBack(_ counts: [Key: Pending]) {
         pending.withLock { pending in
-            for (key, counters) in counts { pending[key] = (pending[key] ?? UsageCounters()) + counters }
+            for (key, entry) in counts {
+                let held = pending[key]
+                pending[key] = Pending(counters: (held?.counters ?? UsageCounters()) + entry.counters, since: min(held?.since ?? entry.since, entry.since))
+            }
         }
+    }
+
+    /// Drops what was counted for `principal`: its data is being deleted.
+    func forget(principal: String) {
+        pending.withLock { pending in pending = pending.filter { $0.key.principal != principal } }
     }
 }
 
@@ -152,15 +167,24 @@ struct UsageRecorder: Service {
         await turn.run { await write() }
     }
 
+    /// Drops this worker's counts of `principal`, after any flush under way has written what
+    /// it took: from then on nothing counted before the erasure is written by this worker.
+    /// (Other workers' counts are refused by the hosts: each write says when it was counted.)
+    func forget(principal: String) async {
+        await turn.run { ledger.forget(principal: principal) }
+    }
+
     private func write() async {
         let counts = ledger.take()
-        for (key, counters) in counts where !counters.isEmpty {
+        for (key, entry) in counts where !entry.counters.isEmpty {
             do {
                 try await store.write(
                     UsageLedger.recordID(principal: key.principal, day: key.day),
-                    SessionUpdate(.addCounters(counters.values), principal: key.principal, expiresAfter: Self.retention))
+                    SessionUpdate(.addCounters(entry.counters.values), principal: key.principal, expiresAfter: Self.retention, asOf: entry.since))
             } catch  where error.isCancelled {
-                ledger.putBack([key: counters])
+                ledger.putBack([key: entry])
+            } catch  where error.apiError?.code == .principalErased {
+                logger.info("usage counted before the principal's data was deleted was dropped", metadata: ["principal": "\(key.principal)"])
             } catch {
                 logger.warning("usage could not be recorded", metadata: ["principal": "\(key.principal)", "error": "\(error.message)"])
             }

@@ -123,10 +123,14 @@ public final class DurableSessionManager: SessionManager, Service {
             let now = Date().timeIntervalSince1970
             lastKnown.store(
                 sessionID,
-                history.data.isEmpty && history.metadata.isEmpty
-                    ? nil : SessionRecord(id: sessionID, messages: history.data, metadata: history.metadata, createdAt: now, lastUpdated: now),
+                history.data.isEmpty && history.metadata.isEmpty && history.lastUpdated == nil
+                    ? nil
+                    : SessionRecord(
+                        id: sessionID, messages: history.data, metadata: history.metadata, createdAt: now,
+                        lastUpdated: history.lastUpdated ?? now),
                 now: now)
-            return SessionHistory(messages: history.data, metadata: history.metadata)
+            return SessionHistory(
+                messages: history.data, metadata: history.metadata, lastUpdated: history.lastUpdated, expiresAt: history.expiresAt)
         case .refused(let error):
             throw .rejected(error)
         case .cancelled:

@@ -153,7 +153,7 @@ public struct HostCall: Sendable {
                 phase = .owner
                 return send(to: owner)
             }
-            if (400..<500).contains(status), status != 409, status != 421 {
+            if (400..<500).contains(status), status != 421, errorCode != ErrorCode.hintSeedRequired.rawValue {
                 return finish(.refused)
             }
             return finish(.unreachable(reason: "\(owner.name) is unreachable and \(member.name), which holds its writes, answered HTTP \(status)"))

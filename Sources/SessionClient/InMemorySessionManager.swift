@@ -26,7 +26,9 @@ public actor InMemorySessionManager: SessionManager {
     public func history(_ sessionID: String, last: Int?) -> SessionHistory {
         guard let state = live(sessionID) else { return SessionHistory() }
         let messages = last.map { Array(state.record.messages.suffix($0)) } ?? state.record.messages
-        return SessionHistory(messages: messages, metadata: state.record.metadata)
+        return SessionHistory(
+            messages: messages, metadata: state.record.metadata, lastUpdated: state.record.lastUpdated,
+            expiresAt: state.record.expiresAt(retention: retention))
     }
 
     public func record(_ sessionID: String) -> SessionRecord? {

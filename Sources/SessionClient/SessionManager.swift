@@ -85,14 +85,30 @@ public struct PrincipalErasure: Sendable, Hashable {
     }
 }
 
-/// A session's messages and metadata.
+/// A session's messages and metadata, and when it was last written and expires.
 public struct SessionHistory: Sendable, Hashable {
     public var messages: [Message]
     public var metadata: JSONObject
+    /// The session's last write; nil for a session that does not exist (or a host that does not say).
+    public var lastUpdated: Double?
+    /// When the session expires unless written again; nil: never, or not known.
+    public var expiresAt: Double?
 
-    public init(messages: [Message] = [], metadata: JSONObject = [:]) {
+    public init(messages: [Message] = [], metadata: JSONObject = [:], lastUpdated: Double? = nil, expiresAt: Double? = nil) {
         self.messages = messages
         self.metadata = metadata
+        self.lastUpdated = lastUpdated
+        self.expiresAt = expiresAt
+    }
+
+    /// Whether the session exists: it was written, or holds something.
+    public var exists: Bool { lastUpdated != nil || !messages.isEmpty || !metadata.isEmpty }
+
+    /// How long the session lives after a write (its own lifetime, or its host's retention);
+    /// nil: for ever, or not known.
+    public var lifetime: Double? {
+        guard let lastUpdated, let expiresAt else { return nil }
+        return max(0, expiresAt - lastUpdated)
     }
 }
 

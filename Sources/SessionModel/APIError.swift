@@ -41,6 +41,10 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
     case hintRefused = "hint_refused"
     /// `put_record` of a session that exists and holds something else.
     case sessionExists = "session_exists"
+    /// A write through a share the session's owner no longer grants (or never granted).
+    case notShared = "not_shared"
+    /// A write carrying data gathered before its principal's data was deleted.
+    case principalErased = "principal_erased"
     case storageUnavailable = "storage_unavailable"
     case shuttingDown = "shutting_down"
     case internalError = "internal_error"
@@ -52,12 +56,13 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
             .invalidIdempotencyKey:
             400
         case .unauthorized: 401
+        case .notShared: 403
         case .notFound, .sessionNotFound: 404
         case .methodNotAllowed: 405
         case .payloadTooLarge: 413
         case .unsupportedMediaType: 415
         case .misdirected: 421
-        case .hintSeedRequired, .sessionExists: 409
+        case .hintSeedRequired, .sessionExists, .principalErased: 409
         case .limitExceeded, .idempotencyKeyReused: 422
         case .storageUnavailable, .shuttingDown, .ringChanging, .hintRefused: 503
         case .internalError: 500

@@ -7,25 +7,36 @@ import Foundation
 public enum HostAPI {
     /// `GET /sessions/{id}/history`: `{"success": true, "data": [messages], "metadata": {...}}`.
     ///
-    /// With `?last=N`, `data` holds only the newest N messages, and `message_count` says how
-    /// many the session holds in all.
+    /// With `?last=N`, `data` holds only the newest N messages, `message_count` says how
+    /// many the session holds in all, and `last_updated` and `expires_at` when it was last
+    /// written and when it expires unless written again (both absent: no session; no
+    /// `expires_at`: it never expires).
     public struct History: Codable, Sendable, Hashable {
         public var success: Bool
         public var data: [Message]
         public var metadata: JSONObject
         /// Messages the session holds, when `data` may be fewer (`last=N` was asked).
         public var messageCount: Int?
+        /// The session's last write (with `last=N`); absent for a session that does not exist.
+        public var lastUpdated: Double?
+        /// When the session expires unless written again; absent: never (or no session). A
+        /// caller that keeps a session in use past it (a long call) writes to it before then.
+        public var expiresAt: Double?
 
-        public init(data: [Message], metadata: JSONObject, messageCount: Int? = nil) {
+        public init(data: [Message], metadata: JSONObject, messageCount: Int? = nil, lastUpdated: Double? = nil, expiresAt: Double? = nil) {
             success = true
             self.data = data
             self.metadata = metadata
             self.messageCount = messageCount
+            self.lastUpdated = lastUpdated
+            self.expiresAt = expiresAt
         }
 
         enum CodingKeys: String, CodingKey {
             case success, data, metadata
             case messageCount = "message_count"
+            case lastUpdated = "last_updated"
+            case expiresAt = "expires_at"
         }
     }
 

@@ -180,7 +180,9 @@ extension HostAPI.History {
         guard case .object(let body)? = JSONValue.parse(data), let messages = HostAPI.messages(body["data"] ?? .array([])) else { return nil }
         var metadata: JSONObject = [:]
         if case .object(let given)? = body["metadata"] { metadata = given }
-        return HostAPI.History(data: messages, metadata: metadata, messageCount: body["message_count"]?.numberValue.map { Int($0) })
+        return HostAPI.History(
+            data: messages, metadata: metadata, messageCount: body["message_count"]?.numberValue.map { Int($0) },
+            lastUpdated: body["last_updated"]?.numberValue, expiresAt: body["expires_at"]?.numberValue)
     }
 
     /// This answer's JSON, written directly as bytes (a host answers one per conversation
@@ -200,6 +202,8 @@ extension HostAPI.History {
             output.append(UInt8(ascii: "}"))
         }
         output.append(contentsOf: "],".utf8)
+        if let expiresAt { output.append(contentsOf: #""expires_at":\#(JSONValue.number(expiresAt)),"#.utf8) }
+        if let lastUpdated { output.append(contentsOf: #""last_updated":\#(JSONValue.number(lastUpdated)),"#.utf8) }
         if let messageCount { output.append(contentsOf: #""message_count":\#(messageCount),"#.utf8) }
         output.append(contentsOf: #""metadata":"#.utf8)
         output.append(contentsOf: JSONValue.object(metadata).jsonText().utf8)

@@ -65,21 +65,45 @@ public enum SessionOperation: Sendable, Hashable {
 }
 
 /// One write: an operation, and what it says of the session beyond it (who it belongs to, how
-/// long it lives). A session keeps its principal and lifetime until a write changes them; a
-/// session's principal, once set, never changes.
+/// long it lives), and what must hold for it to commit. A session keeps its principal and
+/// lifetime until a write changes them; a session's principal, once set, never changes.
 ///
-/// Wire form: the operation's, with `"principal"` and `"expires_after"` beside `"operation"`.
+/// Wire form: the operation's, with `"principal"`, `"expires_after"`, `"must_exist"`,
+/// `"continued_by"` and `"as_of"` beside `"operation"`.
 public struct SessionUpdate: Sendable, Hashable {
     public var operation: SessionOperation
     /// Who the session belongs to (1 to 64 of `A-Z a-z 0-9 . _ - @ :`).
     public var principal: String?
     /// Seconds without a write after which the session is deleted; 0: never.
     public var expiresAfter: Double?
+    /// The write applies only to a session that exists now (not ended, expired or deleted):
+    /// a conversation turn must not start a truncated new record where its thread was.
+    public var mustExist: Bool
+    /// Another principal makes this write through a share: it commits only while the
+    /// session's own metadata grants that principal `continue` (`share:<principal>`), and
+    /// only appends (the owner alone may replace a history).
+    public var continuedBy: String?
+    /// When the data this write carries was gathered (seconds since the epoch, the writer's
+    /// clock): a host refuses it when its principal's data was deleted since.
+    public var asOf: Double?
 
-    public init(_ operation: SessionOperation, principal: String? = nil, expiresAfter: Double? = nil) {
+    public init(
+        _ operation: SessionOperation, principal: String? = nil, expiresAfter: Double? = nil, mustExist: Bool = false,
+        continuedBy: String? = nil, asOf: Double? = nil
+    ) {
         self.operation = operation
         self.principal = principal
         self.expiresAfter = expiresAfter
+        self.mustExist = mustExist
+        self.continuedBy = continuedBy
+        self.asOf = asOf
+    }
+
+    /// Whether this write carries data gathered before its principal's data was deleted
+    /// (`erasedAt`, nil for never): such a write would bring deleted data back.
+    public func predates(erasureAt erasedAt: Double?) -> Bool {
+        guard let asOf, let erasedAt else { return false }
+        return asOf <= erasedAt
     }
 
     /// Longest lifetime a write may set: ten years.
@@ -90,6 +114,9 @@ public struct SessionUpdate: Sendable, Hashable {
         guard case .object(var object) = operation.jsonValue else { return operation.jsonValue }
         if let principal { object["principal"] = .string(principal) }
         if let expiresAfter { object["expires_after"] = .double(expiresAfter) }
+        if mustExist { object["must_exist"] = true }
+        if let continuedBy { object["continued_by"] = .string(continuedBy) }
+        if let asOf { object["as_of"] = .double(asOf) }
         return .object(object)
     }
 
@@ -275,7 +302,19 @@ extension SessionUpdate {
         if let lifetime, !(lifetime.isFinite && lifetime >= 0 && lifetime <= maxLifetime) {
             throw APIError(.invalidField, "expires_after must be a number of seconds from 0 (never) to \(Int(maxLifetime))")
         }
-        return SessionUpdate(operation, principal: principal, expiresAfter: lifetime)
+        let mustExist = try fields.optionalBool("must_exist") ?? false
+        let continuedBy = try fields.optionalString("continued_by")
+        if let continuedBy, !isValidPrincipal(continuedBy) {
+            throw APIError(.invalidField, "continued_by must be 1 to 64 of A-Z a-z 0-9 . _ - @ :")
+        }
+        if continuedBy != nil, principal == nil {
+            throw APIError(.invalidField, "continued_by needs principal: the owner whose share it continues")
+        }
+        let asOf = try fields.optionalNumber("as_of")
+        if let asOf, !(asOf.isFinite && asOf >= 0) {
+            throw APIError(.invalidField, "as_of must be a non-negative number of seconds since the epoch")
+        }
+        return SessionUpdate(operation, principal: principal, expiresAfter: lifetime, mustExist: mustExist, continuedBy: continuedBy, asOf: asOf)
     }
 }
 
@@ -359,6 +398,13 @@ private struct Fields {
             throw APIError(.invalidField, "\(name(key)) must be a non-negative number of seconds since the epoch")
         }
         return number
+    }
+
+    /// A boolean, or nil when absent or null.
+    func optionalBool(_ key: String) throws(APIError) -> Bool? {
+        guard let value = object[key], value != .null else { return nil }
+        guard case .bool(let flag) = value else { throw APIError(.invalidField, "\(name(key)) must be true or false") }
+        return flag
     }
 
     /// A number, or nil when absent or null.

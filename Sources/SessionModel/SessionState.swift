@@ -61,6 +61,20 @@ public struct SessionState: Sendable, Hashable {
         if let principal, exists, let owner = record.principal, owner != principal {
             throw APIError(.invalidField, "principal: session '\(record.id)' belongs to another principal")
         }
+        if update.mustExist || update.continuedBy != nil, !exists {
+            throw APIError(.sessionNotFound, "session '\(record.id)' does not exist (it ended, expired or was deleted); nothing was written")
+        }
+        if let sharer = update.continuedBy {
+            // The owner's record is the authority at the moment of the write, not at the turn's start.
+            guard record.metadata["share:\(sharer)"]?.stringValue == "continue" else {
+                throw APIError(.notShared, "session '\(record.id)' is not shared with '\(sharer)' to continue; nothing was written")
+            }
+            switch update.operation {
+            case .appendMessage, .appendMessages: break
+            default:
+                throw APIError(.notShared, "a principal continuing a shared session may only append to it, not \(update.operation.name)")
+            }
+        }
         let change = try apply(update.operation, now: now, limits: limits)
         guard exists, change != .unchanged else { return change }
         if let principal { record.principal = principal }

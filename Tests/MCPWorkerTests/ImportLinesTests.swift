@@ -7,37 +7,47 @@ import Testing
 
 @Suite("Reading an import: JSON Lines as they arrive, and what became of each")
 struct ImportLinesTests {
-    @Test("lines split across buffers come out whole; blank lines are skipped but counted; the last needs no newline")
-    func splitting() throws {
-        var reader = JSONLines(limit: 100)
-        var lines: [String] = []
-        for piece in [#"{"a":1}"#, "\n\n", #"{"b""#, #":2}"# + "\r\n   \n", #"{"c":3}"#] {
-            lines += try reader.feed(ByteBuffer(string: piece)).map { String(decoding: $0, as: UTF8.self) }
+    /// What a reader makes of `pieces`: each line as its number and text (or `!` for one too long).
+    static func read(_ pieces: [String], limit: Int) -> [String] {
+        var reader = JSONLines(limit: limit)
+        var lines = pieces.flatMap { reader.feed(ByteBuffer(string: $0)) }
+        if let last = reader.finish() { lines.append(last) }
+        return lines.map { line in
+            switch line {
+            case .text(let number, let text): "\(number): \(String(decoding: text, as: UTF8.self))"
+            case .tooLong(let number, _): "\(number): !"
+            }
         }
-        if let last = try reader.finish() { lines.append(String(decoding: last, as: UTF8.self)) }
-        #expect(lines == [#"{"a":1}"#, #"{"b":2}"# + "\r", #"{"c":3}"#])
-        #expect(reader.number == 5, "line numbers count blank lines, as an editor shows them")
     }
 
-    @Test("a line past the limit is refused, however it arrives")
+    @Test("lines split across buffers come out whole, numbered as an editor shows them; blank lines are skipped but counted; the last needs no newline")
+    func splitting() {
+        let lines = Self.read([#"{"a":1}"#, "\n\n", #"{"b""#, #":2}"# + "\r\n   \n", #"{"c":3}"#], limit: 100)
+        #expect(lines == [#"1: {"a":1}"#, "3: " + #"{"b":2}"# + "\r", #"5: {"c":3}"#])
+    }
+
+    @Test("a line past the limit is reported by its own number, however it arrives, and the lines after it are still read")
     func bounded() {
-        var reader = JSONLines(limit: 8)
-        #expect(throws: JSONLines.TooLong.self) {
-            _ = try reader.feed(ByteBuffer(string: "12345"))
-            _ = try reader.feed(ByteBuffer(string: "6789"))
-        }
+        #expect(Self.read(["ok\n12345", "6789", "0\nnext\n"], limit: 8) == ["1: ok", "2: !", "3: next"])
+        #expect(Self.read(["ok\n\n123456789"], limit: 8) == ["1: ok", "3: !"], "the last line, too long, without a newline")
+        #expect(Self.read(["12345678\n"], limit: 8) == ["1: 12345678"], "exactly the limit is allowed")
     }
 
-    @Test("the report counts each outcome and names each refused line by number and id")
+    @Test("the report counts each outcome and names each refused line by its number in the body and its id")
     func report() async {
         var report = ImportReport()
         let outcomes: [ImportReport.Outcome] = [.imported, .unchanged, .refused("conv:a:x", "differs"), .imported, .refused(nil, "not JSON")]
-        for outcome in outcomes { await report.add(Data("{}".utf8)) { _ in outcome } }
+        // Line 3 of the body was blank.
+        for (outcome, number) in zip(outcomes, [1, 2, 4, 5, 6]) {
+            await report.add(.text(number: number, Data("{}".utf8))) { _ in outcome }
+        }
+        await report.add(.tooLong(number: 7, limit: 10)) { _ in .imported }
         #expect(report.imported == 2 && report.unchanged == 1)
-        #expect(report.refused.map(\.line) == [3, 5])
+        #expect(report.refused.map(\.line) == [4, 6, 7])
         #expect(
             report.json.jsonText()
-                == #"{"imported":2,"refused":[{"id":"conv:a:x","line":3,"reason":"differs"},{"line":5,"reason":"not JSON"}],"unchanged":1}"#)
+                == #"{"imported":2,"refused":[{"id":"conv:a:x","line":4,"reason":"differs"},{"line":6,"reason":"not JSON"},{"line":7,"reason":"the line is longer than 10 bytes, the largest record a host takes; it was not read"}],"unchanged":1}"#
+        )
     }
 
     @Test("conversation ids name their principal; anything else is no conversation")

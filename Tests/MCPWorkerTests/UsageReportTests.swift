@@ -47,12 +47,25 @@ struct UsageReportTests {
         ledger.recordCall(principal: "alice", failed: false, milliseconds: 1)
         let taken = ledger.take()
         #expect(taken.count == 2)
-        let first = taken[UsageLedger.Key(principal: "alice", day: "2026-12-01")]
+        let first = taken[UsageLedger.Key(principal: "alice", day: "2026-12-01")]?.counters
         #expect(first?.calls == 2 && first?.failures == 1 && first?.upstreamMilliseconds == 15 && first?.turns == 1 && first?.conversations == 1)
+        #expect(taken[UsageLedger.Key(principal: "alice", day: "2026-12-01")]?.since == 1_796_083_200, "when its oldest count was taken")
         #expect(ledger.take().isEmpty)
         ledger.putBack(taken)
+        clock.set(1_796_083_200 + 86_500)
         ledger.recordCall(principal: "alice", failed: false, milliseconds: 1)
-        #expect(ledger.take()[UsageLedger.Key(principal: "alice", day: "2026-12-02")]?.calls == 2)
+        let again = ledger.take()[UsageLedger.Key(principal: "alice", day: "2026-12-02")]
+        #expect(again?.counters.calls == 2)
+        #expect(again?.since == Double(1_796_083_200 + 86_400), "counts given back keep the time of their oldest")
+    }
+
+    @Test("a principal's counts are dropped when its data is deleted, and no one else's")
+    func ledgerForgets() {
+        let ledger = UsageLedger(now: { 1_796_083_200 })
+        ledger.recordCall(principal: "alice", failed: false, milliseconds: 10)
+        ledger.recordCall(principal: "bob", failed: false, milliseconds: 10)
+        ledger.forget(principal: "alice")
+        #expect(ledger.take().keys.map(\.principal) == ["bob"])
     }
 }
 

@@ -243,4 +243,64 @@ struct SessionStateExtensionsTests {
         #expect(!never.isExpired(now: 1e12, retention: 10))
         #expect(!SessionState(absent: "y").isExpired(now: 1e12, retention: 1), "what does not exist does not expire")
     }
+
+    @Test("a write through a share commits only while the owner's record grants continue, and only appends")
+    func continuedByAShare() throws {
+        let big = SessionLimits()
+        var state = SessionState(absent: "conv:alice:t")
+        let turn = SessionOperation.appendMessages([MessageInput(role: .user, content: "q"), MessageInput(role: .assistant, content: "a")])
+        #expect(throws: APIError.self, "no session: nothing to continue") {
+            _ = try state.apply(SessionUpdate(turn, principal: "alice", continuedBy: "bob"), now: 1, limits: big)
+        }
+        #expect(!state.exists)
+        _ = try state.apply(SessionUpdate(turn, principal: "alice"), now: 1, limits: big)
+        for grant: JSONValue in [.null, "read"] {
+            _ = try state.apply(SessionUpdate(.updateMetadata(["share:bob": grant]), principal: "alice"), now: 2, limits: big)
+            do {
+                _ = try state.apply(SessionUpdate(turn, principal: "alice", continuedBy: "bob"), now: 3, limits: big)
+                Issue.record("a write through a share of \(grant) was applied")
+            } catch {
+                #expect(error.code == .notShared && error.code.httpStatus == 403)
+            }
+            #expect(state.record.messages.count == 2, "a refused write changes nothing")
+        }
+        _ = try state.apply(SessionUpdate(.updateMetadata(["share:bob": "continue", "share:carol": "continue"]), principal: "alice"), now: 4, limits: big)
+        #expect(try state.apply(SessionUpdate(turn, principal: "alice", continuedBy: "bob"), now: 5, limits: big) != .unchanged)
+        #expect(state.record.messages.count == 4)
+        for operation: SessionOperation in [.setHistory([MessageInput(role: .user, content: "mine now")]), .updateMetadata(["title": "bob's"])] {
+            #expect(throws: APIError(.notShared, "a principal continuing a shared session may only append to it, not \(operation.name)")) {
+                _ = try state.apply(SessionUpdate(operation, principal: "alice", continuedBy: "carol"), now: 6, limits: big)
+            }
+        }
+        #expect(state.record.messages.count == 4 && state.record.metadata["title"] == nil)
+    }
+
+    @Test("must_exist refuses a write to a session that is not there, and changes nothing")
+    func mustExist() throws {
+        var state = SessionState(absent: "s")
+        let touch = SessionUpdate(.updateMetadata([:]), mustExist: true)
+        #expect(throws: APIError.self) { _ = try state.apply(touch, now: 1, limits: limits) }
+        #expect(!state.exists)
+        _ = try state.apply(.appendMessage(MessageInput(role: .user, content: "a")), now: 1, limits: limits)
+        #expect(try state.apply(touch, now: 9, limits: limits) == .replacedMetadata)
+        #expect(state.record.lastUpdated == 9, "a write that changes nothing else still marks the session as used")
+    }
+
+    @Test("the write conditions travel on the wire and read back as sent; wrong ones name the field")
+    func conditionsOnTheWire() throws {
+        let update = SessionUpdate(
+            .appendMessage(MessageInput(role: .user, content: "q")), principal: "alice", mustExist: true, continuedBy: "bob", asOf: 12.5)
+        #expect(try SessionUpdate.decode(update.jsonValue) == update)
+        #expect(update.predates(erasureAt: 12.5) && update.predates(erasureAt: 20) && !update.predates(erasureAt: 12) && !update.predates(erasureAt: nil))
+        #expect(!SessionUpdate(.clear, principal: "alice").predates(erasureAt: 100), "a write that says nothing of its data's age is not judged by it")
+        #expect(throws: APIError(.invalidField, "must_exist must be true or false")) {
+            _ = try SessionOperation.decodeUpdate(from: Data(#"{"operation":"update_metadata","metadata":{},"must_exist":1}"#.utf8))
+        }
+        #expect(throws: APIError(.invalidField, "continued_by needs principal: the owner whose share it continues")) {
+            _ = try SessionOperation.decodeUpdate(from: Data(#"{"operation":"update_metadata","metadata":{},"continued_by":"bob"}"#.utf8))
+        }
+        #expect(throws: APIError(.invalidField, "as_of must be a non-negative number of seconds since the epoch")) {
+            _ = try SessionOperation.decodeUpdate(from: Data(#"{"operation":"update_metadata","metadata":{},"as_of":-1}"#.utf8))
+        }
+    }
 }

@@ -23,6 +23,8 @@ struct Lifetimes: Sendable {
     let retention: Double
     let now: @Sendable () -> Double
     let stats: StorageStatus
+    /// When each principal's data was last deleted here: what live objects check a late write against.
+    var erasures: PrincipalErasures = PrincipalErasures()
     /// Most sessions read and deleted per batch: bounds each query and the writes it queues.
     var batch = 500
     /// Most deletions waiting for their commit at once (they share commits).
@@ -56,6 +58,9 @@ struct Lifetimes: Sendable {
     /// Deletes every session of `principal` this host holds: conversations, transport
     /// sessions, their journals. Returns how many there were.
     func erase(principal: String) async throws -> Int {
+        // Marked first: a write of data gathered before now (a worker's usage counts) is
+        // refused from here on, also while the deletion runs.
+        erasures.record(principal, at: now())
         var removed = 0
         var cursor: String?
         while true {
@@ -108,5 +113,36 @@ struct ExpirySweeper: Service {
                 logger.warning("the expiry sweep could not read the storage; next pass in \(interval)", metadata: ["error": "\(error)"])
             }
         }
+    }
+}
+
+/// When each principal's data was last deleted on this host, for a while: a worker may still
+/// hold data of the principal gathered before (usage counts not yet written), and a write that
+/// says so (`as_of`) is refused instead of bringing it back. Kept in memory for `keep` (a day),
+/// at most `capacity` principals (the oldest forgotten first).
+final class PrincipalErasures: Sendable {
+    private let marks = Mutex<[String: Double]>([:])
+    let keep: Double
+    let capacity: Int
+
+    init(keep: Double = 86_400, capacity: Int = 10_000) {
+        self.keep = keep
+        self.capacity = capacity
+    }
+
+    func record(_ principal: String, at time: Double) {
+        marks.withLock { marks in
+            marks[principal] = max(time, marks[principal] ?? 0)
+            let horizon = time - keep
+            if marks.count > capacity || marks.values.contains(where: { $0 < horizon }) {
+                marks = marks.filter { $0.value >= horizon }
+                while marks.count > capacity, let oldest = marks.min(by: { $0.value < $1.value }) { marks[oldest.key] = nil }
+            }
+        }
+    }
+
+    /// When `principal`'s data was last deleted here; nil when not recently.
+    func erasedAt(_ principal: String) -> Double? {
+        marks.withLock { $0[principal] }
     }
 }

@@ -25,6 +25,8 @@ struct ObjectContext: Sendable {
     let heldElsewhere: HeldElsewhere?
     /// The ring version live objects are loaded under now (0 with a host's own storage).
     let ringVersion: @Sendable () -> Int64
+    /// When each principal's data was last deleted here.
+    var erasures = PrincipalErasures()
 
     init(
         committer: GroupCommitter, store: any SessionStore,
@@ -154,7 +156,10 @@ actor SessionObject {
         if let cached = cachedHistory, cached.version == version, cached.last == last, state.exists { return cached.body }
         let messages = last.map { Array(state.record.messages.suffix($0)) } ?? state.record.messages
         let body = HostAPI.History(
-            data: messages, metadata: state.record.metadata, messageCount: last == nil ? nil : state.record.messages.count
+            data: messages, metadata: state.record.metadata, messageCount: last == nil ? nil : state.record.messages.count,
+            // The seed's plain history keeps its shape; a window (what a turn reads) says more.
+            lastUpdated: state.exists && last != nil ? state.record.lastUpdated : nil,
+            expiresAt: state.exists && last != nil ? state.record.expiresAt(retention: context.retention) : nil
         ).encodedJSON()
         if state.exists { cachedHistory = (version, last, body) }
         return body
@@ -185,6 +190,9 @@ actor SessionObject {
         try refuseIfMoved()
         try refuseIfHandingBack()
         let now = context.now()
+        if let principal = update.principal, update.predates(erasureAt: context.erasures.erasedAt(principal)) {
+            throw APIError(.principalErased, "the data of principal '\(principal)' was deleted after this write's data was gathered; nothing was written")
+        }
         // An expired session is gone with its idempotency keys: a write starts it anew.
         eraseIfExpired(now: now)
 
