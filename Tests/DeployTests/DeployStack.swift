@@ -72,7 +72,7 @@ final class DeployStack: Sendable {
         openssl.arguments = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", certificate, "-days", "1", "-subj", "/CN=localhost"]
         openssl.standardOutput = FileHandle.nullDevice
         openssl.standardError = FileHandle.nullDevice
-        try openssl.run()
+        try launch(openssl)
         openssl.waitUntilExit()
         return ["front.tls.certificate=\(certificate)", "front.tls.key=\(key)"]
     }

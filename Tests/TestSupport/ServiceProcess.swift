@@ -58,7 +58,7 @@ public final class ServiceProcess: Sendable {
     private let exit = ExitState()
 
     private final class ExitState: Sendable {
-        let state = Mutex<(status: Int32?, waiters: [CheckedContinuation<Int32, Never>])>((nil, []))
+        let status = Mutex<Int32?>(nil)
     }
 
     /// Starts `executable` with `arguments`; the environment adds `environment` to ours.
@@ -79,14 +79,9 @@ public final class ServiceProcess: Sendable {
         let exit = self.exit
         process.terminationHandler = { finished in
             let status = finished.terminationStatus
-            let waiters = exit.state.withLock { state in
-                state.status = status
-                defer { state.waiters = [] }
-                return state.waiters
-            }
-            for waiter in waiters { waiter.resume(returning: status) }
+            exit.status.withLock { $0 = status }
         }
-        try process.run()
+        try launch(process)
         try? log.close()
         ProcessReaper.shared.adopt(process.processIdentifier)
     }
@@ -123,33 +118,20 @@ public final class ServiceProcess: Sendable {
         kill(-process.processIdentifier, signal)
     }
 
-    public var exitStatus: Int32? { exit.state.withLock { $0.status } }
+    public var exitStatus: Int32? { exit.status.withLock { $0 } }
 
     /// Waits for the process to end; returns its status (or the signal number for a signal death).
+    /// Polled, so that the wait ends at its timeout (or when cancelled) whatever happens.
     @discardableResult
     public func waitForExit(timeout: Duration = .seconds(60)) async throws -> Int32 {
-        try await withThrowingTaskGroup(of: Int32?.self) { group in
-            group.addTask {
-                await withCheckedContinuation { continuation in
-                    let status: Int32? = self.exit.state.withLock { state in
-                        if let status = state.status { return status }
-                        state.waiters.append(continuation)
-                        return nil
-                    }
-                    if let status { continuation.resume(returning: status) }
-                }
-            }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return nil
-            }
-            defer { group.cancelAll() }
-            guard let status = try await group.next() ?? nil else {
-                self.signal(SIGKILL)
-                throw Failure(description: "process did not exit within \(timeout):\n\(self.log)")
-            }
-            return status
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let status = exitStatus { return status }
+            try await Task.sleep(for: .milliseconds(20))
         }
+        if let status = exitStatus { return status }
+        signal(SIGKILL)
+        throw Failure(description: "process did not exit within \(timeout):\n\(log)")
     }
 
     /// Stops the process with SIGTERM and waits; SIGKILL if it lingers.
@@ -166,6 +148,18 @@ public final class ServiceProcess: Sendable {
         }
     }
 }
+
+/// Starts a child process, one at a time in this test process. Foundation's `Process` (on
+/// Linux) learns of a child's exit through a socket whose other end only that child holds, and
+/// chooses the descriptors a new child must not inherit before it spawns it: a child spawned
+/// at the same moment from another thread could inherit a sibling's socket, and the sibling's
+/// exit would go unseen until that child ended too (seen: a runner waiting for ever on a
+/// zombie). Spawning one at a time leaves no such moment.
+public func launch(_ process: Process) throws {
+    try launching.withLock { _ in try process.run() }
+}
+
+private let launching = Mutex(())
 
 /// Kills every process a test started if the test runner itself dies (a crash in a test), so
 /// none is left running: a small shell process, started once per run, that waits for the
@@ -222,7 +216,7 @@ final class ProcessReaper: Sendable {
         reaper.standardInput = FileHandle.nullDevice
         reaper.standardOutput = FileHandle.nullDevice
         reaper.standardError = FileHandle.nullDevice
-        try? reaper.run()
+        try? launch(reaper)
     }
 }
 

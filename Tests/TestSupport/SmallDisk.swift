@@ -12,7 +12,7 @@ public final class SmallDisk: Sendable {
         let mount = Process()
         mount.executableURL = URL(fileURLWithPath: "/bin/mount")
         mount.arguments = ["-t", "tmpfs", "-o", "size=\(megabytes)m", "tmpfs", directory.path]
-        try mount.run()
+        try launch(mount)
         mount.waitUntilExit()
         guard mount.terminationStatus == 0 else {
             throw ServiceProcess.Failure(description: "could not mount a tmpfs at \(directory.path) (the tests run as root)")
@@ -40,7 +40,7 @@ public final class SmallDisk: Sendable {
         let remount = Process()
         remount.executableURL = URL(fileURLWithPath: "/bin/mount")
         remount.arguments = ["-o", "remount,ro", directory.path]
-        try remount.run()
+        try launch(remount)
         remount.waitUntilExit()
         guard remount.terminationStatus == 0 else { throw ServiceProcess.Failure(description: "could not remount \(directory.path) read-only") }
     }
@@ -50,7 +50,7 @@ public final class SmallDisk: Sendable {
         let umount = Process()
         umount.executableURL = URL(fileURLWithPath: "/bin/umount")
         umount.arguments = ["-l", directory.path]
-        try? umount.run()
+        try? launch(umount)
         umount.waitUntilExit()
     }
 }

@@ -60,15 +60,16 @@ struct ConversationCatalog: Sendable {
     /// Whether `sessionID` has the shape of the ids shares give (`from-<owner>-<12 hex>`): one
     /// that is not (or no longer) a share is refused, never taken for a new conversation.
     static func isPointerID(_ sessionID: String) -> Bool {
-        guard sessionID.hasPrefix("from-"), let dash = sessionID.lastIndex(of: "-") else { return false }
-        let owner = sessionID[sessionID.index(sessionID.startIndex, offsetBy: 5)..<dash]
+        let prefix = StorageKeys.sharePointerPrefix
+        guard sessionID.hasPrefix(prefix), let dash = sessionID.lastIndex(of: "-") else { return false }
+        let owner = sessionID[sessionID.index(sessionID.startIndex, offsetBy: prefix.count)..<dash]
         let digest = sessionID[sessionID.index(after: dash)...]
         return !owner.isEmpty && digest.count == 12 && String(digest).isLowercaseHex
     }
 
     static func pointerID(owner: String, sessionID: String) -> String {
         let digest = SHA256.hash(data: Data("greptile-mcp/share\u{0}\(owner)\u{0}\(sessionID)".utf8))
-        return "from-\(owner)-" + digest.prefix(6).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+        return "\(StorageKeys.sharePointerPrefix)\(owner)-" + digest.prefix(6).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
     }
 
     /// Resolves `sessionID` for `principal`: a pointer leads to the conversation it points at,

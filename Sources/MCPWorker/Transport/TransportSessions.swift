@@ -25,7 +25,7 @@ struct TransportSessions: Sendable {
 
     static let kind = "mcp-transport"
 
-    static func storageID(_ id: String) -> String { "mcp-\(id)" }
+    static func storageID(_ id: String) -> String { StorageKeys.transportSession(id) }
 
     /// A fresh id: 128 bits from the system's cryptographically secure generator.
     static func newID() -> String {

@@ -21,7 +21,7 @@ struct Conversations: Sendable {
     static let maxSessionIDLength = 64
 
     static func storageID(principal: String, sessionID: String) -> String {
-        "conv:\(principal):\(sessionID)"
+        StorageKeys.conversation(principal: principal, sessionID: sessionID)
     }
 
     /// Whether a record under a conversation id holds a conversation (older ones carry no kind).
@@ -34,22 +34,18 @@ struct Conversations: Sendable {
     /// id of its own. Not the worker's own bookkeeping: MCP transport sessions and their
     /// event journals (`mcp-`), usage (`usage:`).
     static func isExported(id: String, metadata: JSONObject) -> Bool {
-        if id.hasPrefix("conv:") { return isConversation(metadata) }
-        return !id.hasPrefix(TransportSessions.storageID("")) && !id.hasPrefix(UsageLedger.prefix(principal: nil))
+        if id.hasPrefix(StorageKeys.conversationPrefix) { return isConversation(metadata) }
+        return !id.hasPrefix(StorageKeys.transportPrefix) && !id.hasPrefix(StorageKeys.usagePrefix)
     }
 
     /// Where a principal's conversations start in id order (everyone's for nil).
     static func storagePrefix(principal: String?) -> String {
-        principal.map { "conv:\($0):" } ?? "conv:"
+        StorageKeys.conversations(of: principal)
     }
 
     /// The principal of a conversation's host record id; nil when it is not one.
     static func principal(ofStorageID id: String) -> String? {
-        guard id.hasPrefix("conv:") else { return nil }
-        let rest = id.dropFirst("conv:".count)
-        guard let colon = rest.firstIndex(of: ":") else { return nil }
-        let principal = String(rest[..<colon])
-        let session = String(rest[rest.index(after: colon)...])
+        guard let (principal, session) = StorageKeys.conversationParts(id) else { return nil }
         guard SessionUpdate.isValidPrincipal(principal), (try? sessionID(session)) != nil else { return nil }
         return principal
     }

@@ -2,8 +2,8 @@ import CurlHTTP
 import Foundation
 import Greptile
 import HashRing
+import HostLink
 import Logging
-import RingClient
 import ServiceMetrics
 import SessionModel
 import Settings
@@ -90,7 +90,7 @@ public enum WorkerCheck {
         var findings: [Finding] = []
         for host in configuration.hosts {
             let subject = "host \(host.name) (\(host.address))"
-            switch await client.ring(at: "\(host.address)", token: configuration.hostToken, timeout: .seconds(3)) {
+            switch await HostClient(curl: client, token: configuration.hostToken).ring(at: "\(host.address)", timeout: .seconds(3)) {
             case .failure(.unauthorized):
                 findings.append(Finding(ok: false, subject: subject, detail: "refuses our token: give workers and hosts the same DURABLE_HOST_TOKEN"))
             case .failure(.unexpected(let status)):

@@ -3,8 +3,8 @@ import Foundation
 import Greptile
 import HTTPServing
 import HashRing
+import HostLink
 import Logging
-import RingClient
 import ServiceMetrics
 import SessionClient
 import SessionModel
@@ -171,8 +171,9 @@ final class WorkerDependencies: Sendable {
 
     private func probe(_ host: NamedAddress) async -> MemberHealth {
         var probed = MemberHealth(name: host.name, address: "\(host.address)")
+        let hosts = HostClient(curl: client, token: configuration.hostToken)
         do {
-            let response = try await client.execute(HTTPRequest(url: "http://\(host.address)/health", timeout: .seconds(1), connectTimeout: .seconds(1)))
+            let response = try await hosts.send(.health, to: "\(host.address)", timeout: .seconds(1))
             let health = JSONValue.parse(response.body)?.objectValue
             probed.status = health?["status"]?.stringValue
             if let membership = health?["membership"]?.objectValue {
@@ -187,7 +188,7 @@ final class WorkerDependencies: Sendable {
             probed.error = "\(error)"
             return probed
         }
-        let answer = await client.ring(at: "\(host.address)", token: configuration.hostToken, timeout: .seconds(1))
+        let answer = await hosts.ring(at: "\(host.address)", timeout: .seconds(1))
         // A newer ring seen here is adopted here: the probe is as good a messenger as a 421.
         if case .success(let info) = answer { (store as? DurableSessionManager)?.consider(info, from: host.name) }
         if case .success = answer { probed.record(answer, ours: ring) }

@@ -74,8 +74,8 @@ final class UsageLedger: Sendable {
         self.now = now
     }
 
-    static func recordID(principal: String, day: String) -> String { "usage:\(principal):\(day)" }
-    static func prefix(principal: String?) -> String { principal.map { "usage:\($0):" } ?? "usage:" }
+    static func recordID(principal: String, day: String) -> String { StorageKeys.usage(principal: principal, day: day) }
+    static func prefix(principal: String?) -> String { StorageKeys.usage(of: principal) }
 
     /// The day (UTC) of a time, as `YYYY-MM-DD`.
     static func day(of time: Double) -> String {

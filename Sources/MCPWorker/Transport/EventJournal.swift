@@ -19,7 +19,7 @@ struct EventJournal: Sendable {
     static let trimAbove = 1_000
 
     static func recordID(session: String) -> String {
-        "\(TransportSessions.storageID(session))~events"
+        StorageKeys.events(ofTransportSession: session)
     }
 
     /// A stream starts: makes room if the journal is long.

@@ -1,0 +1,52 @@
+import Foundation
+import HTTPServing
+import Hummingbird
+import MCP
+import ServiceLifecycle
+import Synchronization
+
+/// The answer that refuses a request's session (unknown, ended, another principal's: 404;
+/// the store failing: 503), thrown out of a call that waited for its admission.
+struct SessionRefusal: Error, @unchecked Sendable {
+    let response: Response
+}
+
+/// The outcome of a session check running beside a call: the call asks for it (`session()`)
+/// before its first side effect, and waits if the check is still on its way.
+final class Admission: Sendable {
+    typealias Outcome = Result<TransportSession, SessionRefusal>
+
+    private struct State {
+        var outcome: Outcome?
+        var waiters: [CheckedContinuation<Outcome, Never>] = []
+    }
+
+    private let state = Mutex(State())
+
+    func settle(_ outcome: Outcome) {
+        let waiters = state.withLock { state -> [CheckedContinuation<Outcome, Never>] in
+            state.outcome = outcome
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume(returning: outcome) }
+    }
+
+    /// The check's outcome, once it has one.
+    func outcome() async -> Outcome {
+        await withCheckedContinuation { continuation in
+            let outcome = state.withLock { state -> Outcome? in
+                if let outcome = state.outcome { return outcome }
+                state.waiters.append(continuation)
+                return nil
+            }
+            if let outcome { continuation.resume(returning: outcome) }
+        }
+    }
+
+    /// The session once checked; throws the refusal when it is not one the caller may use.
+    @discardableResult
+    func session() async throws(SessionRefusal) -> TransportSession {
+        try await outcome().get()
+    }
+}
