@@ -68,11 +68,11 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .target(name: "RingClient", dependencies: ["CurlHTTP", "HashRing", "SessionModel"], swiftSettings: strict),
+        .target(name: "HostLink", dependencies: ["CurlHTTP", "HashRing", "SessionModel"], swiftSettings: strict),
         .target(
             name: "SessionClient",
             dependencies: [
-                "ServiceMetrics", "RingClient",
+                "ServiceMetrics", "HostLink",
                 "HashRing",
                 "SessionModel", "CurlHTTP", "Settings",
                 .product(name: "Logging", package: "swift-log"),
@@ -94,7 +94,7 @@ let package = Package(
             dependencies: [
                 "HashRing",
                 .product(name: "Crypto", package: "swift-crypto"),
-                "SessionModel", "SessionClient", "Greptile", "CurlHTTP", "Settings", "ServiceMetrics", "HTTPServing", "RingClient",
+                "SessionModel", "SessionClient", "Greptile", "CurlHTTP", "Settings", "ServiceMetrics", "HTTPServing", "HostLink",
                 .product(name: "MCP", package: "swift-sdk"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "SystemPackage", package: "swift-system"),
@@ -110,7 +110,7 @@ let package = Package(
         .target(
             name: "DurableHost",
             dependencies: [
-                "HashRing", "CurlHTTP", "HTTPServing", "RingClient",
+                "HashRing", "CurlHTTP", "HTTPServing", "HostLink",
                 "SessionModel", "Settings", "ServiceMetrics",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -165,7 +165,7 @@ let package = Package(
         .testTarget(
             name: "MCPWorkerTests",
             dependencies: [
-                "MCPWorker", "SessionClient", "SessionModel", "Greptile", "CurlHTTP", "ServiceMetrics", "HTTPServing", "RingClient", "HashRing", "TestSupport",
+                "MCPWorker", "SessionClient", "SessionModel", "Greptile", "CurlHTTP", "ServiceMetrics", "HTTPServing", "HostLink", "HashRing", "TestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -2,10 +2,10 @@ import CurlHTTP
 import Foundation
 import HTTPServing
 import HashRing
+import HostLink
 import Logging
 import PostgresNIO
 import Prometheus
-import RingClient
 import ServiceLifecycle
 import ServiceMetrics
 import SessionModel
@@ -212,7 +212,7 @@ extension DurableHostServer {
     static func rings(of membership: Membership, except node: String, token: String?, client: CurlClient) async -> [RingInfo] {
         var answers: [RingInfo] = []
         for member in membership.members where member.name != node {
-            if case .success(let info) = await client.ring(at: member.address, token: token) { answers.append(info) }
+            if case .success(let info) = await HostClient(curl: client, token: token).ring(at: member.address) { answers.append(info) }
         }
         return answers
     }

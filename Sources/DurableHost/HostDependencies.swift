@@ -2,8 +2,8 @@ import CurlHTTP
 import Foundation
 import HTTPServing
 import HashRing
+import HostLink
 import Logging
-import RingClient
 import ServiceMetrics
 import SessionModel
 import Settings
@@ -126,7 +126,7 @@ final class HostDependencies: Sendable {
         await withTaskGroup(of: MemberHealth.self) { group in
             for member in ring.current.members where member.name != node {
                 group.addTask {
-                    let answer = await self.peers.ring(at: member.address, token: self.token, timeout: .seconds(1))
+                    let answer = await HostClient(curl: self.peers, token: self.token).ring(at: member.address, timeout: .seconds(1))
                     var peer = MemberHealth(name: member.name, address: member.address, reachable: (try? answer.get()) != nil)
                     peer.record(answer, ours: self.ring.info)
                     return peer

@@ -113,9 +113,3 @@ public struct RingInfo: Sendable, Hashable, Codable {
         version == other.version && fingerprint == other.fingerprint
     }
 }
-
-/// The headers a host's 421 carries: the owner's name and the ring version it used.
-public enum RingHeaders {
-    public static let owner = "Ring-Owner"
-    public static let version = "Ring-Version"
-}

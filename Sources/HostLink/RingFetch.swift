@@ -21,16 +21,13 @@ public enum RingFetchError: Error, Sendable, CustomStringConvertible {
     }
 }
 
-extension CurlClient {
-    /// `GET /ring` of the member at `address` (`HOST:PORT`), with the hosts' bearer token:
-    /// how hosts and workers compare rings and learn of changes.
-    public func ring(at address: String, token: String?, timeout: Duration = .seconds(2)) async -> Result<RingInfo, RingFetchError> {
-        var headers: HTTPHeaders = [:]
-        if let token { headers.add("Authorization", "Bearer \(token)") }
+extension HostClient {
+    /// `GET /ring` of the member at `address` (`HOST:PORT`): how hosts and workers compare
+    /// rings and learn of changes.
+    public func ring(at address: String, timeout: Duration = .seconds(2)) async -> Result<RingInfo, RingFetchError> {
         let response: HTTPResponse
         do {
-            response = try await execute(
-                HTTPRequest(url: "http://\(address)/ring", headers: headers, timeout: timeout, connectTimeout: min(timeout, .seconds(1))))
+            response = try await send(.ring, to: address, timeout: timeout, connectTimeout: min(timeout, .seconds(1)))
         } catch {
             return .failure(.unreachable("\(error)"))
         }

@@ -1,9 +1,9 @@
 import CurlHTTP
 import Foundation
 import HashRing
+import HostLink
 import Logging
 import Metrics
-import RingClient
 import ServiceLifecycle
 import ServiceMetrics
 import SessionModel
@@ -66,8 +66,10 @@ public final class DurableSessionManager: SessionManager, Service {
 
     public let configuration: Configuration
     private let client: CurlClient
+    /// Every exchange with a host goes through it.
+    private let hosts: HostClient
     private let logger: Logger
-    private let ring: Mutex<Membership>
+    private let routing: Mutex<Membership>
     private let fallback: InMemorySessionManager
     private let lastKnown: LastKnownSessions
     private let journal = Mutex(Journal())
@@ -84,18 +86,23 @@ public final class DurableSessionManager: SessionManager, Service {
         precondition(!configuration.hosts.isEmpty, "a durable session manager needs at least one host")
         self.configuration = configuration
         self.client = client
+        hosts = HostClient(curl: client, token: configuration.token)
         self.logger = logger
-        ring = Mutex(Membership(version: configuration.ringVersion, hosts: configuration.hosts))
+        routing = Mutex(Membership(version: configuration.ringVersion, hosts: configuration.hosts))
         fallback = InMemorySessionManager(limits: configuration.limits)
         lastKnown = LastKnownSessions(limits: configuration.limits)
     }
 
     /// The ring this worker routes by: its configuration's, or a newer one a host told it of.
-    public var membership: Membership { ring.withLock { $0 } }
+    public var membership: Membership { routing.withLock { $0 } }
+
+    // The roles of a `SessionManager` beyond sessions.
+    public var ring: Membership? { membership }
+    public var service: (any Service)? { self }
 
     /// The host that owns `sessionID`: the one place that decides.
     func owner(of sessionID: String) -> Membership.Member {
-        ring.withLock { $0.owner(of: sessionID)! }
+        routing.withLock { $0.owner(of: sessionID)! }
     }
 
     // MARK: SessionManager
@@ -114,8 +121,7 @@ public final class DurableSessionManager: SessionManager, Service {
         // A conversation needs only its newest messages: asking for them spares the host
         // encoding, and this worker parsing, a history that only grows. What is remembered of
         // it then is that tail, which is what a fallback answers from.
-        let path = last.map { "history?last=\($0)" } ?? "history"
-        switch await send(.get, sessionID, path: path, body: nil, key: nil, operation: "history") {
+        switch await send(.history(sessionID, last: last), sessionID, body: nil, key: nil, operation: "history") {
         case .answered(let response, _):
             guard let history = HostAPI.History.parse(response.body) else {
                 throw .unavailable("host answered history of '\(sessionID)' with an unreadable body")
@@ -145,7 +151,7 @@ public final class DurableSessionManager: SessionManager, Service {
     public func record(_ sessionID: String) async throws(SessionError) -> SessionRecord? {
         try validate(sessionID)
         guard await drainJournal(of: sessionID) else { return await fallback.record(sessionID) }
-        switch await send(.get, sessionID, path: nil, body: nil, key: nil, operation: "record") {
+        switch await send(.record(sessionID), sessionID, body: nil, key: nil, operation: "record") {
         case .answered(let response, _):
             guard let record = HostAPI.Record.parse(response.body) else {
                 throw .unavailable("host answered the record of '\(sessionID)' with an unreadable body")
@@ -203,7 +209,7 @@ public final class DurableSessionManager: SessionManager, Service {
 
     /// One host's page of a listing.
     private func page(of listing: SessionListing, at member: Membership.Member) async -> Result<HostAPI.Listing, SessionError> {
-        switch await admin(.get, "/sessions?\(listing.query)", at: member) {
+        switch await admin(.list(listing), at: member) {
         case .success(let response):
             guard let page = try? JSONCoding.decoder.decode(HostAPI.Listing.self, from: response.body) else {
                 return .failure(.unavailable("\(member.name) answered the listing with an unreadable body"))
@@ -230,7 +236,7 @@ public final class DurableSessionManager: SessionManager, Service {
         }
         let ring = membership
         let results = await withTaskGroup(of: (String, Result<HTTPResponse, SessionError>).self) { group in
-            for member in ring.members { group.addTask { (member.name, await self.admin(.delete, "/principals/\(principal)", at: member)) } }
+            for member in ring.members { group.addTask { (member.name, await self.admin(.principal(principal), at: member)) } }
             var results: [(String, Result<HTTPResponse, SessionError>)] = []
             for await result in group { results.append(result) }
             return results
@@ -250,14 +256,11 @@ public final class DurableSessionManager: SessionManager, Service {
 
     /// A request to one host beyond a session's own routes (a listing, a deletion): one
     /// attempt, its answer when it is 200.
-    private func admin(_ method: HTTPRequest.Method, _ path: String, at member: Membership.Member) async -> Result<HTTPResponse, SessionError> {
-        var headers: HTTPHeaders = [:]
-        if let token = configuration.token { headers.add("Authorization", "Bearer \(token)") }
+    private func admin(_ route: HostAPI.Route, at member: Membership.Member) async -> Result<HTTPResponse, SessionError> {
         do {
-            let response = try await client.execute(
-                HTTPRequest(method: method, url: "http://\(member.address)\(path)", headers: headers, timeout: configuration.attemptTimeout * 5))
+            let response = try await hosts.send(route, to: member.address, timeout: configuration.attemptTimeout * 5)
             guard response.status == 200 else {
-                return .failure(.unavailable("\(member.name) answered HTTP \(response.status): \(Self.apiError(from: response).message)"))
+                return .failure(.unavailable("\(member.name) answered HTTP \(response.status): \(HostClient.apiError(from: response).message)"))
             }
             return .success(response)
         } catch {
@@ -308,8 +311,7 @@ public final class DurableSessionManager: SessionManager, Service {
                 availability.markUp(name)
                 continue
             }
-            let probe = HTTPRequest(url: "http://\(member.address)/health", timeout: .milliseconds(500), connectTimeout: .milliseconds(500))
-            if let response = try? await client.execute(probe), response.status == 200 {
+            if let response = try? await hosts.send(.health, to: member.address, timeout: .milliseconds(500)), response.status == 200 {
                 availability.markUp(name)
                 logger.notice("a host answers again", metadata: ["host": "\(name)"])
             }
@@ -355,10 +357,10 @@ public final class DurableSessionManager: SessionManager, Service {
 
     private func send(_ update: SessionUpdate, to sessionID: String, key: String, attempts: Int) async -> Outcome {
         if case .clear = update.operation {
-            return await send(.delete, sessionID, path: "clear", body: nil, key: key, operation: "clear", attempts: attempts)
+            return await send(.clear(sessionID), sessionID, body: nil, key: key, operation: "clear", attempts: attempts)
         }
         let body = update.canonicalJSON
-        return await send(.post, sessionID, path: "update", body: body, key: key, operation: update.operation.name, attempts: attempts)
+        return await send(.update(sessionID), sessionID, body: body, key: key, operation: update.operation.name, attempts: attempts)
     }
 
     private func enqueue(_ write: PendingWrite, for sessionID: String) {
@@ -417,14 +419,10 @@ public final class DurableSessionManager: SessionManager, Service {
     /// One call for `sessionID`, driven by `HostCall`: to the owner, with retries and ring
     /// changes; held by the owner's runner-up when the owner stays unreachable.
     private func send(
-        _ method: HTTPRequest.Method, _ sessionID: String, path: String?, body: Data?, key: String?, operation: String,
-        attempts: Int? = nil
+        _ route: HostAPI.Route, _ sessionID: String, body: Data?, key: String?, operation: String, attempts: Int? = nil
     ) async -> Outcome {
         var headers: HTTPHeaders = [:]
-        if let token = configuration.token { headers.add("Authorization", "Bearer \(token)") }
-        if body != nil { headers.add("Content-Type", "application/json") }
         if let key { headers.add(HostAPI.idempotencyKeyHeader, key) }
-        let suffix = "/sessions/\(sessionID)" + (path.map { "/\($0)" } ?? "")
         var policy = configuration.retry
         if let attempts { policy.attempts = attempts }
         var call = HostCall(id: sessionID, ring: membership, policy: policy)
@@ -439,14 +437,12 @@ public final class DurableSessionManager: SessionManager, Service {
                     sent.add(HostAPI.hintedForHeader, owner)
                     sent.add(HostAPI.hintSeedVersionHeader, JSONValue.number(lastKnown.snapshot(of: sessionID)?.observedAt ?? 0))
                 }
-                let request = HTTPRequest(
-                    method: method, url: "http://\(member.address)\(suffix)", headers: sent, body: body, timeout: configuration.attemptTimeout)
                 do {
-                    let response = try await client.execute(request)
+                    let response = try await hosts.send(route, to: member.address, body: body, headers: sent, timeout: configuration.attemptTimeout)
                     last = response
-                    let code = response.status >= 400 ? Self.apiError(from: response).code.rawValue : nil
+                    let code = response.status >= 400 ? HostClient.apiError(from: response).code.rawValue : nil
                     action = call.answered(
-                        status: response.status, ringVersion: response.headers[RingHeaders.version].flatMap { Int($0) }, errorCode: code,
+                        status: response.status, ringVersion: response.headers[HostAPI.RingHeaders.version].flatMap { Int($0) }, errorCode: code,
                         random: .random(in: 0...1))
                 } catch is CancellationError {
                     return .cancelled
@@ -500,7 +496,7 @@ public final class DurableSessionManager: SessionManager, Service {
                     return .answered(last, heldBy: holder)
                 case .refused:
                     guard let last else { return .unreachable("no answer") }
-                    return .refused(Self.apiError(from: last))
+                    return .refused(HostClient.apiError(from: last))
                 case .unreachable(let reason):
                     failedAttempts.increment()
                     return .unreachable(reason)
@@ -514,16 +510,13 @@ public final class DurableSessionManager: SessionManager, Service {
     private func seed(_ sessionID: String, at member: Membership.Member, owner: String) async -> (Bool, String) {
         let snapshot = lastKnown.snapshot(of: sessionID)
         let record = snapshot.flatMap { $0.state.exists ? $0.state.record : nil }
-        var headers: HTTPHeaders = ["Content-Type": "application/json"]
-        if let token = configuration.token { headers.add("Authorization", "Bearer \(token)") }
+        var headers: HTTPHeaders = [:]
         headers.add(HostAPI.hintedForHeader, owner)
         headers.add(HostAPI.hintSeedVersionHeader, JSONValue.number(snapshot?.observedAt ?? 0))
         let body = (try? JSONCoding.encoder.encode(HostAPI.HintSeed(record: record))) ?? Data()
         do {
-            let response = try await client.execute(
-                HTTPRequest(
-                    method: .post, url: "http://\(member.address)/hints/\(sessionID)/seed", headers: headers, body: body,
-                    timeout: configuration.attemptTimeout))
+            let response = try await hosts.send(
+                .heldSeed(sessionID), to: member.address, body: body, headers: headers, timeout: configuration.attemptTimeout)
             return (response.status == 200, "HTTP \(response.status)")
         } catch {
             return (false, "\(error)")
@@ -551,13 +544,13 @@ public final class DurableSessionManager: SessionManager, Service {
     }
 
     private func ring(of host: Membership.Member) async -> RingInfo? {
-        try? await client.ring(at: host.address, token: configuration.token, timeout: configuration.attemptTimeout).get()
+        try? await hosts.ring(at: host.address, timeout: configuration.attemptTimeout).get()
     }
 
     /// Adopts `info` if it is newer than the ring in use; returns whether it did.
     private func adopt(_ info: RingInfo, from host: Membership.Member) -> Bool {
         guard !info.members.isEmpty else { return false }
-        let adopted = ring.withLock { current -> Bool in
+        let adopted = routing.withLock { current -> Bool in
             // Newer; or kept in the hosts' database, which replaces the configured `--hosts`
             // (a seed list then) whatever the versions.
             let fromDatabase = info.lease != nil && current.lease == nil
@@ -572,14 +565,6 @@ public final class DurableSessionManager: SessionManager, Service {
         return adopted
     }
 
-    private static func apiError(from response: HTTPResponse) -> APIError {
-        if let failure = try? JSONCoding.decoder.decode(HostAPI.Failure.self, from: response.body),
-            let code = ErrorCode(rawValue: failure.error.code)
-        {
-            return APIError(code, failure.error.message)
-        }
-        return APIError(.internalError, "host answered HTTP \(response.status)")
-    }
 }
 
 /// Chooses the session manager the seed's way: hosts given → durable, none → in memory.

@@ -1,3 +1,5 @@
+import HashRing
+import ServiceLifecycle
 import SessionModel
 
 /// Where the worker keeps sessions: conversation history and metadata, and the state of MCP
@@ -18,6 +20,18 @@ public protocol SessionManager: Sendable {
     func erase(principal: String) async throws(SessionError) -> PrincipalErasure
     /// How the store is doing, for `/health`.
     func health() async -> SessionStoreHealth
+    /// The ring of hosts the store routes by; nil when it keeps sessions itself (in memory).
+    var ring: Membership? { get }
+    /// A ring a host answered elsewhere (a health probe): adopted if newer.
+    func consider(_ info: RingInfo, from host: String)
+    /// What must run beside the store for as long as it is used (retries, replays), if anything.
+    var service: (any Service)? { get }
+}
+
+extension SessionManager {
+    public var ring: Membership? { nil }
+    public func consider(_ info: RingInfo, from host: String) {}
+    public var service: (any Service)? { nil }
 }
 
 extension SessionManager {

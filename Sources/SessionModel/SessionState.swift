@@ -61,25 +61,29 @@ public struct SessionState: Sendable, Hashable {
         if let principal, exists, let owner = record.principal, owner != principal {
             throw APIError(.invalidField, "principal: session '\(record.id)' belongs to another principal")
         }
-        if update.mustExist || update.continuedBy != nil, !exists {
-            throw APIError(.sessionNotFound, "session '\(record.id)' does not exist (it ended, expired or was deleted); nothing was written")
-        }
-        if let sharer = update.continuedBy {
-            // The owner's record is the authority at the moment of the write, not at the turn's start.
-            guard record.metadata["share:\(sharer)"]?.stringValue == "continue" else {
-                throw APIError(.notShared, "session '\(record.id)' is not shared with '\(sharer)' to continue; nothing was written")
-            }
-            switch update.operation {
-            case .appendMessage, .appendMessages: break
-            default:
-                throw APIError(.notShared, "a principal continuing a shared session may only append to it, not \(update.operation.name)")
-            }
-        }
+        try check(conditionsOf: update)
         let change = try apply(update.operation, now: now, limits: limits)
         guard exists, change != .unchanged else { return change }
         if let principal { record.principal = principal }
         if let lifetime = update.expiresAfter { record.expiresAfter = lifetime }
         return change
+    }
+
+    /// What a write requires of the session as it is now: that it exists, and for a write
+    /// through a share, that the owner's record still grants `continue` and the write appends.
+    private func check(conditionsOf update: SessionUpdate) throws(APIError) {
+        if update.mustExist || update.continuedBy != nil, !exists {
+            throw APIError(.sessionNotFound, "session '\(record.id)' does not exist (it ended, expired or was deleted); nothing was written")
+        }
+        guard let sharer = update.continuedBy else { return }
+        // The owner's record is the authority at the moment of the write, not at the turn's start.
+        guard record.metadata["share:\(sharer)"]?.stringValue == "continue" else {
+            throw APIError(.notShared, "session '\(record.id)' is not shared with '\(sharer)' to continue; nothing was written")
+        }
+        switch update.operation {
+        case .appendMessage, .appendMessages: break
+        default: throw APIError(.notShared, "a principal continuing a shared session may only append to it, not \(update.operation.name)")
+        }
     }
 
     /// Applies an operation at time `now` within `limits`, or throws and changes nothing.
@@ -103,56 +107,13 @@ public struct SessionState: Sendable, Hashable {
             return .appended(messages, firstIndex: index, metadataChanged: true)
 
         case .addCounters(let counters):
-            var patch: JSONObject = [:]
-            for (key, amount) in counters {
-                let current: Double
-                switch record.metadata[key] {
-                case nil: current = 0
-                case let value?:
-                    guard let number = value.numberValue else {
-                        throw APIError(.invalidField, "counters.\(key.prefix(64)): metadata key '\(key.prefix(64))' holds something other than a number")
-                    }
-                    current = number
-                }
-                patch[key] = .double(current + amount)
-            }
-            let merged = try Self.merge(patch, into: record.metadata, limits: limits)
-            touch(now)
-            record.metadata = merged
-            return .replacedMetadata
+            return try add(counters, now: now, limits: limits)
 
-        case .putRecord(var given):
-            given.id = record.id
-            if exists {
-                let same =
-                    given.messages == record.messages && given.metadata == record.metadata && given.createdAt == record.createdAt
-                    && given.lastUpdated == record.lastUpdated && given.expiresAfter == record.expiresAfter
-                guard same else {
-                    throw APIError(.sessionExists, "session '\(record.id)' exists and differs from the record given; nothing was changed")
-                }
-                return .unchanged
-            }
-            self = try Self.validated(given, limits: limits)
-            return .replacedMessages
+        case .putRecord(let given):
+            return try put(given, limits: limits)
 
         case .setHistory(let inputs, let patch):
-            let merged = try patch.map { patch throws(APIError) in try Self.merge(patch, into: record.metadata, limits: limits) }
-            guard inputs.count <= limits.maxMessagesPerSession else {
-                throw APIError(.limitExceeded, "set_history has \(inputs.count) messages; the limit is \(limits.maxMessagesPerSession)")
-            }
-            var total = 0
-            for (index, input) in inputs.enumerated() {
-                try Self.check(content: input.content, at: "messages[\(index)].content", limits: limits)
-                total += input.content.utf8.count
-            }
-            guard total <= limits.maxSessionBytes else {
-                throw APIError(.limitExceeded, "set_history holds \(total) bytes of content; the limit is \(limits.maxSessionBytes)")
-            }
-            touch(now)
-            record.messages = inputs.map { Message(role: $0.role, content: $0.content, timestamp: $0.timestamp ?? now) }
-            contentBytes = total
-            if let merged { record.metadata = merged }
-            return .replacedMessages
+            return try replace(with: inputs, metadata: patch, now: now, limits: limits)
 
         case .updateMetadata(let patch):
             let merged = try Self.merge(patch, into: record.metadata, limits: limits)
@@ -164,6 +125,67 @@ public struct SessionState: Sendable, Hashable {
             self = SessionState(absent: record.id)
             return .cleared
         }
+    }
+
+    /// Adds each number to its metadata key (absent counts as 0), or none.
+    private mutating func add(_ counters: [String: Double], now: Double, limits: SessionLimits) throws(APIError) -> Change {
+        var patch: JSONObject = [:]
+        for (key, amount) in counters {
+            let current: Double
+            switch record.metadata[key] {
+            case nil: current = 0
+            case let value?:
+                guard let number = value.numberValue else {
+                    throw APIError(.invalidField, "counters.\(key.prefix(64)): metadata key '\(key.prefix(64))' holds something other than a number")
+                }
+                current = number
+            }
+            patch[key] = .double(current + amount)
+        }
+        let merged = try Self.merge(patch, into: record.metadata, limits: limits)
+        touch(now)
+        record.metadata = merged
+        return .replacedMetadata
+    }
+
+    /// A whole record from elsewhere: created as given, nothing when it is already here, refused when another is.
+    private mutating func put(_ given: SessionRecord, limits: SessionLimits) throws(APIError) -> Change {
+        var given = given
+        given.id = record.id
+        if exists {
+            let same =
+                given.messages == record.messages && given.metadata == record.metadata && given.createdAt == record.createdAt
+                && given.lastUpdated == record.lastUpdated && given.expiresAfter == record.expiresAfter
+            guard same else {
+                throw APIError(.sessionExists, "session '\(record.id)' exists and differs from the record given; nothing was changed")
+            }
+            return .unchanged
+        }
+        self = try Self.validated(given, limits: limits)
+        return .replacedMessages
+    }
+
+    /// Replaces every message (and merges `patch`), all or nothing.
+    private mutating func replace(
+        with inputs: [MessageInput], metadata patch: JSONObject?, now: Double, limits: SessionLimits
+    ) throws(APIError) -> Change {
+        let merged = try patch.map { patch throws(APIError) in try Self.merge(patch, into: record.metadata, limits: limits) }
+        guard inputs.count <= limits.maxMessagesPerSession else {
+            throw APIError(.limitExceeded, "set_history has \(inputs.count) messages; the limit is \(limits.maxMessagesPerSession)")
+        }
+        var total = 0
+        for (index, input) in inputs.enumerated() {
+            try Self.check(content: input.content, at: "messages[\(index)].content", limits: limits)
+            total += input.content.utf8.count
+        }
+        guard total <= limits.maxSessionBytes else {
+            throw APIError(.limitExceeded, "set_history holds \(total) bytes of content; the limit is \(limits.maxSessionBytes)")
+        }
+        touch(now)
+        record.messages = inputs.map { Message(role: $0.role, content: $0.content, timestamp: $0.timestamp ?? now) }
+        contentBytes = total
+        if let merged { record.metadata = merged }
+        return .replacedMessages
     }
 
     /// Appends every input or none.

@@ -1,6 +1,6 @@
 import Foundation
 import HashRing
-import RingClient
+import HostLink
 import SessionModel
 import Testing
 

@@ -98,8 +98,8 @@ struct RingTests {
                 let right =
                     host.node == owner
                     ? response.status == 200
-                    : response.status == 421 && response.errorCode == "misdirected" && response.headers[RingHeaders.owner] == owner
-                        && response.headers[RingHeaders.version] == "1"
+                    : response.status == 421 && response.errorCode == "misdirected" && response.headers[HostAPI.RingHeaders.owner] == owner
+                        && response.headers[HostAPI.RingHeaders.version] == "1"
                 if !right { wrong.append("\(host.node) answered \(response.status) for mcp-\(id) (owner \(owner))") }
             }
         }
@@ -351,7 +351,7 @@ struct HandoffTests {
             .post, "/sessions/\(id)/update", json: SessionOperation.appendMessage(MessageInput(role: .assistant, content: Self.two)))
         let old = try await host1.client().send(.get, "/sessions/\(id)/history")
         #expect(old.status == 421)
-        #expect(old.headers[RingHeaders.owner] == "host-2")
+        #expect(old.headers[HostAPI.RingHeaders.owner] == "host-2")
 
         // host-2 leaves; the session comes back to host-1 with both messages.
         let back = try await RingChangeTests.ringChange(version: 3, members: [member1], directory: directory)

@@ -1,9 +1,9 @@
 import CurlHTTP
 import Foundation
 import HashRing
+import HostLink
 import Logging
 import Metrics
-import RingClient
 import ServiceLifecycle
 import ServiceMetrics
 import SessionModel
@@ -34,8 +34,8 @@ import SessionModel
 final class Handoff: Sendable {
     let ring: RingHolder
     let store: any LocalSessionStore
-    let client: CurlClient
-    let token: String?
+    /// How this host reaches the others.
+    let hosts: HostClient
     let stats: StorageStatus
     let logger: Logger
     private let pulled = Metrics.Counter(label: "host_handoff_pulled_total")
@@ -44,8 +44,7 @@ final class Handoff: Sendable {
     init(ring: RingHolder, store: any LocalSessionStore, client: CurlClient, token: String?, stats: StorageStatus, logger: Logger) {
         self.ring = ring
         self.store = store
-        self.client = client
-        self.token = token
+        hosts = HostClient(curl: client, token: token)
         self.stats = stats
         self.logger = logger
     }
@@ -72,9 +71,7 @@ final class Handoff: Sendable {
         let body = (try? JSONCoding.encoder.encode(HandoffRequest(version: ring.version, to: ring.node))) ?? Data()
         let response: HTTPResponse
         do {
-            response = try await client.execute(
-                HTTPRequest(
-                    method: .post, url: "http://\(member.address)/handoff/\(Self.escape(id))", headers: headers(json: true), body: body, timeout: .seconds(5)))
+            response = try await hosts.send(.handoff(id), to: member.address, body: body, timeout: .seconds(5))
         } catch {
             throw APIError(.ringChanging, "session '\(id)' is moving here from \(member.name), which cannot be reached (\(error)); retry")
         }
@@ -113,9 +110,7 @@ final class Handoff: Sendable {
     private func offer(_ id: String) async -> Bool {
         guard let owner = ring.owner(of: id) else { return false }
         do {
-            let response = try await client.execute(
-                HTTPRequest(
-                    method: .post, url: "http://\(owner.address)/handoff/\(Self.escape(id))/adopt", headers: headers(json: false), timeout: .seconds(10)))
+            let response = try await hosts.send(.adopt(id), to: owner.address, timeout: .seconds(10))
             guard response.status == 200 else { return false }
             if try await store.purgeMoved(id) {
                 stats.recordSuccess(sessionsDelta: -1)
@@ -132,22 +127,11 @@ final class Handoff: Sendable {
     func othersDone() async -> Bool {
         let version = ring.version
         for member in ring.otherMembers {
-            guard case .success(let info) = await client.ring(at: member.address, token: token) else { return false }
+            guard case .success(let info) = await hosts.ring(at: member.address) else { return false }
             if info.version < version { return false }
             if info.version == version && info.pending != 0 { return false }
         }
         return true
-    }
-
-    private func headers(json: Bool) -> HTTPHeaders {
-        var headers: HTTPHeaders = [:]
-        if let token { headers.add("Authorization", "Bearer \(token)") }
-        if json { headers.add("Content-Type", "application/json") }
-        return headers
-    }
-
-    private static func escape(_ id: String) -> String {
-        id.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/"))) ?? id
     }
 }
 

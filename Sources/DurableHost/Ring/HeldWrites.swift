@@ -2,9 +2,9 @@ import CurlHTTP
 import Foundation
 import HTTPServing
 import HashRing
+import HostLink
 import Logging
 import Metrics
-import RingClient
 import ServiceLifecycle
 import ServiceMetrics
 import SessionModel
@@ -37,7 +37,7 @@ import Synchronization
 /// all kept, whole, but may follow turns the owner took meanwhile. PostgreSQL storage, where
 /// a session is re-created from the shared database, has none of these limits.
 final class HeldWrites: Sendable {
-    static let copyPrefix = "!held/"
+    static let copyPrefix = StorageKeys.heldCopyPrefix
 
     /// Where the copy of `id` held for its owner is stored: a prefix no session id can have.
     static func copyID(_ id: String) -> String { copyPrefix + id }
@@ -53,8 +53,8 @@ final class HeldWrites: Sendable {
     let node: String
     let ring: RingHolder
     let store: any LocalSessionStore
-    let client: CurlClient
-    let token: String?
+    /// How this host reaches the others.
+    let hosts: HostClient
     let logger: Logger
     /// Our sessions with writes held elsewhere, by the member holding them.
     private let pending = Mutex<[String: String]>([:])
@@ -73,8 +73,7 @@ final class HeldWrites: Sendable {
         self.node = node
         self.ring = ring
         self.store = store
-        self.client = client
-        self.token = token
+        hosts = HostClient(curl: client, token: token)
         self.logger = logger
     }
 
@@ -117,10 +116,10 @@ final class HeldWrites: Sendable {
         await withTaskGroup(of: Void.self) { group in
             for member in members {
                 group.addTask {
-                    let request = HTTPRequest(
-                        url: "http://\(member.address)/hints?owner=\(self.node.percentEncodedQueryValue)", headers: self.headers(json: false),
-                        timeout: .seconds(1), connectTimeout: .milliseconds(500))
-                    guard let response = try? await self.client.execute(request), response.status == 200,
+                    guard
+                        let response = try? await self.hosts.send(
+                            .heldFor(owner: self.node), to: member.address, timeout: .seconds(1), connectTimeout: .milliseconds(500)),
+                        response.status == 200,
                         let held = try? JSONCoding.decoder.decode(HostAPI.HeldSessions.self, from: response.body)
                     else { return }
                     self.noteHeld(held.ids, by: member.name)
@@ -170,10 +169,7 @@ final class HeldWrites: Sendable {
         }
         let body = (try? JSONCoding.encoder.encode(["to": node])) ?? Data()
         do {
-            let response = try await client.execute(
-                HTTPRequest(
-                    method: .post, url: "http://\(holder.address)/hints/\(id)/handback", headers: headers(json: true), body: body,
-                    timeout: .seconds(5), connectTimeout: .seconds(1)))
+            let response = try await hosts.send(.heldHandback(id), to: holder.address, body: body, timeout: .seconds(5), connectTimeout: .seconds(1))
             if response.status == 404 {
                 forgetPending(id)
                 return []
@@ -198,10 +194,7 @@ final class HeldWrites: Sendable {
         forgetPending(id)
         guard let holder else { return }
         merged.increment()
-        _ = try? await client.execute(
-            HTTPRequest(
-                method: .delete, url: "http://\(holder.address)/hints/\(id)?through=\(seq)", headers: headers(json: false),
-                timeout: .seconds(5), connectTimeout: .seconds(1)))
+        _ = try? await hosts.send(.heldDone(id, through: seq), to: holder.address, timeout: .seconds(5), connectTimeout: .seconds(1))
         logger.notice("writes held elsewhere were merged", metadata: ["session": "\(id)", "holder": "\(holder.name)"])
     }
 
@@ -245,7 +238,7 @@ final class HeldWrites: Sendable {
         guard returned.withLock({ $0.contains(owner) }), let member = ring.otherMembers.first(where: { $0.name == owner }) else {
             return false
         }
-        if case .success = await client.ring(at: member.address, token: token, timeout: .seconds(1)) { return true }
+        if case .success = await hosts.ring(at: member.address, timeout: .seconds(1)) { return true }
         returned.withLock { _ = $0.remove(owner) }
         return false
     }
@@ -272,18 +265,8 @@ final class HeldWrites: Sendable {
         for (owner, sessions) in byOwner {
             guard let member = ring.otherMembers.first(where: { $0.name == owner }) else { continue }
             let body = (try? JSONCoding.encoder.encode(HostAPI.HeldSessions(holder: node, ids: sessions.map(\.id)))) ?? Data()
-            _ = try? await client.execute(
-                HTTPRequest(
-                    method: .post, url: "http://\(member.address)/hints/notify", headers: headers(json: true), body: body,
-                    timeout: .seconds(1), connectTimeout: .milliseconds(500)))
+            _ = try? await hosts.send(.heldNotice, to: member.address, body: body, timeout: .seconds(1), connectTimeout: .milliseconds(500))
         }
-    }
-
-    private func headers(json: Bool) -> HTTPHeaders {
-        var headers: HTTPHeaders = [:]
-        if let token { headers.add("Authorization", "Bearer \(token)") }
-        if json { headers.add("Content-Type", "application/json") }
-        return headers
     }
 }
 
@@ -312,12 +295,5 @@ struct HeldWritesCourier: Service {
             }
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: beatInterval) }
         }
-    }
-}
-
-extension String {
-    /// This text as a URL query value: everything but unreserved characters percent-encoded.
-    var percentEncodedQueryValue: String {
-        addingPercentEncoding(withAllowedCharacters: CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")) ?? self
     }
 }

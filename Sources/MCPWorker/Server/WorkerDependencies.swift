@@ -166,7 +166,7 @@ final class WorkerDependencies: Sendable {
 
     /// The ring this worker routes by (empty in in-memory mode).
     var ring: RingInfo {
-        RingInfo(node: nil, membership: (store as? DurableSessionManager)?.membership ?? Membership(version: 0, members: []))
+        RingInfo(node: nil, membership: store.ring ?? Membership(version: 0, members: []))
     }
 
     private func probe(_ host: NamedAddress) async -> MemberHealth {
@@ -190,7 +190,7 @@ final class WorkerDependencies: Sendable {
         }
         let answer = await hosts.ring(at: "\(host.address)", timeout: .seconds(1))
         // A newer ring seen here is adopted here: the probe is as good a messenger as a 421.
-        if case .success(let info) = answer { (store as? DurableSessionManager)?.consider(info, from: host.name) }
+        if case .success(let info) = answer { store.consider(info, from: host.name) }
         if case .success = answer { probed.record(answer, ours: ring) }
         return probed
     }

@@ -34,7 +34,7 @@ public struct WorkerServer: Sendable {
             serverName: "mcp-worker/\(Self.version)", readTimeout: configuration.requestReadTimeout, logger: logger,
             onListening: onListening)
         var services: [any Service] = [CurlClientService(client: client)]
-        if let durable = store as? DurableSessionManager { services.append(durable) }
+        if let service = store.service { services.append(service) }
         // Stopped in reverse: the HTTP server drains first, then calls whose clients left end,
         // then the last usage is written, then the store and the client they use.
         services.append(state.usageRecorder)

@@ -207,7 +207,7 @@ public struct MCPResponder: HTTPResponder {
     /// (asks Greptile, writes). Whatever the call made of its request, an unknown session
     /// still gets 404 with nothing done; a known one saves a host round trip of latency.
     private func admittedCall(id: ID, params: Value?, principal: String, sessionID: String) async -> Response {
-        let gate = Admission()
+        let gate = SessionCheck()
         return await withTaskGroup(of: Void.self) { group in
             group.addTask { gate.settle(await self.loadSession(sessionID, principal: principal, requestID: id)) }
             let reply: Data

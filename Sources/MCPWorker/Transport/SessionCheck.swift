@@ -13,7 +13,7 @@ struct SessionRefusal: Error, @unchecked Sendable {
 
 /// The outcome of a session check running beside a call: the call asks for it (`session()`)
 /// before its first side effect, and waits if the check is still on its way.
-final class Admission: Sendable {
+final class SessionCheck: Sendable {
     typealias Outcome = Result<TransportSession, SessionRefusal>
 
     private struct State {

@@ -1,0 +1,26 @@
+import Foundation
+import Hummingbird
+import SessionModel
+
+/// `/sessions` (a listing) and `/principals/{principal}` (deleting a principal's sessions):
+/// what a worker asks of every host.
+extension HostResponder {
+    func adminRoute(_ route: Route, rawID: Substring?, request: Request) async throws(APIError) -> Response {
+        guard route == .principal else {
+            try host.checkServing()
+            let parameters = request.uri.queryParameters
+            let listing = try SessionListing.parse { parameters[Substring($0)].map(String.init) }
+            return Self.json(try await host.listing(listing))
+        }
+        let principal = String(rawID ?? "").removingPercentEncoding ?? ""
+        guard SessionUpdate.isValidPrincipal(principal) else {
+            throw APIError(.invalidField, "a principal is 1 to 64 of A-Z a-z 0-9 . _ - @ :")
+        }
+        try host.checkServing()
+        do {
+            return Self.json(HostAPI.Erasure(removed: try await host.lifetimes.erase(principal: principal)))
+        } catch {
+            throw APIError(.storageUnavailable, "could not delete the sessions of '\(principal)'; retry (what was deleted stays deleted)")
+        }
+    }
+}

@@ -1,0 +1,50 @@
+import CurlHTTP
+import Foundation
+import SessionModel
+
+/// One exchange with a durable host over libcurl: a route of the host API (`HostAPI.Route`),
+/// sent to a member's address with the hosts' bearer token, and the host's error body read
+/// back as an `APIError`. Every worker and host that talks to a host does it through this;
+/// retries, ring changes and hinted handoff are decided above it (`HostCall`).
+///
+/// ```swift
+/// let hosts = HostClient(curl: curl, token: token)
+/// let response = try await hosts.send(.history(id, last: 20), to: "127.0.0.1:7401")
+/// ```
+public struct HostClient: Sendable {
+    public let curl: CurlClient
+    /// The hosts' bearer token (`DURABLE_HOST_TOKEN`); nil when they run without one.
+    public let token: String?
+
+    public init(curl: CurlClient, token: String?) {
+        self.curl = curl
+        self.token = token
+    }
+
+    /// Sends `route` to the member at `address` (`HOST:PORT`); a JSON `body` when given.
+    /// Throws only when no answer came (no connection, a timeout, cancellation).
+    public func send(
+        _ route: HostAPI.Route, to address: String, body: Data? = nil, headers extra: HTTPHeaders = [:],
+        timeout: Duration = .seconds(2), connectTimeout: Duration? = nil
+    ) async throws -> HTTPResponse {
+        var headers: HTTPHeaders = [:]
+        if let token { headers.add("Authorization", "Bearer \(token)") }
+        if body != nil { headers.add("Content-Type", "application/json") }
+        for field in extra { headers.add(field.name, field.value) }
+        return try await curl.execute(
+            HTTPRequest(
+                method: HTTPRequest.Method(rawValue: route.method) ?? .get, url: "http://\(address)\(route.target)", headers: headers,
+                body: body, timeout: timeout, connectTimeout: connectTimeout ?? min(timeout, .seconds(5))))
+    }
+
+    /// What a host's error answer says: its code and sentence, or, for a body that is not a
+    /// host's error, the status.
+    public static func apiError(from response: HTTPResponse) -> APIError {
+        if let failure = try? JSONCoding.decoder.decode(HostAPI.Failure.self, from: response.body),
+            let code = ErrorCode(rawValue: failure.error.code)
+        {
+            return APIError(code, failure.error.message)
+        }
+        return APIError(.internalError, "host answered HTTP \(response.status)")
+    }
+}
