@@ -27,11 +27,13 @@ public final class PostgresCluster: Sendable {
 
     /// A new cluster, started.
     public static func start() async throws -> PostgresCluster {
-        let template = try Template.shared.path()
         let directory = TemporaryDirectory("postgres")
         let data = directory.file("data")
-        try run("/bin/cp", ["-a", template, data])
-        try ownByServer(directory.path)
+        try await offThePool {
+            let template = try Template.shared.path()
+            try run("/bin/cp", ["-a", template, data])
+            try ownByServer(directory.path)
+        }
         let cluster = PostgresCluster(directory: directory, port: freeLoopbackPort())
         try await cluster.startServer()
         return cluster
@@ -52,7 +54,7 @@ public final class PostgresCluster: Sendable {
         server.set(process)
         try await eventually("PostgreSQL accepts connections on port \(port)", timeout: .seconds(30)) {
             if let status = process.exitStatus { throw ServiceProcess.Failure(description: "postgres exited with \(status):\n\(process.log)") }
-            return (try? self.query("SELECT 1")) == "1"
+            return (try? await offThePool { try self.query("SELECT 1") }) == "1"
         }
     }
 

@@ -161,6 +161,15 @@ public func launch(_ process: Process) throws {
 
 private let launching = Mutex(())
 
+/// Runs blocking work (a child process waited for, a lock held while one runs) on a thread of
+/// its own, never on the cooperative pool: on two cores that pool has two threads, and an
+/// `initdb` blocking one of them stalls every test's timers, polls and cancellations meanwhile.
+public func offThePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try work() }) }.start()
+    }
+}
+
 /// Kills every process a test started if the test runner itself dies (a crash in a test), so
 /// none is left running: a small shell process, started once per run, that waits for the
 /// runner to go and then kills each recorded process group.

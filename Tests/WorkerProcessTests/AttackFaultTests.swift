@@ -61,7 +61,9 @@ private func usageTotals(_ report: [String: Any], _ principal: String) -> [Strin
     (report["principals"] as? [[String: Any]])?.first { $0["principal"] as? String == principal }?["totals"] as? [String: Any]
 }
 
-@Suite("Faults found by attacking sharing, import, restore and lifetimes")
+// One test at a time: each starts whole stacks (PostgreSQL for some); a dozen starting beside
+// the rest of the suite starved two cores enough to fail other suites' cancellation timings.
+@Suite("Faults found by attacking sharing, import, restore and lifetimes", .serialized)
 struct AttackFaultTests {
     static var repository: [String: Any] { WorkerStack.repository }
 
@@ -101,7 +103,7 @@ struct AttackFaultTests {
         let stack = try await FaultStack.start(backend)
         let (alice, bob, theirs) = try await Self.sharedThread(stack)
         // Long enough that alice's unshare, even on a loaded machine, lands while bob's turn waits.
-        try await stack.delayNext("/v2/query", milliseconds: 20_000)
+        try await stack.delayNext("/v2/query", milliseconds: 12_000)
         let turn = Task {
             try await bob.callTool("query_repository", ["query": "Bob's late question", "repositories": [Self.repository], "session_id": theirs])
         }
@@ -224,12 +226,12 @@ struct AttackFaultTests {
         let stack = try await FaultStack.start(
             hostArguments: ["--expiry-interval", "0.2"], workerArguments: ["--session-lifetime", "10", "--upstream-timeout", "90"])
         let alice = try await stack.client(TeamKeys.alice)
-        try await stack.delayNext("/v2/repositories", milliseconds: 30_000)
+        try await stack.delayNext("/v2/repositories", milliseconds: 25_000)
         _ = try await alice.answer("get_repository_info", ["remote": "github", "repository": "acme/widgets", "branch": "main"])
         let next = try await alice.post(#"{"jsonrpc":"2.0","id":99,"method":"tools/list"}"#)
         #expect(next.status == 200, "the session's next request after a call longer than its lifetime: \(next.text.prefix(300))")
         // Unused, it still ends at its lifetime (asked less often than that, or asking keeps it in use).
-        try await eventually("the unused session expired", timeout: .seconds(90), every: .seconds(15)) {
+        try await eventually("the unused session expired", timeout: .seconds(90), every: .seconds(12)) {
             try await alice.post(#"{"jsonrpc":"2.0","id":100,"method":"tools/list"}"#).status == 404
         }
         await stack.stop()
@@ -241,7 +243,7 @@ struct AttackFaultTests {
         let stack = try await FaultStack.start(backend, hostArguments: ["--retention", "10", "--expiry-interval", "0.2"])
         let alice = try await stack.client(TeamKeys.alice)
         _ = try await alice.ask("First question", in: "long")
-        try await stack.delayNext("/v2/query", milliseconds: 30_000)
+        try await stack.delayNext("/v2/query", milliseconds: 25_000)
         _ = try await alice.ask("Second question", in: "long")
         let stored = try await stack.history("conv:alice:long")
         #expect(
