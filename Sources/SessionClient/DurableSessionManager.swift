@@ -450,16 +450,7 @@ public final class DurableSessionManager: SessionManager, Service {
                     action = call.noAnswer("\(error)", random: .random(in: 0...1))
                 }
             case .readRing(let member):
-                misdirected.increment()
-                let info = await ring(of: member)
-                if let info {
-                    _ = adopt(info, from: member)
-                } else {
-                    logger.warning(
-                        "a host refused an id as not its own, and its ring could not be read",
-                        metadata: ["host": "\(member.name)", "session": "\(sessionID)"])
-                }
-                action = call.ringRead(info, ring: membership, random: .random(in: 0...1))
+                action = call.ringRead(await learnRing(from: member, refusing: sessionID), ring: membership, random: .random(in: 0...1))
             case .refreshRing(let failing):
                 await refreshRingFromMembers(except: failing)
                 action = call.ringsRefreshed(membership, random: .random(in: 0...1))
@@ -484,24 +475,42 @@ public final class DurableSessionManager: SessionManager, Service {
                 action = call.waited()
             case .finish(let outcome):
                 availability.record(call.observed)
-                switch outcome {
-                case .answered(let holder):
-                    guard let last else { return .unreachable("no answer") }
-                    if let holder {
-                        heldCalls.increment()
-                        logger.notice(
-                            "owner unreachable; the call was held by its runner-up",
-                            metadata: ["session": "\(sessionID)", "operation": "\(operation)", "holder": "\(holder)"])
-                    }
-                    return .answered(last, heldBy: holder)
-                case .refused:
-                    guard let last else { return .unreachable("no answer") }
-                    return .refused(HostClient.apiError(from: last))
-                case .unreachable(let reason):
-                    failedAttempts.increment()
-                    return .unreachable(reason)
-                }
+                return finished(outcome, last: last, sessionID: sessionID, operation: operation)
             }
+        }
+    }
+
+    /// A host answered that another owns `sessionID`: its ring, adopted if newer.
+    private func learnRing(from member: Membership.Member, refusing sessionID: String) async -> RingInfo? {
+        misdirected.increment()
+        let info = await ring(of: member)
+        if let info {
+            _ = adopt(info, from: member)
+        } else {
+            logger.warning(
+                "a host refused an id as not its own, and its ring could not be read", metadata: ["host": "\(member.name)", "session": "\(sessionID)"])
+        }
+        return info
+    }
+
+    /// What a finished call gives its caller.
+    private func finished(_ outcome: HostCall.Outcome, last: HTTPResponse?, sessionID: String, operation: String) -> Outcome {
+        switch outcome {
+        case .answered(let holder):
+            guard let last else { return .unreachable("no answer") }
+            if let holder {
+                heldCalls.increment()
+                logger.notice(
+                    "owner unreachable; the call was held by its runner-up",
+                    metadata: ["session": "\(sessionID)", "operation": "\(operation)", "holder": "\(holder)"])
+            }
+            return .answered(last, heldBy: holder)
+        case .refused:
+            guard let last else { return .unreachable("no answer") }
+            return .refused(HostClient.apiError(from: last))
+        case .unreachable(let reason):
+            failedAttempts.increment()
+            return .unreachable(reason)
         }
     }
 

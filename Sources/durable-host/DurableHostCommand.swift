@@ -175,6 +175,24 @@ struct Serve: AsyncParsableCommand {
             "commits_in_flight", flag: commitsInFlight, default: configuration.commitsInFlight, in: 1...8)
         configuration.requestReadTimeout = .milliseconds(
             Int64(1000 * (try settings.seconds("request_read_timeout", flag: requestReadTimeout, default: 30, in: 0.1...3600))))
+        configuration.limits = try limits(settings)
+        try resolveStorage(settings, into: &configuration)
+        configuration.retention = .milliseconds(
+            Int64(1000 * (try settings.seconds("retention", flag: retention, default: 90 * 86_400, in: 0...(10 * 366 * 86_400)))))
+        configuration.expiryInterval = .milliseconds(
+            Int64(1000 * (try settings.seconds("expiry_interval", flag: expiryInterval, default: 60, in: 0.05...86_400))))
+        configuration.compressThreshold = try settings.int(
+            "compress_threshold", flag: compressThreshold, default: configuration.compressThreshold, in: 0...Int(Int32.max))
+        if settings.raw("commit_delay", flag: commitDelay.map { String($0) }) != nil {
+            configuration.commitDelay = .milliseconds(Int64(1000 * (try settings.seconds("commit_delay", flag: commitDelay, default: 0, in: 0...60))))
+        }
+        configuration.commitGate = settings.string("commit_gate", flag: commitGate)
+        let level = try settings.logLevel("log_level", flag: logLevel, default: .info)
+        return (configuration, level)
+    }
+
+    /// What a session may hold, and a request may carry.
+    private func limits(_ settings: Settings) throws -> SessionLimits {
         var limits = SessionLimits()
         limits.maxIdLength = try settings.int("max_id_length", flag: maxIdLength, default: limits.maxIdLength, in: 1...1024)
         limits.maxContentBytes = try settings.int("max_content_bytes", flag: maxContentBytes, default: limits.maxContentBytes)
@@ -183,7 +201,11 @@ struct Serve: AsyncParsableCommand {
         limits.maxSessionBytes = try settings.int("max_session_bytes", flag: maxSessionBytes, default: limits.maxSessionBytes)
         limits.maxMetadataBytes = try settings.int("max_metadata_bytes", flag: maxMetadataBytes, default: limits.maxMetadataBytes)
         limits.maxBodyBytes = try settings.int("max_body_bytes", flag: maxBodyBytes, default: limits.maxBodyBytes)
-        configuration.limits = limits
+        return limits
+    }
+
+    /// The storage backend and, for PostgreSQL, the database, the lease and the storage's time limit.
+    private func resolveStorage(_ settings: Settings, into configuration: inout HostConfiguration) throws {
         if let text = settings.raw("storage", flag: storage) {
             guard let backend = HostConfiguration.StorageBackend(rawValue: text.text.lowercased()) else {
                 throw SettingsError("\(text.origin) must be sqlite or postgres (got '\(text.text)')")
@@ -206,18 +228,6 @@ struct Serve: AsyncParsableCommand {
             Int64(1000 * (try settings.seconds("lease_renew_interval", flag: leaseRenewInterval, default: 1, in: 0.1...300))))
         configuration.storageTimeout = .milliseconds(
             Int64(1000 * (try settings.seconds("storage_timeout", flag: storageTimeout, default: 2, in: 0.1...300))))
-        configuration.retention = .milliseconds(
-            Int64(1000 * (try settings.seconds("retention", flag: retention, default: 90 * 86_400, in: 0...(10 * 366 * 86_400)))))
-        configuration.expiryInterval = .milliseconds(
-            Int64(1000 * (try settings.seconds("expiry_interval", flag: expiryInterval, default: 60, in: 0.05...86_400))))
-        configuration.compressThreshold = try settings.int(
-            "compress_threshold", flag: compressThreshold, default: configuration.compressThreshold, in: 0...Int(Int32.max))
-        if settings.raw("commit_delay", flag: commitDelay.map { String($0) }) != nil {
-            configuration.commitDelay = .milliseconds(Int64(1000 * (try settings.seconds("commit_delay", flag: commitDelay, default: 0, in: 0...60))))
-        }
-        configuration.commitGate = settings.string("commit_gate", flag: commitGate)
-        let level = try settings.logLevel("log_level", flag: logLevel, default: .info)
-        return (configuration, level)
     }
 }
 

@@ -330,35 +330,7 @@ actor SessionObject {
             return (recorded ?? reply(for: state, cleared: false, now: now, createdAt: 0), nil)
         }
 
-        let storedChange: SessionMutation.Change
-        // The operation as applied, every time filled in: what a held write hands back.
-        let applied: SessionOperation
-        let inputs = { (messages: [Message]) in messages.map { MessageInput(role: $0.role, content: $0.content, timestamp: $0.timestamp) } }
-        switch change {
-        case .appended(let messages, _, _):
-            storedChange = .append(messages, firstSeq: loaded!.nextSeq)
-            loaded!.nextSeq += Int64(messages.count)
-            if case .appendMessages(_, let metadata) = update.operation {
-                applied = .appendMessages(inputs(messages), metadata: metadata)
-            } else {
-                applied = .appendMessages(inputs(messages))
-            }
-        case .replacedMessages:
-            storedChange = .replaceMessages(state.record.messages)
-            loaded!.nextSeq = Int64(state.record.messages.count)
-            switch update.operation {
-            case .putRecord: applied = update.operation
-            case .setHistory(_, let metadata): applied = .setHistory(inputs(state.record.messages), metadata: metadata)
-            default: applied = .setHistory(inputs(state.record.messages))
-            }
-        case .replacedMetadata:
-            storedChange = .touch
-            applied = update.operation
-        case .cleared:
-            storedChange = .delete
-            loaded!.nextSeq = 0
-            applied = .clear
-        case .unchanged:
+        guard let (storedChange, applied) = persisted(change, of: update.operation, state: state) else {
             return (recorded ?? reply(for: state, cleared: nil, now: now, createdAt: createdBefore, unchanged: true), nil)
         }
         let answer = recorded ?? reply(for: state, cleared: change == .cleared ? true : nil, now: now, createdAt: createdBefore)
@@ -396,6 +368,37 @@ actor SessionObject {
             remember(idempotency.key, .pending(requestHash: idempotency.requestHash, ticket: ticket, reply: answer))
         }
         return (answer, ticket)
+    }
+
+    /// What storage must persist of an applied change, and the operation as applied (every
+    /// time filled in: what a held write hands back); nil when there is nothing to store.
+    /// Moves the next message sequence number along with it.
+    private func persisted(
+        _ change: SessionState.Change, of operation: SessionOperation, state: SessionState
+    ) -> (SessionMutation.Change, SessionOperation)? {
+        let inputs = { (messages: [Message]) in messages.map { MessageInput(role: $0.role, content: $0.content, timestamp: $0.timestamp) } }
+        switch change {
+        case .appended(let messages, _, _):
+            defer { loaded!.nextSeq += Int64(messages.count) }
+            if case .appendMessages(_, let metadata) = operation {
+                return (.append(messages, firstSeq: loaded!.nextSeq), .appendMessages(inputs(messages), metadata: metadata))
+            }
+            return (.append(messages, firstSeq: loaded!.nextSeq), .appendMessages(inputs(messages)))
+        case .replacedMessages:
+            loaded!.nextSeq = Int64(state.record.messages.count)
+            switch operation {
+            case .putRecord: return (.replaceMessages(state.record.messages), operation)
+            case .setHistory(_, let metadata): return (.replaceMessages(state.record.messages), .setHistory(inputs(state.record.messages), metadata: metadata))
+            default: return (.replaceMessages(state.record.messages), .setHistory(inputs(state.record.messages)))
+            }
+        case .replacedMetadata:
+            return (.touch, operation)
+        case .cleared:
+            loaded!.nextSeq = 0
+            return (.delete, .clear)
+        case .unchanged:
+            return nil
+        }
     }
 
     /// Erases the session if it has expired at `now`, queued before anything written after:

@@ -115,26 +115,10 @@ public struct MCPResponder: HTTPResponder {
     }
 
     private func post(_ request: Request, principal: String, channel: any Channel) async -> Response {
-        guard let type = request.headers[.contentType], Self.mediaType(type) == "application/json" else {
-            return Self.rpcError(.unsupportedMediaType, nil, .invalidRequest("Unsupported Media Type: Content-Type must be application/json"))
-        }
-        if let accept = request.headers[.accept], !Self.acceptsJSON(accept) {
-            return Self.rpcError(.notAcceptable, nil, .invalidRequest("Not Acceptable: Accept must allow application/json and text/event-stream"))
-        }
-        let limit = worker.configuration.maxBodyBytes
-        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit {
-            return Self.rpcError(.contentTooLarge, nil, .invalidRequest("Payload Too Large: the limit is \(limit) bytes"))
-        }
-        let body: Data
-        do {
-            body = Data(try await request.body.collect(upTo: limit).readableBytesView)
-        } catch {
-            return Self.rpcError(.contentTooLarge, nil, .invalidRequest("Payload Too Large: the limit is \(limit) bytes"))
-        }
         let message: IncomingMessage
-        switch JSONRPC.parse(body) {
-        case .success(let parsed): message = parsed
-        case .failure(let failure): return Self.rpcError(.badRequest, failure.id, failure.error)
+        switch await incomingMessage(request) {
+        case .success(let read): message = read
+        case .failure(let refusal): return refusal.response
         }
         if ModernTransport.applies(
             versionHeader: request.headers[Self.versionHeader], sessionHeader: request.headers[Self.sessionHeader], params: message.params)
@@ -158,12 +142,47 @@ public struct MCPResponder: HTTPResponder {
         if case .request(let id, "tools/call", let params) = message, !Self.wantsStream(params) {
             return await admittedCall(id: id, params: params, principal: principal, sessionID: sessionID)
         }
-        let session: TransportSession
         switch await loadSession(sessionID, principal: principal, requestID: message.requestID) {
-        case .success(let found): session = found
+        case .success(let session): return await sessionMessage(message, in: session, principal: principal)
         case .failure(let refusal): return refusal.response
         }
+    }
 
+    /// The answer that refuses a request before it is read as a message.
+    struct Refusal: Error, @unchecked Sendable {
+        let response: Response
+    }
+
+    /// The one JSON-RPC message a POST carries, or the answer that refuses the request (its
+    /// media types, its size, JSON-RPC it is not).
+    private func incomingMessage(_ request: Request) async -> Result<IncomingMessage, Refusal> {
+        guard let type = request.headers[.contentType], Self.mediaType(type) == "application/json" else {
+            return .failure(
+                Refusal(
+                    response: Self.rpcError(.unsupportedMediaType, nil, .invalidRequest("Unsupported Media Type: Content-Type must be application/json"))))
+        }
+        if let accept = request.headers[.accept], !Self.acceptsJSON(accept) {
+            return .failure(
+                Refusal(
+                    response: Self.rpcError(.notAcceptable, nil, .invalidRequest("Not Acceptable: Accept must allow application/json and text/event-stream"))))
+        }
+        let limit = worker.configuration.maxBodyBytes
+        let tooLarge = Refusal(response: Self.rpcError(.contentTooLarge, nil, .invalidRequest("Payload Too Large: the limit is \(limit) bytes")))
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit { return .failure(tooLarge) }
+        let body: Data
+        do {
+            body = Data(try await request.body.collect(upTo: limit).readableBytesView)
+        } catch {
+            return .failure(tooLarge)
+        }
+        switch JSONRPC.parse(body) {
+        case .success(let parsed): return .success(parsed)
+        case .failure(let failure): return .failure(Refusal(response: Self.rpcError(.badRequest, failure.id, failure.error)))
+        }
+    }
+
+    /// A message of a session-revision client, in its transport session.
+    private func sessionMessage(_ message: IncomingMessage, in session: TransportSession, principal: String) async -> Response {
         switch message {
         case .notification("notifications/cancelled", let params):
             await cancel(params, in: session)
