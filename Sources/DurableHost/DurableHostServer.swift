@@ -55,22 +55,19 @@ public struct DurableHostServer: Sendable {
             settleDoubt: { await membership?.fenceOffCommitsInFlight() },
             onDoubtResolved: { forgetAll.changed(0) }, logger: logger)
         let now: @Sendable () -> Double = { Date().timeIntervalSince1970 }
-        let erasures = PrincipalErasures()
-        var context = ObjectContext(
+        let context = ObjectContext(
             committer: committer, store: parts.store, load: parts.load,
             limits: configuration.limits, retention: configuration.retention.secondsValue,
             idempotencyRetention: Double(retention.components.seconds), maxKeysPerSession: 1_000,
             now: now, ownsNow: { ring.ownsNow($0) }, heldElsewhere: parts.held?.elsewhere,
             ringVersion: { membership?.ringVersion ?? 0 })
-        context.erasures = erasures
         let directory = SessionDirectory(
             context: context, maxLive: configuration.maxLiveObjects, idleTimeout: configuration.idleTimeout)
         // A host's own storage holds only what is this host's to delete; a shared one, every host's.
         let ownsAllItStores = configuration.storage == .sqlite
-        var lifetimes = Lifetimes(
+        let lifetimes = Lifetimes(
             directory: directory, store: parts.store, isMine: { ownsAllItStores || ring.ownsNow($0) },
             retention: configuration.retention.secondsValue, now: now, stats: parts.stats)
-        lifetimes.erasures = erasures
         // On a shared database, a new ring version drops every live object: each reloads
         // under the new version, so none serves a session another host wrote meanwhile.
         parts.ringChanges.set { _ in directory.forgetAll() }

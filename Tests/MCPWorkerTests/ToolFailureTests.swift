@@ -31,6 +31,17 @@ struct ToolFailureTests {
         }
     }
 
+    @Test("a call refused before Greptile was asked, or cancelled, is no use of it; any other failure is")
+    func usage() {
+        let unused: [any Error] = [ToolError("query must be a string"), CancellationError(), RPCError.invalidParams("Unknown tool: x")]
+        let used: [any Error] = [
+            GreptileError(.notFound, "repository not found"), SessionError.unavailable("no host"),
+            SessionError.rejected(APIError(.notShared, "not shared")), Defect(),
+        ]
+        for error in unused { #expect(!ToolFailure(error).countsAsUsage, "\(error)") }
+        for error in used { #expect(ToolFailure(error).countsAsUsage, "\(error)") }
+    }
+
     @Test("storage failures say what was kept and what to do; a defect's details stay in the log")
     func messages() throws {
         let refused = ToolFailure(SessionError.rejected(APIError(.limitExceeded, "the limit is 5000")))

@@ -23,8 +23,6 @@ struct Lifetimes: Sendable {
     let retention: Double
     let now: @Sendable () -> Double
     let stats: StorageStatus
-    /// When each principal's data was last deleted here: what live objects check a late write against.
-    var erasures: PrincipalErasures = PrincipalErasures()
     /// Most sessions read and deleted per batch: bounds each query and the writes it queues.
     var batch = 500
     /// Most deletions waiting for their commit at once (they share commits).
@@ -60,7 +58,7 @@ struct Lifetimes: Sendable {
     func erase(principal: String) async throws -> Int {
         // Marked first: a write of data gathered before now (a worker's usage counts) is
         // refused from here on, also while the deletion runs.
-        erasures.record(principal, at: now())
+        directory.erasures.record(principal, at: now())
         var removed = 0
         var cursor: String?
         while true {

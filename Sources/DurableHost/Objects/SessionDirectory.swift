@@ -21,6 +21,8 @@ public final class SessionDirectory: Sendable {
     private let context: ObjectContext
     let maxLive: Int
     let idleTimeout: Duration
+    /// When each principal's data was last deleted here: what the live objects check writes against.
+    var erasures: PrincipalErasures { context.erasures }
     private let liveGauge = Gauge(label: "host_live_objects")
     private let evictions = Metrics.Counter(label: "host_evictions_total")
 

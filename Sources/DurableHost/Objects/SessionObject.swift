@@ -25,8 +25,8 @@ struct ObjectContext: Sendable {
     let heldElsewhere: HeldElsewhere?
     /// The ring version live objects are loaded under now (0 with a host's own storage).
     let ringVersion: @Sendable () -> Int64
-    /// When each principal's data was last deleted here.
-    var erasures = PrincipalErasures()
+    /// When each principal's data was last deleted here (`Lifetimes` records, live objects check).
+    let erasures = PrincipalErasures()
 
     init(
         committer: GroupCommitter, store: any SessionStore,

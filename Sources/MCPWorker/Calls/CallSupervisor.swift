@@ -51,7 +51,7 @@ struct CallSupervisor: Sendable {
             reasons.append {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: interval)
-                    if !Task.isCancelled, await sessions.isCancelRequested(sessionID: session, request: request) { return }
+                    if !Task.isCancelled, await sessions.pollRunningCall(sessionID: session, request: request) { return }
                 }
             }
         }

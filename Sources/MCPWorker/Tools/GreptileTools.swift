@@ -170,13 +170,13 @@ struct GreptileTools: Sendable {
         let start = ContinuousClock.now
         let arguments = ToolArguments(arguments)
         let outcome: String
+        var failure: ToolFailure?
         defer {
             let elapsed = ContinuousClock.now - start
             Metrics.Counter(label: "worker_tool_calls_total", dimensions: [("tool", name), ("outcome", outcome)]).increment()
             Metrics.Timer(label: "worker_tool_duration_seconds", dimensions: [("tool", name)], preferredDisplayUnit: .seconds)
                 .recordNanoseconds(elapsed.nanosecondsValue)
-            // A call refused before it reached Greptile (its arguments, the caller's access) used nothing.
-            if Self.upstreamTools.contains(name), outcome != "cancelled", outcome != "invalid_arguments" {
+            if Self.upstreamTools.contains(name), failure?.countsAsUsage ?? true {
                 usage.recordCall(principal: principal, failed: outcome != "ok", milliseconds: elapsed.secondsValue * 1000)
             }
         }
@@ -201,15 +201,16 @@ struct GreptileTools: Sendable {
             outcome = "session_refused"
             throw refusal
         } catch {
-            let failure = ToolFailure(error)
-            outcome = failure.outcome
-            if let level = failure.logLevel {
-                logger.log(level: level, "tool failed", metadata: ["tool": "\(name)", "outcome": "\(failure.outcome)", "error": "\(error)"])
+            let caught = ToolFailure(error)
+            failure = caught
+            outcome = caught.outcome
+            if let level = caught.logLevel {
+                logger.log(level: level, "tool failed", metadata: ["tool": "\(name)", "outcome": "\(caught.outcome)", "error": "\(error)"])
             }
-            switch failure {
+            switch caught {
             case .cancelled: throw CancellationError()
             case .protocolError(let error): throw error
-            default: return Self.failure(failure.message(tool: name) ?? "\(name) failed")
+            default: return Self.failure(caught.message(tool: name) ?? "\(name) failed")
             }
         }
     }

@@ -56,6 +56,15 @@ enum ToolFailure: Sendable {
         }
     }
 
+    /// Whether the call counts as a use of Greptile: not one refused before it was made (its
+    /// arguments, the caller's access), nor one the client cancelled.
+    var countsAsUsage: Bool {
+        switch self {
+        case .invalidArguments, .cancelled, .protocolError: false
+        case .upstream, .storageRefused, .conversationLost, .storageUnavailable, .unexpected: true
+        }
+    }
+
     /// The text of the `isError` result of `tool`; nil when no result is sent (a cancelled
     /// call, a protocol error).
     func message(tool: String) -> String? {

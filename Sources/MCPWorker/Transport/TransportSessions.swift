@@ -86,10 +86,10 @@ struct TransportSessions: Sendable {
             Self.storageID(session.id), SessionUpdate(.updateMetadata(["cancel:\(request)": .double(now())]), principal: session.principal))
     }
 
-    /// Whether a request of the session was marked as cancelled; read while the request runs,
-    /// so that it also keeps the session in use: a call may last longer than the session's
-    /// lifetime, and a session is not unused while a call of it runs.
-    func isCancelRequested(sessionID: String, request: String) async -> Bool {
+    /// Polled while a request of the session runs: whether another worker marked it cancelled;
+    /// and it keeps the session in use (a call may last longer than the session's lifetime,
+    /// and a session is not unused while a call of it runs).
+    func pollRunningCall(sessionID: String, request: String) async -> Bool {
         guard let record = try? await store.record(Self.storageID(sessionID)) else { return false }
         if record.metadata["cancel:\(request)"] != nil { return true }
         if now() - record.lastUpdated > lifetime / 3, let principal = record.metadata["principal"]?.stringValue {
