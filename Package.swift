@@ -31,6 +31,7 @@ let package = Package(
         .package(url: "https://github.com/adam-fowler/compress-nio.git", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-configuration.git", from: "1.4.0", traits: ["Reloading"]),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
+        .package(url: "https://github.com/pointfreeco/swift-clocks.git", from: "1.1.1"),
     ],
     targets: [
         // MARK: Libraries, lowest first (docs/ARCHITECTURE.md)
@@ -47,9 +48,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(name: "HashRing", swiftSettings: strict),
+        .target(name: "ServerRuntime", dependencies: [.product(name: "Clocks", package: "swift-clocks")], swiftSettings: strict),
         .target(
             name: "HTTPServing",
             dependencies: [
+                "ServerRuntime",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -59,6 +62,7 @@ let package = Package(
         .target(
             name: "ServiceMetrics",
             dependencies: [
+                "ServerRuntime",
                 "CurlHTTP", "HTTPServing",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -72,6 +76,7 @@ let package = Package(
         .target(
             name: "SessionClient",
             dependencies: [
+                "ServerRuntime",
                 "ServiceMetrics", "HostLink",
                 "HashRing",
                 "SessionModel", "CurlHTTP", "Settings",
@@ -84,6 +89,7 @@ let package = Package(
         .target(
             name: "Greptile",
             dependencies: [
+                "ServerRuntime",
                 "SessionModel", "CurlHTTP",
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -92,6 +98,7 @@ let package = Package(
         .target(
             name: "MCPWorker",
             dependencies: [
+                "ServerRuntime",
                 "HashRing",
                 .product(name: "Crypto", package: "swift-crypto"),
                 "SessionModel", "SessionClient", "Greptile", "CurlHTTP", "Settings", "ServiceMetrics", "HTTPServing", "HostLink",
@@ -110,6 +117,7 @@ let package = Package(
         .target(
             name: "DurableHost",
             dependencies: [
+                "ServerRuntime",
                 "HashRing", "CurlHTTP", "HTTPServing", "HostLink",
                 "SessionModel", "Settings", "ServiceMetrics",
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -129,6 +137,7 @@ let package = Package(
         .executableTarget(
             name: "durable-host",
             dependencies: [
+                "ServerRuntime",
                 "DurableHost", "Settings", "SessionModel", "ServiceMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -139,6 +148,7 @@ let package = Package(
         .executableTarget(
             name: "mcp-worker",
             dependencies: [
+                "ServerRuntime",
                 "MCPWorker", "Greptile", "CurlHTTP", "SessionModel", "Settings", "ServiceMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -165,10 +175,12 @@ let package = Package(
         .testTarget(
             name: "MCPWorkerTests",
             dependencies: [
+                "ServerRuntime",
                 "MCPWorker", "SessionClient", "SessionModel", "Greptile", "CurlHTTP", "ServiceMetrics", "HTTPServing", "HostLink", "HashRing", "TestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Clocks", package: "swift-clocks"),
                 .product(name: "MCP", package: "swift-sdk"),
             ],
             swiftSettings: strict
@@ -177,6 +189,7 @@ let package = Package(
         .testTarget(
             name: "DurableHostTests",
             dependencies: [
+                "ServerRuntime",
                 "DurableHost", "SessionModel", "TestSupport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
@@ -190,7 +203,8 @@ let package = Package(
         ),
         .testTarget(name: "HashRingTests", dependencies: ["HashRing", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "DeployTests", dependencies: ["CurlHTTP", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "SessionClientTests", dependencies: ["SessionClient", "SessionModel", "HashRing", "CurlHTTP"], swiftSettings: strict),
+        .testTarget(
+            name: "SessionClientTests", dependencies: ["ServerRuntime", "SessionClient", "SessionModel", "HashRing", "CurlHTTP"], swiftSettings: strict),
         .testTarget(
             name: "WorkerProcessTests",
             dependencies: ["SessionModel", "CurlHTTP", "HashRing", "TestSupport"],

@@ -6,6 +6,7 @@ import HostLink
 import Logging
 import PostgresNIO
 import Prometheus
+import ServerRuntime
 import ServiceLifecycle
 import ServiceMetrics
 import SessionModel

@@ -4,6 +4,7 @@ import HTTPServing
 import HashRing
 import HostLink
 import Logging
+import ServerRuntime
 import ServiceMetrics
 import SessionModel
 import Settings

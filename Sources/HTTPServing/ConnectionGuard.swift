@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTPTypes
+import ServerRuntime
 
 /// Guards one server connection against clients that send too slowly, and tells a request
 /// whether its client is still there.

@@ -1,6 +1,7 @@
 import Hummingbird
 import Logging
 import NIOCore
+import ServerRuntime
 import ServiceLifecycle
 
 /// The HTTP server both executables run: HTTP/1.1 with keep-alive, an idle timeout, a limit

@@ -1,5 +1,6 @@
 import HTTPServing
 import Metrics
+import ServerRuntime
 
 extension Metrics.Timer {
     /// Records the time elapsed since `start` on the continuous clock.

@@ -1,9 +1,12 @@
+import Clocks
 import Foundation
 import HTTPServing
 import Logging
 import MCP
 import NIOCore
+import ServerRuntime
 import ServiceLifecycle
+import SessionModel
 import Synchronization
 import TestSupport
 import Testing
@@ -15,13 +18,6 @@ import Testing
 /// service that owns calls outliving their request.
 @Suite("streamed calls, in process")
 struct StreamedCallTests {
-    /// A clock tests move by hand.
-    final class ManualClock: Sendable {
-        private let instant = Mutex(ContinuousClock.now)
-        var now: ContinuousClock.Instant { instant.withLock { $0 } }
-        func advance(by duration: Duration) { instant.withLock { $0 += duration } }
-    }
-
     /// A sleep that returns when the test fires a tick (a tick fired early is kept).
     actor Ticks {
         private var pending = 0
@@ -51,7 +47,7 @@ struct StreamedCallTests {
 
     @Test("a producer waits while the buffer is full, and the buffer never holds more than its capacity")
     func boundedBuffer() async throws {
-        let events = EventStream(journal: nil, capacity: 3)
+        let events = EventStream(journal: nil, capacity: 3, clock: .driven(by: TestClock()))
         for number in 0..<3 { await events.send(Data("\(number)".utf8)) }
         #expect(events.buffered == 3)
         let fourth = Task { await events.send(Data("3".utf8)) }
@@ -67,7 +63,7 @@ struct StreamedCallTests {
 
     @Test("once the reader has gone, events are dropped and a waiting producer is released")
     func readerGone() async throws {
-        let events = EventStream(journal: nil, capacity: 1)
+        let events = EventStream(journal: nil, capacity: 1, clock: .driven(by: TestClock()))
         await events.send(Data("kept".utf8))
         let waiting = Task { await events.send(Data("waits".utf8)) }
         try await eventually("the second event waits") { events.waitingProducers == 1 }
@@ -89,24 +85,24 @@ struct StreamedCallTests {
             (idle: 9, elapsed: 30, progress: false, tick: .keepAlive),
         ])
     func tickDecision(_ row: (idle: Int, elapsed: Int, progress: Bool, tick: StreamTiming.Tick)) {
-        let timing = StreamTiming(keepAliveInterval: .seconds(1), heartbeatAfter: .seconds(2))
+        let timing = StreamTiming(keepAliveInterval: .seconds(1), heartbeatAfter: .seconds(2), clock: .driven(by: TestClock()))
         #expect(timing.tick(idleFor: .seconds(row.idle), elapsed: .seconds(row.elapsed), reportsProgress: row.progress) == row.tick)
     }
 
     @Test("the heartbeat, driven by an injected clock and sleep: keep-alives, then 'still waiting' progress")
     func heartbeatTicks() async throws {
-        let clock = ManualClock()
+        let clock = TestClock()
         let ticks = Ticks()
         let timing = StreamTiming(
-            keepAliveInterval: .seconds(1), heartbeatAfter: .seconds(2), now: { clock.now }, sleep: { _ in await ticks.next() })
-        let events = EventStream(journal: nil, now: { clock.now })
+            keepAliveInterval: .seconds(1), heartbeatAfter: .seconds(2), clock: .driven(by: clock), sleep: { _ in await ticks.next() })
+        let events = EventStream(journal: nil, clock: .driven(by: clock))
         let reporter = StreamProgress(token: .string("t"), events: events)
         let heartbeat = Task { await timing.heartbeat(events, reporter) }
 
         await ticks.fire()
         #expect(Self.text(await events.next()) == ": keepalive\n\n")
 
-        clock.advance(by: .seconds(3))
+        await clock.advance(by: .seconds(3))
         await ticks.fire()
         let progress = try #require(Self.text(await events.next()))
         #expect(progress.contains(#""method":"notifications/progress""#))
@@ -114,7 +110,7 @@ struct StreamedCallTests {
         #expect(progress.contains(#""progressToken":"t""#))
 
         // The heartbeat itself counts as an event: the next tick is a keep-alive again.
-        clock.advance(by: .seconds(1))
+        await clock.advance(by: .seconds(1))
         await ticks.fire()
         #expect(Self.text(await events.next()) == ": keepalive\n\n")
 

@@ -1,4 +1,6 @@
+import Clocks
 import Foundation
+import ServerRuntime
 import SessionClient
 import SessionModel
 import Synchronization
@@ -14,6 +16,8 @@ struct TransportSessionsTests {
         init(_ value: Double) { self.value = Mutex(value) }
         var now: Double { value.withLock { $0 } }
         func advance(_ seconds: Double) { value.withLock { $0 += seconds } }
+        /// As the worker reads it.
+        var server: ServerClock { ServerClock(monotonic: AnyClock(TestClock()), wall: { self.now }) }
     }
 
     @Test("a worker whose clock runs ahead of the holder's does not end a session the holder keeps: the record stays and the session is served")
@@ -21,7 +25,7 @@ struct TransportSessionsTests {
         let storeClock = Clock(1_000_000)
         let store = InMemorySessionManager(now: { storeClock.now })
         let workerClock = Clock(1_000_000)
-        let sessions = TransportSessions(store: store, lifetime: 60, now: { workerClock.now })
+        let sessions = TransportSessions(store: store, lifetime: 60, clock: workerClock.server)
         let created = try await sessions.create(principal: "alice", protocolVersion: "2025-11-25", clientName: "t", clientVersion: "1")
 
         // The worker's clock is two lifetimes ahead of the store's, which still keeps the session.
@@ -35,7 +39,7 @@ struct TransportSessionsTests {
     func expiry() async throws {
         let clock = Clock(1_000_000)
         let store = InMemorySessionManager(now: { clock.now })
-        let sessions = TransportSessions(store: store, lifetime: 60, now: { clock.now })
+        let sessions = TransportSessions(store: store, lifetime: 60, clock: clock.server)
         let created = try await sessions.create(principal: "alice", protocolVersion: "2025-11-25", clientName: "t", clientVersion: "1")
         #expect(try await sessions.load(created.id, principal: "bob") == nil, "another principal's session is unknown")
         clock.advance(61)

@@ -2,6 +2,7 @@ import Foundation
 import HTTPServing
 import Logging
 import Metrics
+import ServerRuntime
 import ServiceLifecycle
 import ServiceMetrics
 import SessionModel

@@ -4,6 +4,7 @@ import HashRing
 import Logging
 import Metrics
 import PostgresNIO
+import ServerRuntime
 import ServiceLifecycle
 import SessionModel
 import Synchronization

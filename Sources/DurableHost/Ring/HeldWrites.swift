@@ -5,6 +5,7 @@ import HashRing
 import HostLink
 import Logging
 import Metrics
+import ServerRuntime
 import ServiceLifecycle
 import ServiceMetrics
 import SessionModel

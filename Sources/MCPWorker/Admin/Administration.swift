@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import ServerRuntime
 import SessionClient
 import SessionModel
 
@@ -24,7 +25,7 @@ struct Administration: Sendable {
     static let page = 200
 
     func respond(to request: Request, path: Substring) async -> Response {
-        guard let caller = worker.caller(authorization: request.headers[.authorization]) else {
+        guard let caller = worker.authentication.caller(authorization: request.headers[.authorization]) else {
             var response = Self.failure(.unauthorized, "send Authorization: Bearer <key>: the admin key, or a client key for its own data")
             // A browser asks its user for the key (as a password) when offered Basic.
             response.headers[.wwwAuthenticate] = path == "usage.html" ? #"Basic realm="greptile-mcp", charset="UTF-8""# : #"Bearer realm="greptile-mcp""#
@@ -57,7 +58,7 @@ struct Administration: Sendable {
 
     // MARK: Deleting a principal's data
 
-    private func erase(principal: String, caller: WorkerDependencies.Caller) async -> Response {
+    private func erase(principal: String, caller: Caller) async -> Response {
         guard SessionUpdate.isValidPrincipal(principal) else {
             return Self.failure(.badRequest, "a principal is 1 to 64 of A-Z a-z 0-9 . _ - @ :")
         }
@@ -85,7 +86,7 @@ struct Administration: Sendable {
 
     // MARK: Export
 
-    private func export(_ request: Request, caller: WorkerDependencies.Caller) async -> Response {
+    private func export(_ request: Request, caller: Caller) async -> Response {
         let query = request.uri.queryParameters
         let principal = query["principal"].map(String.init)
         let session = query["session"].map(String.init)
@@ -94,22 +95,20 @@ struct Administration: Sendable {
         }
         // A client exports its own conversations; an operator anyone's, or everyone's.
         let scope: String?
-        switch caller {
-        case .operator: scope = principal
-        case .principal(let own):
-            guard principal == nil || principal == own else {
+        if caller.mayOperate {
+            scope = principal
+        } else {
+            guard principal == nil || principal == caller.principal else {
                 return Self.failure(.forbidden, "a client key exports only its own conversations; use the admin key for another's")
             }
-            scope = own
+            scope = caller.principal
         }
         if let session {
             guard let scope else { return Self.failure(.badRequest, "session= needs principal=: conversations are named within a principal") }
-            let id: String
-            do {
-                id = Conversations.storageID(principal: scope, sessionID: try Conversations.sessionID(session))
-            } catch {
-                return Self.failure(.badRequest, error.message)
+            guard Conversations.isValidSessionID(session) else {
+                return Self.failure(.badRequest, "session must be 1 to \(Conversations.maxSessionIDLength) of A-Z a-z 0-9 . _ ~ : -")
             }
+            let id = Conversations.storageID(principal: scope, sessionID: session)
             return exportStream { write in
                 if let record = try await worker.store.record(id), Conversations.isConversation(record.metadata) { try await write(record) }
             }
@@ -154,8 +153,8 @@ struct Administration: Sendable {
 
     // MARK: Import
 
-    private func importRecords(_ request: Request, caller: WorkerDependencies.Caller) async -> Response {
-        guard caller == .operator else { return Self.failure(.forbidden, "importing takes the admin key: it writes any principal's conversations") }
+    private func importRecords(_ request: Request, caller: Caller) async -> Response {
+        guard caller.mayOperate else { return Self.failure(.forbidden, "importing takes the admin key: it writes any principal's conversations") }
         var report = ImportReport()
         var lines = JSONLines(limit: worker.configuration.limits.maxBodyBytes)
         do {
@@ -222,7 +221,7 @@ struct Administration: Sendable {
 
     /// Usage per principal and day over the last `days` (30): an operator sees everyone's,
     /// a client its own. This worker's counts not yet written are written first.
-    private func usage(_ request: Request, caller: WorkerDependencies.Caller, html: Bool) async -> Response {
+    private func usage(_ request: Request, caller: Caller, html: Bool) async -> Response {
         let query = request.uri.queryParameters
         var days = 30
         if let text = query["days"] {
@@ -231,17 +230,17 @@ struct Administration: Sendable {
         }
         let asked = query["principal"].map(String.init)
         let scope: String?
-        switch caller {
-        case .operator: scope = asked
-        case .principal(let own):
-            guard asked == nil || asked == own else {
+        if caller.mayOperate {
+            scope = asked
+        } else {
+            guard asked == nil || asked == caller.principal else {
                 return Self.failure(.forbidden, "a client key sees only its own usage; use the admin key for another's")
             }
-            scope = own
+            scope = caller.principal
         }
         if let scope, !SessionUpdate.isValidPrincipal(scope) { return Self.failure(.badRequest, "principal must be 1 to 64 of A-Z a-z 0-9 . _ - @ :") }
         await worker.usageRecorder.flush()
-        var report = UsageReport(days: days, now: Date().timeIntervalSince1970)
+        var report = UsageReport(days: days, now: worker.clock.wallNow)
         do {
             var before: HostAPI.ListCursor?
             repeat {

@@ -70,7 +70,8 @@ final class UsageLedger: Sendable {
     private let pending = Mutex<[Key: Pending]>([:])
     private let now: @Sendable () -> Double
 
-    init(now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
+    /// `now`: seconds since the epoch (the worker's wall clock).
+    init(now: @escaping @Sendable () -> Double) {
         self.now = now
     }
 

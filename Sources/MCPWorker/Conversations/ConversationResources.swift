@@ -26,13 +26,13 @@ struct ConversationResources: Sendable {
     /// The session id a URI names; nil when it is not one of ours.
     static func sessionID(of uri: String) -> String? {
         guard uri.hasPrefix(scheme), let id = String(uri.dropFirst(scheme.count)).removingPercentEncoding, !id.isEmpty,
-            (try? Conversations.sessionID(id)) != nil
+            Conversations.isValidSessionID(id)
         else { return nil }
         return id
     }
 
     /// `resources/list`: the caller's conversations and those shared with it, newest first.
-    func list(principal: String, params: Value?) async throws -> JSONValue {
+    func list(principal: String, params: JSONValue?) async throws -> JSONValue {
         var before: HostAPI.ListCursor?
         if case .string(let cursor)? = params?.objectValue?["cursor"] {
             guard let decoded = Data(base64Encoded: cursor).map({ String(decoding: $0, as: UTF8.self) }).flatMap(HostAPI.ListCursor.init) else {
@@ -47,7 +47,7 @@ struct ConversationResources: Sendable {
     }
 
     /// `resources/read`: one conversation, as Markdown and as JSON.
-    func read(principal: String, params: Value?) async throws -> JSONValue {
+    func read(principal: String, params: JSONValue?) async throws -> JSONValue {
         guard case .string(let uri)? = params?.objectValue?["uri"] else { throw RPCError.invalidParams("Invalid params: uri is required") }
         let notFound = RPCError(Self.notFound, "Resource not found: \(uri.prefix(200))", data: .object(["uri": .string(String(uri.prefix(200)))]))
         guard let sessionID = Self.sessionID(of: uri) else { throw notFound }

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Greptile
+import ServerRuntime
 import SessionClient
 import SessionModel
 
@@ -16,6 +17,7 @@ struct Conversations: Sendable {
     let window: Int
     /// Who may see and continue which conversation (shared ones).
     let catalog: ConversationCatalog
+    let clock: ServerClock
 
     /// Longest `session_id` a caller may choose.
     static let maxSessionIDLength = 64
@@ -46,7 +48,7 @@ struct Conversations: Sendable {
     /// The principal of a conversation's host record id; nil when it is not one.
     static func principal(ofStorageID id: String) -> String? {
         guard let (principal, session) = StorageKeys.conversationParts(id) else { return nil }
-        guard SessionUpdate.isValidPrincipal(principal), (try? sessionID(session)) != nil else { return nil }
+        guard SessionUpdate.isValidPrincipal(principal), isValidSessionID(session) else { return nil }
         return principal
     }
 
@@ -58,14 +60,13 @@ struct Conversations: Sendable {
         return digest.prefix(16).map { byte in (byte < 16 ? "0" : "") + String(byte, radix: 16) }.joined()
     }
 
-    /// Checks a caller's session id, or makes a new one when none is given.
-    static func sessionID(_ given: String?) throws(ToolError) -> String {
-        guard let given else { return UUID().uuidString.lowercased() }
-        guard !given.isEmpty, given.utf8.count <= maxSessionIDLength, given.utf8.allSatisfy(SessionID.isAllowed) else {
-            throw ToolError("session_id must be 1 to \(maxSessionIDLength) of A-Z a-z 0-9 . _ ~ : -")
-        }
-        return given
+    /// Whether a caller's `session_id` is one: 1 to `maxSessionIDLength` of `A-Z a-z 0-9 . _ ~ : -`.
+    static func isValidSessionID(_ given: String) -> Bool {
+        !given.isEmpty && given.utf8.count <= maxSessionIDLength && given.utf8.allSatisfy(SessionID.isAllowed)
     }
+
+    /// The id of a conversation a call starts without naming one.
+    static func newSessionID() -> String { UUID().uuidString.lowercased() }
 
     /// What a conversation's metadata says of it, for lists of conversations: what kind of
     /// record it is, its title (its first question) and the repositories it is about.
@@ -153,9 +154,9 @@ struct Conversations: Sendable {
     func keepInUse(_ turn: Turn, every interval: Duration) async {
         // The writer's clock against the host's last_updated: a skew of less than a third of
         // the lifetime is harmless.
-        var wait = turn.firstKeepAlive(now: Date().timeIntervalSince1970)
+        var wait = turn.firstKeepAlive(now: clock.wallNow)
         while !Task.isCancelled {
-            do { try await Task.sleep(for: wait) } catch { return }
+            do { try await clock.sleep(for: wait) } catch { return }
             wait = interval
             try? await store.write(turn.target.storageID, SessionUpdate(.updateMetadata([:]), principal: turn.target.owner, mustExist: true))
         }

@@ -5,6 +5,7 @@ import HTTPServing
 import HashRing
 import HostLink
 import Logging
+import ServerRuntime
 import ServiceMetrics
 import SessionClient
 import SessionModel
@@ -25,72 +26,44 @@ final class WorkerDependencies: Sendable {
     let usageRecorder: UsageRecorder
     /// The client keys in force (reloaded from `api_keys_file` when it changes).
     let keys: ClientKeys
+    /// Who a request comes from: the one place that decides.
+    let authentication: Authentication
     let streamTiming: StreamTiming
     let logger: Logger
-    private let started = ContinuousClock.now
+    /// Time, as every part of the worker reads it.
+    let clock: ServerClock
+    private let started: ServerClock.Instant
 
     /// The protocol revisions of the session-based transport, newest first.
     static let protocolVersions = ["2025-11-25", "2025-06-18", "2025-03-26"]
 
     init(
         configuration: WorkerConfiguration, store: any SessionManager, client: CurlClient, metrics: RouteMetrics, logger: Logger,
-        streamTiming: StreamTiming = StreamTiming()
+        clock: ServerClock = .system, streamTiming: StreamTiming? = nil
     ) {
-        self.streamTiming = streamTiming
+        self.clock = clock
+        started = clock.now
+        self.streamTiming = streamTiming ?? StreamTiming(clock: clock)
         self.configuration = configuration
         self.store = store
         self.client = client
         self.metrics = metrics
         self.logger = logger
         journal = EventJournal(store: store, lifetime: configuration.sessionLifetime.secondsValue, logger: logger)
-        sessions = TransportSessions(store: store, lifetime: configuration.sessionLifetime.secondsValue, now: { Date().timeIntervalSince1970 })
+        sessions = TransportSessions(store: store, lifetime: configuration.sessionLifetime.secondsValue, clock: clock)
         calls = CallSupervisor(sessions: sessions)
         keys = ClientKeys(configuration.apiKeys)
-        usage = UsageLedger()
+        authentication = Authentication(keys: keys, adminKey: configuration.adminKey)
+        usage = UsageLedger(now: clock.wall)
         usageRecorder = UsageRecorder(ledger: usage, store: store, logger: logger)
         tools = GreptileTools(
             greptile: GreptileClient(configuration: configuration.upstream, client: client, logger: logger),
             github: GitHubClient(configuration: configuration.upstream, client: client, logger: logger),
             conversations: Conversations(
                 store: store, window: configuration.historyWindow,
-                catalog: ConversationCatalog(store: store, keys: keys)),
-            usage: usage, logger: logger)
+                catalog: ConversationCatalog(store: store, keys: keys), clock: clock),
+            usage: usage, logger: logger, clock: clock)
         resources = ConversationResources(catalog: tools.conversations.catalog, pageSize: configuration.resourcePageSize)
-    }
-
-    /// The principal behind an `Authorization` header; nil when it must be refused.
-    func principal(authorization: String?) -> String? {
-        if keys.isEmpty { return "local" }
-        guard let key = bearerToken(in: authorization) else { return nil }
-        return keys.principal(forKey: String(key))
-    }
-
-    /// Who calls `/admin`: an operator (the admin key, or anyone of an open worker, which
-    /// listens on loopback only), or a client acting for its own principal; nil: refused.
-    ///
-    /// The key comes as `Bearer <key>`, or (a person at a browser's prompt) as the password of
-    /// `Basic` credentials.
-    func caller(authorization: String?) -> Caller? {
-        let key = bearerToken(in: authorization).map(String.init) ?? basicPassword(in: authorization)
-        if let adminKey = configuration.adminKey, let key, constantTimeEqual(Array(key.utf8), Array(adminKey.utf8)) {
-            return .operator
-        }
-        if keys.isEmpty && configuration.adminKey == nil { return .operator }
-        if keys.isEmpty { return .principal("local") }
-        return key.flatMap { keys.principal(forKey: $0) }.map(Caller.principal)
-    }
-
-    enum Caller: Equatable {
-        case `operator`
-        case principal(String)
-
-        /// Whether this caller may act on `principal`'s data.
-        func mayActFor(_ principal: String) -> Bool {
-            switch self {
-            case .operator: true
-            case .principal(let own): own == principal
-            }
-        }
     }
 
     /// Whether a request's `Origin` may use the endpoint: absent, localhost, or configured.
@@ -150,7 +123,7 @@ final class WorkerDependencies: Sendable {
             }
         }
         if let detail = sessionHealth.detail, sessionHealth.degraded { problems.append(detail) }
-        let uptime = ContinuousClock.now - started
+        let uptime = clock.elapsed(since: started)
         return Health(
             status: problems.isEmpty ? "ok" : "degraded",
             version: WorkerServer.version,

@@ -3,8 +3,8 @@ import Foundation
 import Greptile
 import HTTPServing
 import Logging
-import MCP
 import Metrics
+import ServerRuntime
 import SessionClient
 import SessionModel
 
@@ -16,186 +16,41 @@ struct GreptileTools: Sendable {
     /// Where each principal's calls, turns and upstream time are counted.
     let usage: UsageLedger
     let logger: Logger
-
-    /// The tools that call Greptile (the others only read and write conversations).
-    static let upstreamTools: Set<String> = ["index_repository", "query_repository", "search_repository", "get_repository_info"]
-
-    static let names = [
-        "index_repository", "query_repository", "search_repository", "get_repository_info", "list_conversations", "share_conversation",
-        "unshare_conversation",
-    ]
-
-    /// What `tools/list` answers.
-    static let definitions: [Tool] = [
-        Tool(
-            name: "index_repository",
-            title: "Index a repository",
-            description: """
-                Submit a repository to Greptile for indexing, so it can be queried and searched. \
-                Indexing runs in the background; check progress with get_repository_info. \
-                The branch defaults to the repository's default branch (looked up on GitHub).
-                """,
-            inputSchema: objectSchema(
-                [
-                    "remote": remoteSchema,
-                    "repository": repositorySchema,
-                    "branch": .object(["type": "string", "description": "Branch to index; defaults to the repository's default branch."]),
-                    "reload": .object(["type": "boolean", "default": true, "description": "Re-process the repository even if it was indexed before."]),
-                    "notify": .object(["type": "boolean", "default": false, "description": "E-mail the account when indexing is done."]),
-                ], required: ["remote", "repository"]),
-            annotations: .init(title: "Index a repository", readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: true)),
-        Tool(
-            name: "query_repository",
-            title: "Ask about a codebase",
-            description: """
-                Ask Greptile a question in natural language about one or more indexed repositories. \
-                Returns the answer, the source files it drew on, and _session_id: pass that back as \
-                session_id to ask a follow-up in the same conversation (the history is kept for you).
-                """,
-            inputSchema: objectSchema(
-                [
-                    "query": .object(["type": "string", "description": "The question."]),
-                    "repositories": repositoriesSchema,
-                    "session_id": .object(["type": "string", "description": "Conversation to continue; a new one is started when omitted."]),
-                    "stream": .object(["type": "boolean", "default": false, "description": "Stream the answer as it is written."]),
-                    "genius": .object(["type": "boolean", "default": true, "description": "Slower (8-10 s more) but better answers."]),
-                    "timeout": .object(["type": "number", "description": "Seconds to wait for Greptile (default 120)."]),
-                    "previous_messages": .object([
-                        "type": "array", "description": "Replaces the stored history of this conversation.",
-                        "items": .object([
-                            "type": "object", "required": ["role", "content"],
-                            "properties": .object([
-                                "role": .object(["type": "string", "enum": ["user", "assistant", "system"]]),
-                                "content": .object(["type": "string"]),
-                            ]),
-                        ]),
-                    ]),
-                ], required: ["query", "repositories"]),
-            annotations: .init(title: "Ask about a codebase", readOnlyHint: true, destructiveHint: false, openWorldHint: true)),
-        Tool(
-            name: "search_repository",
-            title: "Search a codebase",
-            description: """
-                Find the files and line ranges of indexed repositories that are relevant to a query, \
-                without writing an answer. Faster than query_repository.
-                """,
-            inputSchema: objectSchema(
-                [
-                    "query": .object(["type": "string", "description": "What to look for."]),
-                    "repositories": repositoriesSchema,
-                    "session_id": .object(["type": "string", "description": "Greptile session to associate the search with."]),
-                    "genius": .object(["type": "boolean", "default": true, "description": "Accepted for compatibility with the original server."]),
-                ], required: ["query", "repositories"]),
-            annotations: .init(title: "Search a codebase", readOnlyHint: true, destructiveHint: false, openWorldHint: true)),
-        Tool(
-            name: "get_repository_info",
-            title: "Repository indexing status",
-            description: """
-                Show a repository's indexing status in Greptile: submitted, cloning, processing, completed \
-                or failed, with files processed. The branch defaults to the repository's default branch.
-                """,
-            inputSchema: objectSchema(
-                [
-                    "remote": remoteSchema, "repository": repositorySchema,
-                    "branch": .object(["type": "string", "description": "Branch; defaults to the default branch."]),
-                ],
-                required: ["remote", "repository"]),
-            annotations: .init(title: "Repository indexing status", readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: true)),
-        Tool(
-            name: "list_conversations",
-            title: "Find past conversations",
-            description: """
-                List your past conversations with Greptile (and those shared with you), newest first, \
-                optionally only those about a repository or whose questions mention some words. Pass a \
-                conversation's session_id to query_repository to continue it.
-                """,
-            inputSchema: objectSchema(
-                [
-                    "repository": .object(["type": "string", "description": "Only conversations about this repository (owner/name)."]),
-                    "query": .object(["type": "string", "description": "Only conversations whose questions contain these words (any case)."]),
-                    "limit": .object(["type": "integer", "minimum": 1, "maximum": 100, "default": 20, "description": "Most conversations to return."]),
-                ], required: []),
-            annotations: .init(title: "Find past conversations", readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false)),
-        Tool(
-            name: "share_conversation",
-            title: "Share a conversation",
-            description: """
-                Share one of your conversations with another person on this server: read only, or read \
-                and continue. They find it with list_conversations, under the session_id this returns.
-                """,
-            inputSchema: objectSchema(
-                [
-                    "session_id": .object(["type": "string", "description": "Your conversation to share."]),
-                    "principal": .object(["type": "string", "description": "Who to share it with (their name on this server)."]),
-                    "access": .object([
-                        "type": "string", "enum": ["read", "continue"], "default": "read",
-                        "description": "read: they may read it; continue: they may also ask follow-ups in it.",
-                    ]),
-                ], required: ["session_id", "principal"]),
-            annotations: .init(title: "Share a conversation", readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false)),
-        Tool(
-            name: "unshare_conversation",
-            title: "Stop sharing a conversation",
-            description: "Stop sharing one of your conversations with someone: it leaves their list at once.",
-            inputSchema: objectSchema(
-                [
-                    "session_id": .object(["type": "string", "description": "Your shared conversation."]),
-                    "principal": .object(["type": "string", "description": "Who to stop sharing it with."]),
-                ], required: ["session_id", "principal"]),
-            annotations: .init(title: "Stop sharing a conversation", readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false)),
-    ]
-
-    private static let remoteSchema: Value = .object(["type": "string", "enum": ["github", "gitlab"], "description": "Where the repository is hosted."])
-    private static let repositorySchema: Value = .object(["type": "string", "description": "The repository as owner/name.", "pattern": "^[^/\\s]+/[^\\s]+$"])
-    private static let repositoriesSchema: Value = .object([
-        "type": "array", "minItems": 1, "description": "Repositories to ask about.",
-        "items": .object([
-            "type": "object", "required": ["repository"],
-            "properties": .object(["remote": remoteSchema, "repository": repositorySchema, "branch": .object(["type": "string"])]),
-        ]),
-    ])
-
-    private static func objectSchema(_ properties: [String: Value], required: [String]) -> Value {
-        .object(["type": "object", "properties": .object(properties), "required": .array(required.map(Value.string))])
-    }
+    let clock: ServerClock
 
     /// What a call waits for before its first side effect: the check of its transport session
     /// when that runs beside it (nothing, when it ran before).
     typealias Admission = @Sendable () async throws -> Void
 
-    /// Runs a tool; every failure becomes an `isError` result with a message a person can act on.
+    /// Runs a tool: its arguments checked by its declaration (`ToolCatalog`), then the tool.
+    /// Every failure becomes an `isError` result with a sentence a person can act on
+    /// (`ToolFailure`); an unknown tool is a protocol error.
     func call(
-        _ name: String, arguments: [String: Value]?, principal: String, progress: (any ProgressReporter)? = nil, admission: Admission = {}
-    ) async throws -> CallTool.Result {
-        let start = ContinuousClock.now
-        let arguments = ToolArguments(arguments)
+        _ name: String, arguments: JSONObject?, principal: String, progress: (any ProgressReporter)? = nil, admission: Admission = {}
+    ) async throws -> ToolResult {
+        guard let declaration = ToolCatalog.declaration(named: name) else {
+            Metrics.Counter(label: "worker_tool_calls_total", dimensions: [("tool", "unknown"), ("outcome", "unknown_tool")]).increment()
+            throw RPCError.invalidParams("Unknown tool: \(name.prefix(100)); the tools are \(ToolCatalog.names.joined(separator: ", "))")
+        }
+        let start = clock.now
         let outcome: String
         var failure: ToolFailure?
         defer {
-            let elapsed = ContinuousClock.now - start
+            let elapsed = clock.elapsed(since: start)
             Metrics.Counter(label: "worker_tool_calls_total", dimensions: [("tool", name), ("outcome", outcome)]).increment()
             Metrics.Timer(label: "worker_tool_duration_seconds", dimensions: [("tool", name)], preferredDisplayUnit: .seconds)
                 .recordNanoseconds(elapsed.nanosecondsValue)
-            if Self.upstreamTools.contains(name), failure?.countsAsUsage ?? true {
+            if declaration.callsUpstream, failure?.countsAsUsage ?? true {
                 usage.recordCall(principal: principal, failed: outcome != "ok", milliseconds: elapsed.secondsValue * 1000)
             }
         }
         do {
-            let value: JSONValue
+            let input = try declaration.check(arguments)
             // Only a conversation's history is read before the session is known to be good.
-            if name != "query_repository" { try await admission() }
-            switch name {
-            case "index_repository": value = try await indexRepository(arguments)
-            case "query_repository": value = try await queryRepository(arguments, principal: principal, progress: progress, admission: admission)
-            case "search_repository": value = try await searchRepository(arguments, principal: principal)
-            case "get_repository_info": value = try await repositoryInfo(arguments)
-            case "list_conversations": value = try await listConversations(arguments, principal: principal)
-            case "share_conversation": value = try await shareConversation(arguments, principal: principal)
-            case "unshare_conversation": value = try await unshareConversation(arguments, principal: principal)
-            default: throw RPCError.invalidParams("Unknown tool: \(name.prefix(100)); the tools are \(Self.names.joined(separator: ", "))")
-            }
+            if name != ToolCatalog.queryRepository.name { try await admission() }
+            let value = try await run(declaration.name, input, principal: principal, progress: progress, admission: admission)
             outcome = "ok"
-            return Self.success(value)
+            return .success(value)
         } catch let refusal as SessionRefusal {
             // Not the tool's failure: the request's session is not one to serve.
             outcome = "session_refused"
@@ -210,39 +65,40 @@ struct GreptileTools: Sendable {
             switch caught {
             case .cancelled: throw CancellationError()
             case .protocolError(let error): throw error
-            default: return Self.failure(caught.message(tool: name) ?? "\(name) failed")
+            default: return .failure(caught.message(tool: name) ?? "\(name) failed")
             }
         }
     }
 
-    static func success(_ value: JSONValue) -> CallTool.Result {
-        let text = value.jsonText()
-        let structured: Value? = value.objectValue != nil ? Value(value) : nil
-        return CallTool.Result(content: [.text(text: text, annotations: nil, _meta: nil)], structuredContent: structured, isError: false)
-    }
-
-    static func failure(_ message: String) -> CallTool.Result {
-        CallTool.Result(content: [.text(text: message, annotations: nil, _meta: nil)], isError: true)
+    /// The tool itself, given arguments its declaration checked.
+    private func run(
+        _ name: String, _ input: ToolInput, principal: String, progress: (any ProgressReporter)?, admission: Admission
+    ) async throws -> JSONValue {
+        switch name {
+        case ToolCatalog.indexRepository.name: try await indexRepository(input)
+        case ToolCatalog.queryRepository.name: try await queryRepository(input, principal: principal, progress: progress, admission: admission)
+        case ToolCatalog.searchRepository.name: try await searchRepository(input, principal: principal)
+        case ToolCatalog.repositoryInfo.name: try await repositoryInfo(input)
+        case ToolCatalog.listConversations.name: try await listConversations(input, principal: principal)
+        case ToolCatalog.shareConversation.name: try await shareConversation(input, principal: principal)
+        default: try await unshareConversation(input, principal: principal)
+        }
     }
 
     // MARK: The tools
 
-    private func indexRepository(_ arguments: ToolArguments) async throws -> JSONValue {
-        let repository = try await resolve(RepositoryInput(arguments))
-        let reload = try arguments.bool("reload", default: true)
-        let notify = try arguments.bool("notify", default: false)
-        var answer = try await greptile.index(IndexRequest(repository: repository, reload: reload, notify: notify))
+    private func indexRepository(_ input: ToolInput) async throws -> JSONValue {
+        let repository = try await resolve(input.repository)
+        var answer = try await greptile.index(IndexRequest(repository: repository, reload: input.flag("reload"), notify: input.flag("notify")))
         answer["repository"] = .string(repository.repository)
         answer["remote"] = .string(repository.remote)
         answer["branch"] = .string(repository.branch)
         return .object(answer)
     }
 
-    private func listConversations(_ arguments: ToolArguments, principal: String) async throws -> JSONValue {
-        let repository = try arguments.optionalString("repository")
-        let query = try arguments.optionalString("query")
-        let limit = try arguments.integer("limit", default: 20, in: 1...100)
-        let entries = try await conversations.catalog.find(principal: principal, repository: repository, query: query, limit: limit)
+    private func listConversations(_ input: ToolInput, principal: String) async throws -> JSONValue {
+        let entries = try await conversations.catalog.find(
+            principal: principal, repository: input.optionalString("repository"), query: input.optionalString("query"), limit: input.whole("limit"))
         let listed: [JSONValue] = entries.map { entry in
             var item: JSONObject = [
                 "session_id": .string(entry.sessionID), "title": .string(entry.summary.title),
@@ -258,54 +114,45 @@ struct GreptileTools: Sendable {
         return .object(["conversations": .array(listed), "count": .int(Int64(listed.count))])
     }
 
-    private func shareConversation(_ arguments: ToolArguments, principal: String) async throws -> JSONValue {
-        let sessionID = try Conversations.sessionID(arguments.string("session_id"))
-        let other = try arguments.string("principal")
-        let accessName = try arguments.optionalString("access") ?? "read"
-        guard let access = ConversationCatalog.Access(rawValue: accessName), access != .owner else {
-            throw ToolError("access must be read or continue")
-        }
+    private func shareConversation(_ input: ToolInput, principal: String) async throws -> JSONValue {
+        let sessionID = input.string("session_id")
+        let other = input.string("principal")
+        let access: ConversationCatalog.Access = input.string("access") == "continue" ? .continue : .read
         let theirs = try await conversations.catalog.share(principal: principal, sessionID: sessionID, with: other, access: access)
         return .object([
             "session_id": .string(sessionID), "shared_with": .string(other), "access": .string(access.rawValue), "their_session_id": .string(theirs),
         ])
     }
 
-    private func unshareConversation(_ arguments: ToolArguments, principal: String) async throws -> JSONValue {
-        let sessionID = try Conversations.sessionID(arguments.string("session_id"))
-        let other = try arguments.string("principal")
+    private func unshareConversation(_ input: ToolInput, principal: String) async throws -> JSONValue {
+        let sessionID = input.string("session_id")
+        let other = input.string("principal")
         let wasShared = try await conversations.catalog.unshare(principal: principal, sessionID: sessionID, with: other)
         return .object(["session_id": .string(sessionID), "principal": .string(other), "was_shared": .bool(wasShared)])
     }
 
-    private func repositoryInfo(_ arguments: ToolArguments) async throws -> JSONValue {
-        let repository = try await resolve(RepositoryInput(arguments))
+    private func repositoryInfo(_ input: ToolInput) async throws -> JSONValue {
+        let repository = try await resolve(input.repository)
         return .object(try await greptile.status(of: repository))
     }
 
-    private func searchRepository(_ arguments: ToolArguments, principal: String) async throws -> JSONValue {
-        let query = try arguments.string("query")
-        let repositories = try await resolve(arguments.repositories("repositories"))
-        let sessionID = try arguments.optionalString("session_id").map { given throws(ToolError) in
-            Conversations.upstreamSessionID(principal: principal, sessionID: try Conversations.sessionID(given))
-        }
-        _ = try arguments.bool("genius", default: true)
-        let results = try await greptile.search(SearchRequest(query: query, repositories: repositories, sessionId: sessionID))
+    private func searchRepository(_ input: ToolInput, principal: String) async throws -> JSONValue {
+        let repositories = try await resolve(input.repositories("repositories"))
+        let sessionID = input.optionalString("session_id").map { Conversations.upstreamSessionID(principal: principal, sessionID: $0) }
+        let results = try await greptile.search(SearchRequest(query: input.string("query"), repositories: repositories, sessionId: sessionID))
         return .object(["results": .array(results), "count": .int(Int64(results.count))])
     }
 
-    private func queryRepository(
-        _ arguments: ToolArguments, principal: String, progress: (any ProgressReporter)?, admission: Admission
-    ) async throws -> JSONValue {
-        let query = try arguments.string("query")
-        let sessionID = try Conversations.sessionID(arguments.optionalString("session_id"))
-        let stream = try arguments.bool("stream", default: false)
-        let genius = try arguments.bool("genius", default: true)
-        let timeout = try arguments.seconds("timeout")
-        let previous = try arguments.messages("previous_messages")
-        let inputs = try arguments.repositories("repositories")
+    private func queryRepository(_ input: ToolInput, principal: String, progress: (any ProgressReporter)?, admission: Admission) async throws -> JSONValue {
+        let query = input.string("query")
+        let sessionID = input.optionalString("session_id") ?? Conversations.newSessionID()
+        let stream = input.flag("stream")
+        let genius = input.flag("genius")
+        let timeout = input.seconds("timeout")
+        let previous = input.messages("previous_messages")
+        let inputs = input.repositories("repositories")
 
-        let askedAt = Date().timeIntervalSince1970
+        let askedAt = clock.wallNow
         let turn = try await conversations.begin(principal: principal, sessionID: sessionID, query: query, previousMessages: previous)
         // Reading the history was the last thing done before the session is known to be good.
         try await admission()
@@ -339,12 +186,12 @@ struct GreptileTools: Sendable {
         // the exchange is recorded completely or (cancelled before this point) not at all.
         let conversations = self.conversations
         let usage = self.usage
-        try await Task {
+        try await shielded {
             try await conversations.finish(
                 turn, principal: principal, query: query, askedAt: askedAt, answer: answer.message, previousMessages: previous,
                 repositories: repositories)
             usage.recordTurn(principal: principal, started: turn.title != nil && turn.target.pointer == nil)
-        }.value
+        }
         return .object(["message": .string(answer.message), "sources": .array(answer.sources), "_session_id": .string(sessionID)])
     }
 
@@ -364,7 +211,7 @@ struct GreptileTools: Sendable {
         return try await withThrowingTaskGroup(of: QueryAnswer?.self) { group in
             group.addTask { try await self.readStream(request, progress: progress) }
             group.addTask {
-                try await Task.sleep(for: limit)
+                try await self.clock.sleep(for: limit)
                 return nil
             }
             defer { group.cancelAll() }

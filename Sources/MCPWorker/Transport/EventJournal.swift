@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import ServerRuntime
 import SessionClient
 import SessionModel
 
@@ -45,9 +46,12 @@ struct EventJournal: Sendable {
         await append(session: session, eventID: "\(stream)-end", data: "")
     }
 
+    /// Some of a stream's events, and whether it has ended.
+    typealias Batch = (events: [(id: String, data: String)], ended: Bool)
+
     /// Events of `stream` after number `after`, in order, and whether the stream has ended.
     /// Nil when the journal knows nothing of the stream.
-    func events(session: String, stream: String, after: Int) async throws(SessionError) -> (events: [(id: String, data: String)], ended: Bool)? {
+    func events(session: String, stream: String, after: Int) async throws(SessionError) -> Batch? {
         let history = try await store.history(Self.recordID(session: session))
         var events: [(id: String, data: String)] = []
         var known = false
@@ -77,5 +81,39 @@ struct EventJournal: Sendable {
         let stream = String(eventID[..<dash])
         guard !stream.isEmpty, stream.isLowercaseHex else { return nil }
         return (stream, number)
+    }
+}
+
+/// A resumed stream's reader: sends what the journal holds after an event, then follows it
+/// (a poll every `pollInterval`, a keep-alive comment after a quiet second) until the stream's
+/// end marker, or for at most `limit`.
+struct JournalFollower: Sendable {
+    let journal: EventJournal
+    let session: String
+    let stream: String
+    let clock: ServerClock
+    var pollInterval: Duration = .milliseconds(100)
+    var limit: Duration = .seconds(600)
+
+    func follow(from first: EventJournal.Batch, after: Int, write: (String) async throws -> Void) async throws {
+        let start = clock.now
+        var batch = first
+        var last = after
+        var idle = clock.now
+        while true {
+            for event in batch.events {
+                try await write("id: \(event.id)\ndata: \(event.data)\n\n")
+                last = EventJournal.parse(event.id)?.number ?? last
+                idle = clock.now
+            }
+            if batch.ended || clock.elapsed(since: start) > limit { return }
+            if clock.elapsed(since: idle) > .seconds(1) {
+                try await write(": keepalive\n\n")
+                idle = clock.now
+            }
+            try await clock.sleep(for: pollInterval)
+            guard let next = try? await journal.events(session: session, stream: stream, after: last) else { return }
+            batch = next
+        }
     }
 }

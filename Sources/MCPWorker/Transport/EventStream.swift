@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import MCP
 import NIOCore
+import ServerRuntime
 import SessionModel
 import Synchronization
 
@@ -25,7 +26,7 @@ final class EventStream: Sendable {
     /// Where events are kept for resumption (session revisions), with the session.
     private let journal: (EventJournal, session: TransportSession)?
     private let capacity: Int
-    private let now: @Sendable () -> ContinuousClock.Instant
+    private let clock: ServerClock
     private let sequence = Mutex(0)
     private let state: Mutex<State>
     /// Opened when the reader has gone: under 2026-07-28, a reason to stop the call.
@@ -35,19 +36,16 @@ final class EventStream: Sendable {
         var buffer: [ByteBuffer] = []
         var finished = false
         var readerGone = false
-        var lastSent: ContinuousClock.Instant
+        var lastSent: ServerClock.Instant
         var reader: CheckedContinuation<ByteBuffer?, Never>?
         var writers: [CheckedContinuation<Void, Never>] = []
     }
 
-    init(
-        journal: (EventJournal, session: TransportSession)?, capacity: Int = 64,
-        now: @escaping @Sendable () -> ContinuousClock.Instant = { .now }
-    ) {
+    init(journal: (EventJournal, session: TransportSession)?, capacity: Int = 64, clock: ServerClock) {
         self.journal = journal
         self.capacity = capacity
-        self.now = now
-        state = Mutex(State(lastSent: now()))
+        self.clock = clock
+        state = Mutex(State(lastSent: clock.now))
         streamID = journal == nil ? nil : String(TransportSessions.newID().prefix(16))
     }
 
@@ -88,7 +86,7 @@ final class EventStream: Sendable {
     }
 
     /// Time since the last event (keep-alive comments do not count).
-    var idleFor: Duration { now() - state.withLock { $0.lastSent } }
+    var idleFor: Duration { clock.elapsed(since: state.withLock { $0.lastSent }) }
 
     /// Events buffered for the reader, and producers waiting for room (what tests observe).
     var buffered: Int { state.withLock { $0.buffer.count } }
@@ -147,11 +145,11 @@ final class EventStream: Sendable {
                 if state.readerGone { return .delivered(nil) }
                 if let reader = state.reader {
                     state.reader = nil
-                    state.lastSent = now()
+                    state.lastSent = clock.now
                     return .delivered(reader)
                 }
                 guard state.buffer.count < capacity else { return .wait }
-                state.lastSent = now()
+                state.lastSent = clock.now
                 state.buffer.append(buffer)
                 return .delivered(nil)
             }
@@ -184,7 +182,7 @@ final class EventStream: Sendable {
 
 /// Progress of a tool call as `notifications/progress` events, for a client that gave a token.
 struct StreamProgress: ProgressReporter {
-    let token: Value
+    let token: JSONValue
     let events: EventStream
 
     func report(_ textSoFar: String) async {
@@ -193,12 +191,7 @@ struct StreamProgress: ProgressReporter {
 
     func send(progress: Double, message: String) async {
         await events.send(
-            JSONRPC.notification(method: "notifications/progress", params: Parameters(progressToken: token, progress: progress, message: message)))
-    }
-
-    struct Parameters: Encodable {
-        let progressToken: Value
-        let progress: Double
-        let message: String
+            JSONRPC.notification(
+                method: "notifications/progress", params: ["progressToken": token, "progress": .double(progress), "message": .string(message)]))
     }
 }

@@ -7,9 +7,9 @@ import SessionModel
 struct RPCError: Error, Sendable, Encodable {
     let code: Int
     let message: String
-    let data: Value?
+    let data: JSONValue?
 
-    init(_ code: Int, _ message: String, data: Value? = nil) {
+    init(_ code: Int, _ message: String, data: JSONValue? = nil) {
         self.code = code
         self.message = message
         self.data = data
@@ -28,8 +28,8 @@ struct RPCError: Error, Sendable, Encodable {
 
 /// One message a client POSTed.
 enum IncomingMessage: Sendable {
-    case request(id: ID, method: String, params: Value?)
-    case notification(method: String, params: Value?)
+    case request(id: ID, method: String, params: JSONValue?)
+    case notification(method: String, params: JSONValue?)
     /// A response to a request of ours (we send none; accepted and ignored).
     case response(id: ID)
 
@@ -45,15 +45,14 @@ enum JSONRPC {
     /// Classifies a POST body: exactly one JSON-RPC message (no batches since 2025-06-18).
     /// On failure, the error and the request id when one could be read.
     static func parse(_ body: Data) -> Result<IncomingMessage, ParseFailure> {
-        // Our parser, then a direct conversion: decoding the SDK's `Value` with JSONDecoder
-        // cost most of a request's CPU time (bench/ANALYSIS.md).
-        let parsed: JSONValue
+        // Our parser, and its value all the way to the tools (decoding the SDK's `Value` with
+        // JSONDecoder cost most of a request's CPU time: bench/ANALYSIS.md).
+        let value: JSONValue
         do {
-            parsed = try JSONValue.parseStrictly(body)
+            value = try JSONValue.parseStrictly(body)
         } catch {
             return .failure(ParseFailure(error: .parse("Parse error: the body is not valid JSON: \(error)"), id: nil))
         }
-        let value = Value(parsed)
         guard case .object(let object) = value else {
             if case .array = value {
                 return .failure(ParseFailure(error: .invalidRequest("Invalid Request: batches are not supported; send one message per POST"), id: nil))
@@ -65,7 +64,7 @@ enum JSONRPC {
         switch object["id"] {
         case .none: break
         case .string(let text)?: id = .string(text)
-        case .int(let number)?: id = .number(number)
+        case .int(let number)?: id = .number(Int(clamping: number))
         case .double(let number)? where number == number.rounded() && abs(number) < 1e15: id = .number(Int(number))
         case .null?: idError = "Invalid Request: id must not be null"
         default: idError = "Invalid Request: id must be a string or an integer"
@@ -102,46 +101,41 @@ enum JSONRPC {
         return encoder
     }()
 
-    /// `{"jsonrpc":"2.0","id":...,"result":...}`
-    static func result(id: ID, _ result: some Encodable) -> Data {
-        (try? encoder.encode(ResultEnvelope(id: id, result: result))) ?? error(id: id, .internalError("could not encode the result"))
+    /// `{"id":...,"jsonrpc":"2.0","result":...}` of a result already in JSON, written directly
+    /// (keys sorted, as the encoder would).
+    static func result(id: ID, json result: JSONValue) -> Data {
+        var output = "{\"id\":"
+        write(id, to: &output)
+        output += ",\"jsonrpc\":\"2.0\",\"result\":" + result.jsonText() + "}"
+        return Data(output.utf8)
     }
 
-    /// The response to a `tools/call`, written directly when its content is text (always, for
-    /// our tools): the generic encoder was a tenth of a call's CPU time. `extra` members
-    /// (`resultType` of 2026-07-28) go into the result.
-    static func toolResult(id: ID, _ result: CallTool.Result, extra: [String: String] = [:]) -> Data {
-        var texts: [String] = []
-        for item in result.content {
-            guard case .text(let text, nil, nil) = item else {
-                return extra.isEmpty ? self.result(id: id, result) : self.result(id: id, ModernTransport.complete(result))
-            }
-            texts.append(text)
-        }
+    /// The response to a `tools/call`, written directly: the generic encoder was a tenth of a
+    /// call's CPU time. `extra` members (`resultType` of 2026-07-28) go into the result.
+    static func toolResult(id: ID, _ result: ToolResult, extra: [String: String] = [:]) -> Data {
         var output = "{\"id\":"
-        switch id {
-        case .number(let number): output += String(number)
-        case .string(let text): JSONValue.writeString(text, to: &output)
-        }
-        output += ",\"jsonrpc\":\"2.0\",\"result\":{\"content\":["
-        for (index, text) in texts.enumerated() {
-            if index > 0 { output += "," }
-            output += "{\"text\":"
-            JSONValue.writeString(text, to: &output)
-            output += ",\"type\":\"text\"}"
-        }
-        output += "],\"isError\":\(result.isError ?? false)"
+        write(id, to: &output)
+        output += ",\"jsonrpc\":\"2.0\",\"result\":{\"content\":[{\"text\":"
+        JSONValue.writeString(result.text, to: &output)
+        output += ",\"type\":\"text\"}],\"isError\":\(result.isError)"
         for (key, value) in extra.sorted(by: { $0.key < $1.key }) {
             output += ","
             JSONValue.writeString(key, to: &output)
             output += ":"
             JSONValue.writeString(value, to: &output)
         }
-        if let structured = result.structuredContent {
-            output += ",\"structuredContent\":" + JSONValue(structured).jsonText()
+        if let structured = result.structured {
+            output += ",\"structuredContent\":" + structured.jsonText()
         }
         output += "}}"
         return Data(output.utf8)
+    }
+
+    private static func write(_ id: ID, to output: inout String) {
+        switch id {
+        case .number(let number): output += String(number)
+        case .string(let text): JSONValue.writeString(text, to: &output)
+        }
     }
 
     /// `{"jsonrpc":"2.0","id":...|null,"error":{...}}`
@@ -151,14 +145,8 @@ enum JSONRPC {
     }
 
     /// A notification from the server, for SSE streams.
-    static func notification(method: String, params: some Encodable) -> Data {
-        (try? encoder.encode(NotificationEnvelope(method: method, params: params))) ?? Data()
-    }
-
-    private struct ResultEnvelope<R: Encodable>: Encodable {
-        let jsonrpc = "2.0"
-        let id: ID
-        let result: R
+    static func notification(method: String, params: JSONValue) -> Data {
+        Data((["jsonrpc": "2.0", "method": .string(method), "params": params] as JSONValue).jsonText().utf8)
     }
 
     private struct ErrorEnvelope: Encodable {
@@ -176,90 +164,32 @@ enum JSONRPC {
         enum CodingKeys: String, CodingKey { case jsonrpc, id, error }
     }
 
-    private struct NotificationEnvelope<P: Encodable>: Encodable {
-        let jsonrpc = "2.0"
-        let method: String
-        let params: P
-    }
+}
 
-    /// `tools/call` parameters, read straight from the params.
-    static func callParameters(_ params: Value?) throws(RPCError) -> CallTool.Parameters {
+/// A `tools/call` request: what the one path that answers it (`MCPResponder+ToolCall`) needs.
+struct ToolCall: Sendable {
+    let id: ID
+    let name: String
+    /// The arguments as sent; the tool's declaration checks them.
+    let arguments: JSONObject?
+    /// `params._meta.progressToken`: the client asked for progress.
+    let progressToken: JSONValue?
+
+    /// Reads the request's params; a refusal is a protocol error (-32602).
+    init(id: ID, params: JSONValue?) throws(RPCError) {
         guard let object = params?.objectValue else { throw .invalidParams("Invalid params: tools/call takes an object") }
         guard case .string(let name)? = object["name"] else { throw .invalidParams("Invalid params: name is required") }
-        var arguments: [String: Value]?
         switch object["arguments"] {
         case .none, .null?: arguments = nil
         case .object(let given)?: arguments = given
         default: throw .invalidParams("Invalid params: arguments must be an object")
         }
-        return CallTool.Parameters(name: name, arguments: arguments)
+        self.id = id
+        self.name = name
+        progressToken = object["_meta"]?.objectValue?["progressToken"]
     }
 
-    /// Decodes params (a `Value`) as a typed parameter struct of the SDK.
-    static func decode<T: Decodable>(_ type: T.Type, from params: Value?) throws(RPCError) -> T {
-        do {
-            let data = try encoder.encode(params ?? .object([:]))
-            return try JSONDecoder().decode(T.self, from: data)
-        } catch let error as DecodingError {
-            throw .invalidParams("Invalid params: \(describe(error))")
-        } catch {
-            throw .invalidParams("Invalid params")
-        }
-    }
-
-    private static func describe(_ error: DecodingError) -> String {
-        func path(_ keys: [any CodingKey]) -> String {
-            keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
-        }
-        switch error {
-        case .keyNotFound(let key, let context): return "\(path(context.codingPath + [key])) is required"
-        case .typeMismatch(_, let context): return "\(path(context.codingPath)) has the wrong type"
-        case .valueNotFound(_, let context): return "\(path(context.codingPath)) must not be null"
-        case .dataCorrupted(let context): return "\(path(context.codingPath)) is not valid"
-        @unknown default: return "unreadable"
-        }
-    }
-}
-
-extension Value {
-    /// Our `JSONValue` as the SDK's `Value`.
-    init(_ json: JSONValue) {
-        switch json {
-        case .null: self = .null
-        case .bool(let value): self = .bool(value)
-        case .int(let value): self = .int(Int(value))
-        case .double(let value): self = .double(value)
-        case .string(let value): self = .string(value)
-        case .array(let values): self = .array(values.map(Value.init))
-        case .object(let object): self = .object(object.mapValues(Value.init))
-        }
-    }
-
-    /// Text of a string argument. Bodies are parsed by `JSONParser`, which yields strings;
-    /// a `.data` value (the SDK's own decoder makes one of a `data:` URL) is turned back into
-    /// its text all the same, since a tool argument is always text.
-    var text: String? {
-        switch self {
-        case .string(let value): return value
-        case .data(let mimeType, let data):
-            return "data:\(mimeType ?? "");base64,\(data.base64EncodedString())"
-        default: return nil
-        }
-    }
-}
-
-extension JSONValue {
-    /// The SDK's `Value` as our `JSONValue`.
-    init(_ value: MCP.Value) {
-        switch value {
-        case .null: self = .null
-        case .bool(let flag): self = .bool(flag)
-        case .int(let number): self = .int(Int64(number))
-        case .double(let number): self = .double(number)
-        case .string(let text): self = .string(text)
-        case .data: self = .string(value.text ?? "")
-        case .array(let values): self = .array(values.map { JSONValue($0) })
-        case .object(let object): self = .object(object.mapValues { JSONValue($0) })
-        }
-    }
+    /// Whether the call is answered as Server-Sent Events: the client asked for progress, or
+    /// for a streamed answer (`stream: true`).
+    var wantsStream: Bool { progressToken != nil || arguments?["stream"] == .bool(true) }
 }

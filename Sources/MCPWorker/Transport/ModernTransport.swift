@@ -23,7 +23,7 @@ enum ModernTransport {
 
     /// Whether a POST speaks this revision: its version header, or (without a session) its
     /// `_meta` envelope, names one.
-    static func applies(versionHeader: String?, sessionHeader: String?, params: Value?) -> Bool {
+    static func applies(versionHeader: String?, sessionHeader: String?, params: JSONValue?) -> Bool {
         if let versionHeader { return versions.contains(versionHeader) || (sessionHeader == nil && !isHandshakeVersion(versionHeader) && hasEnvelope(params)) }
         return sessionHeader == nil && hasEnvelope(params)
     }
@@ -32,13 +32,13 @@ enum ModernTransport {
         WorkerDependencies.protocolVersions.contains(version) || version == "2024-11-05"
     }
 
-    private static func hasEnvelope(_ params: Value?) -> Bool {
+    private static func hasEnvelope(_ params: JSONValue?) -> Bool {
         params?.objectValue?["_meta"]?.objectValue?[protocolVersionKey] != nil
     }
 
     /// The validation ladder of the revision, in its order: the envelope, then the headers
     /// against the body, then the version. Returns the error to answer, or nil.
-    static func validate(method: String, params: Value?, headers: (version: String?, method: String?, name: String?)) -> RPCError? {
+    static func validate(method: String, params: JSONValue?, headers: (version: String?, method: String?, name: String?)) -> RPCError? {
         guard let meta = params?.objectValue?["_meta"]?.objectValue else {
             return .invalidParams("params._meta must be an object carrying '\(protocolVersionKey)' and '\(clientCapabilitiesKey)'")
         }
@@ -62,7 +62,7 @@ enum ModernTransport {
         guard versions.contains(requested) else {
             return RPCError(
                 unsupportedVersion, "Unsupported protocol version \(requested.prefix(40))",
-                data: .object(["supported": .array((versions + WorkerDependencies.protocolVersions).map(Value.string)), "requested": .string(requested)]))
+                data: ["supported": .array((versions + WorkerDependencies.protocolVersions).map(JSONValue.string)), "requested": .string(requested)])
         }
         return nil
     }
@@ -80,30 +80,31 @@ enum ModernTransport {
     }
 
     /// `server/discover`.
-    static func discoverResult(instructions: String) -> Value {
-        .object([
-            "supportedVersions": .array((versions + WorkerDependencies.protocolVersions).map(Value.string)),
-            "capabilities": .object(["tools": .object(["listChanged": false]), "resources": .object(["subscribe": false, "listChanged": false])]),
-            "serverInfo": .object(["name": "greptile-mcp", "title": "Greptile code search", "version": .string(WorkerServer.version)]),
+    static func discoverResult(instructions: String) -> JSONValue {
+        [
+            "supportedVersions": .array((versions + WorkerDependencies.protocolVersions).map(JSONValue.string)),
+            "capabilities": ["tools": ["listChanged": false], "resources": ["subscribe": false, "listChanged": false]],
+            "serverInfo": ["name": "greptile-mcp", "title": "Greptile code search", "version": .string(WorkerServer.version)],
             "instructions": .string(instructions),
             "ttlMs": 0,
             "cacheScope": "public",
             "resultType": "complete",
-        ])
+        ]
     }
 
     /// A result of this revision: the older shape plus `resultType`, and for list results
     /// the caching hints (`ttlMs`, `cacheScope`) the revision requires of them.
-    static func complete(_ result: some Encodable, cacheFor ttl: Duration? = nil, scope: String = "public") -> Value {
-        guard let data = try? JSONRPC.encoder.encode(result), case .object(var object)? = try? JSONDecoder().decode(Value.self, from: data) else {
-            return .object(["resultType": "complete"])
-        }
+    static func complete(_ result: JSONValue, cacheFor ttl: Duration? = nil, scope: String = "public") -> JSONValue {
+        var object = result.objectValue ?? [:]
         object["resultType"] = "complete"
         if let ttl {
-            object["ttlMs"] = .int(Int(ttl.components.seconds * 1000))
+            object["ttlMs"] = .int(ttl.components.seconds * 1000)
             // The tools are the same for every client of a deployment; a principal's conversations are its own.
             object["cacheScope"] = .string(scope)
         }
         return .object(object)
     }
+
+    /// `tools/list` under this revision, made once.
+    static let toolsList = complete(["tools": ToolCatalog.listing], cacheFor: .seconds(300))
 }

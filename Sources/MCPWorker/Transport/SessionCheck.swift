@@ -1,14 +1,11 @@
 import Foundation
-import HTTPServing
-import Hummingbird
-import MCP
-import ServiceLifecycle
 import Synchronization
 
-/// The answer that refuses a request's session (unknown, ended, another principal's: 404;
-/// the store failing: 503), thrown out of a call that waited for its admission.
-struct SessionRefusal: Error, @unchecked Sendable {
-    let response: Response
+/// Why a request's transport session cannot be served: unknown (ended, expired, another
+/// principal's), or the session store failing. The responder turns it into HTTP (404, 503).
+enum SessionRefusal: Error, Sendable, Equatable {
+    case notFound
+    case storeFailed(String)
 }
 
 /// The outcome of a session check running beside a call: the call asks for it (`session()`)

@@ -4,17 +4,20 @@ import HTTPTypes
 import Hummingbird
 import MCP
 import NIOCore
+import ServerRuntime
 import SessionModel
 import Synchronization
 
 /// When a stream with nothing to say speaks: a keep-alive comment every `keepAliveInterval`,
 /// and for a call that asked for progress a "still waiting" heartbeat once no event has been
-/// sent for `heartbeatAfter`. The clock and the sleep are inputs, so tests drive the ticks.
+/// sent for `heartbeatAfter`. The clock and the wait between ticks are inputs, so tests drive
+/// the ticks.
 struct StreamTiming: Sendable {
     var keepAliveInterval: Duration = .seconds(1)
     var heartbeatAfter: Duration = .seconds(2)
-    var now: @Sendable () -> ContinuousClock.Instant = { .now }
-    var sleep: @Sendable (Duration) async throws -> Void = { try await Task.sleep(for: $0) }
+    let clock: ServerClock
+    /// The wait between ticks: the clock's sleep, unless a test fires ticks itself.
+    var sleep: (@Sendable (Duration) async throws -> Void)? = nil
 
     /// What a tick sends.
     enum Tick: Equatable {
@@ -31,11 +34,11 @@ struct StreamTiming: Sendable {
 
     /// Ticks until cancelled: the companion of a streamed call.
     func heartbeat(_ events: EventStream, _ reporter: StreamProgress?) async {
-        let started = now()
+        let started = clock.now
         while !Task.isCancelled {
-            try? await sleep(keepAliveInterval)
+            try? await (sleep ?? clock.sleep)(keepAliveInterval)
             if Task.isCancelled { break }
-            switch tick(idleFor: events.idleFor, elapsed: now() - started, reportsProgress: reporter != nil) {
+            switch tick(idleFor: events.idleFor, elapsed: clock.elapsed(since: started), reportsProgress: reporter != nil) {
             case .keepAlive:
                 events.keepAlive()
             case .heartbeat(let waited):

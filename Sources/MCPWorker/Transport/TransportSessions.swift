@@ -1,4 +1,5 @@
 import Foundation
+import ServerRuntime
 import SessionClient
 import SessionModel
 
@@ -21,7 +22,7 @@ struct TransportSessions: Sendable {
     let store: any SessionManager
     /// A session unused this long is expired (404).
     let lifetime: Double
-    let now: @Sendable () -> Double
+    let clock: ServerClock
 
     static let kind = "mcp-transport"
 
@@ -48,7 +49,7 @@ struct TransportSessions: Sendable {
         // The host deletes the record `lifetime` after its last write: an abandoned session
         // does not outlive its lifetime in storage either.
         try await store.write(Self.storageID(id), SessionUpdate(.updateMetadata(metadata), principal: principal, expiresAfter: lifetime))
-        return TransportSession(id: id, principal: principal, protocolVersion: protocolVersion, initialized: false, lastUpdated: now())
+        return TransportSession(id: id, principal: principal, protocolVersion: protocolVersion, initialized: false, lastUpdated: clock.wallNow)
     }
 
     /// The session `id` of `principal`; nil when unknown, ended, expired, or another principal's.
@@ -61,7 +62,7 @@ struct TransportSessions: Sendable {
         // worker judges only a record stored before lifetimes existed: judging the others by its
         // own clock, which may run ahead of the holder's, would end a session the host still
         // keeps alive, for every worker, with a real delete.
-        if record.expiresAfter == nil, now() - record.lastUpdated > lifetime {
+        if record.expiresAfter == nil, clock.wallNow - record.lastUpdated > lifetime {
             try? await store.clear(Self.storageID(id))
             return nil
         }
@@ -69,8 +70,8 @@ struct TransportSessions: Sendable {
             id: id, principal: principal, protocolVersion: metadata["protocol_version"]?.stringValue ?? "2025-03-26",
             initialized: metadata["initialized"]?.boolValue ?? false, lastUpdated: record.lastUpdated)
         // Keep a session in use from expiring, at the cost of one write per tenth of its lifetime.
-        if now() - record.lastUpdated > lifetime / 10 {
-            try? await store.write(Self.storageID(id), SessionUpdate(.updateMetadata(["last_seen": .double(now())]), principal: principal))
+        if clock.wallNow - record.lastUpdated > lifetime / 10 {
+            try? await store.write(Self.storageID(id), SessionUpdate(.updateMetadata(["last_seen": .double(clock.wallNow)]), principal: principal))
         }
         return session
     }
@@ -83,7 +84,7 @@ struct TransportSessions: Sendable {
     /// Marks a request of the session as cancelled, for the worker that runs it.
     func requestCancel(_ session: TransportSession, request: String) async throws(SessionError) {
         try await store.write(
-            Self.storageID(session.id), SessionUpdate(.updateMetadata(["cancel:\(request)": .double(now())]), principal: session.principal))
+            Self.storageID(session.id), SessionUpdate(.updateMetadata(["cancel:\(request)": .double(clock.wallNow)]), principal: session.principal))
     }
 
     /// Polled while a request of the session runs: whether another worker marked it cancelled;
@@ -92,10 +93,10 @@ struct TransportSessions: Sendable {
     func pollRunningCall(sessionID: String, request: String) async -> Bool {
         guard let record = try? await store.record(Self.storageID(sessionID)) else { return false }
         if record.metadata["cancel:\(request)"] != nil { return true }
-        if now() - record.lastUpdated > lifetime / 3, let principal = record.metadata["principal"]?.stringValue {
+        if clock.wallNow - record.lastUpdated > lifetime / 3, let principal = record.metadata["principal"]?.stringValue {
             // Only a session that still exists: one ended meanwhile (DELETE) stays ended.
             try? await store.write(
-                Self.storageID(sessionID), SessionUpdate(.updateMetadata(["last_seen": .double(now())]), principal: principal, mustExist: true))
+                Self.storageID(sessionID), SessionUpdate(.updateMetadata(["last_seen": .double(clock.wallNow)]), principal: principal, mustExist: true))
         }
         return false
     }
