@@ -120,6 +120,7 @@ let package = Package(
                 "ServerRuntime",
                 "HashRing", "CurlHTTP", "HTTPServing", "HostLink",
                 "SessionModel", "Settings", "ServiceMetrics",
+                .product(name: "Clocks", package: "swift-clocks"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -133,12 +134,23 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        .target(
+            name: "DurableHostCommands",
+            dependencies: [
+                "DurableHost", "Settings", "SessionModel", "ServiceMetrics",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strict
+        ),
+
         // MARK: Executables: configuration in, services out
         .executableTarget(
             name: "durable-host",
             dependencies: [
                 "ServerRuntime",
-                "DurableHost", "Settings", "SessionModel", "ServiceMetrics",
+                "DurableHost", "DurableHostCommands", "Settings", "SessionModel", "ServiceMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -165,6 +177,15 @@ let package = Package(
             path: "bench/HTTPFloor", swiftSettings: strict),
 
         // MARK: Tests
+        // durable-host with commits held back, for the tests that need a write caught in flight.
+        .executableTarget(
+            name: "durable-host-testing",
+            dependencies: [
+                "DurableHost", "DurableHostCommands", "SessionModel",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/DurableHostTesting", swiftSettings: strict),
         .target(
             name: "TestSupport",
             dependencies: ["CurlHTTP", "SessionModel", "HashRing"],
@@ -191,6 +212,7 @@ let package = Package(
             dependencies: [
                 "ServerRuntime",
                 "DurableHost", "SessionModel", "TestSupport",
+                .product(name: "Clocks", package: "swift-clocks"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -31,8 +31,9 @@ public struct RetryPolicy: Sendable, Hashable {
 }
 
 extension HTTPResponse {
-    /// `Retry-After` as a wait: seconds, or an HTTP date from now. Nil when absent or unreadable.
-    public var retryAfter: Duration? {
+    /// `Retry-After` as a wait: seconds, or an HTTP date from `now` (seconds since the epoch).
+    /// Nil when absent or unreadable.
+    public func retryAfter(now: Double) -> Duration? {
         guard let value = headers["Retry-After"]?.trimmingCharacters(in: .whitespaces) else { return nil }
         if let seconds = Double(value), seconds >= 0 { return .milliseconds(Int64(seconds * 1000)) }
         let formatter = DateFormatter()
@@ -40,6 +41,6 @@ extension HTTPResponse {
         formatter.timeZone = TimeZone(identifier: "GMT")
         formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
         guard let date = formatter.date(from: value) else { return nil }
-        return .milliseconds(Int64(max(0, date.timeIntervalSinceNow) * 1000))
+        return .milliseconds(Int64(max(0, date.timeIntervalSince1970 - now) * 1000))
     }
 }

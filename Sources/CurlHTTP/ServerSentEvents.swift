@@ -115,23 +115,52 @@ public struct ServerSentEventParser: Sendable {
 }
 
 extension HTTPBodyStream {
-    /// The body parsed as Server-Sent Events.
-    public var serverSentEvents: AsyncThrowingStream<ServerSentEvent, any Error> {
-        let body = self
-        return AsyncThrowingStream { continuation in
-            let task = Task {
-                var parser = ServerSentEventParser()
-                do {
-                    for try await chunk in body {
-                        for event in parser.feed(chunk) { continuation.yield(event) }
-                    }
+    /// The body parsed as Server-Sent Events, as it is read.
+    public var serverSentEvents: ServerSentEvents { ServerSentEvents(body: self) }
+}
+
+/// A response body read as Server-Sent Events: each chunk parsed as the reader asks for the
+/// next event, with no task between the transfer and the reader. Cancelling the reader, or
+/// leaving the events (a `break`), aborts the transfer, even while the body is still held.
+public struct ServerSentEvents: AsyncSequence, Sendable {
+    public typealias Element = ServerSentEvent
+    let body: HTTPBodyStream
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var chunks: HTTPBodyStream.AsyncIterator
+        let abandon: AbandonedTransfer
+        var parser = ServerSentEventParser()
+        var ready: [ServerSentEvent] = []
+        var ended = false
+
+        public mutating func next() async throws -> ServerSentEvent? {
+            while ready.isEmpty {
+                if ended { return nil }
+                if let chunk = try await chunks.next() {
+                    ready = parser.feed(chunk)
+                } else {
                     parser.finish()
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
+                    ended = true
                 }
             }
-            continuation.onTermination = { _ in task.cancel() }
+            return ready.removeFirst()
         }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(chunks: body.makeAsyncIterator(), abandon: AbandonedTransfer(reader: body.reader))
+    }
+}
+
+/// Aborts a transfer once the iterator reading it is gone (a finished one is left alone).
+public final class AbandonedTransfer: Sendable {
+    let reader: BodyReader
+
+    init(reader: BodyReader) {
+        self.reader = reader
+    }
+
+    deinit {
+        reader.transfer.cancel(via: reader.loop)
     }
 }

@@ -27,10 +27,14 @@ public struct DurableHostServer: Sendable {
     let state: HostDependencies
 
     /// Opens storage and builds the services; `onListening` is told the bound address.
+    /// `commitsThrough` is what the group committer commits through: the store itself, unless
+    /// a test holds commits back (the test-only `durable-host-testing`).
     public init(
         configuration: HostConfiguration,
         logger: Logger,
         registry: PrometheusCollectorRegistry? = nil,
+        clock: ServerClock = .system,
+        commitsThrough: @Sendable (any SessionStore) -> any SessionStore = { $0 },
         onListening: @escaping @Sendable (String) -> Void = { _ in }
     ) async throws {
         self.configuration = configuration
@@ -43,19 +47,17 @@ public struct DurableHostServer: Sendable {
         }
         let parts: StorageParts
         switch configuration.storage {
-        case .sqlite: parts = try await Self.sqliteParts(configuration, peers: peers, logger: logger)
-        case .postgres: parts = Self.postgresParts(configuration, address: bound, logger: logger)
+        case .sqlite: parts = try await Self.sqliteParts(configuration, peers: peers, clock: clock, logger: logger)
+        case .postgres: parts = Self.postgresParts(configuration, address: bound, clock: clock, logger: logger)
         }
         let ring = parts.ring
         let membership = parts.membership
         let forgetAll = RingChangeHandler()
         let committer = GroupCommitter(
-            store: parts.store, maxBatch: configuration.maxBatch, concurrency: configuration.commitsInFlight, stats: parts.stats,
-            commitDelay: configuration.commitDelay, commitGate: configuration.commitGate,
-            commitTimeout: configuration.storage == .postgres ? configuration.storageTimeout : nil,
+            store: commitsThrough(parts.store), maxBatch: configuration.maxBatch, concurrency: configuration.commitsInFlight, stats: parts.stats,
             settleDoubt: { await membership?.fenceOffCommitsInFlight() },
-            onDoubtResolved: { forgetAll.changed(0) }, logger: logger)
-        let now: @Sendable () -> Double = { Date().timeIntervalSince1970 }
+            onDoubtResolved: { forgetAll.changed(0) }, clock: clock, logger: logger)
+        let now = clock.wall
         let context = ObjectContext(
             committer: committer, store: parts.store, load: parts.load,
             limits: configuration.limits, retention: configuration.retention.secondsValue,
@@ -63,7 +65,7 @@ public struct DurableHostServer: Sendable {
             now: now, ownsNow: { ring.ownsNow($0) }, heldElsewhere: parts.held?.elsewhere,
             ringVersion: { membership?.ringVersion ?? 0 })
         let directory = SessionDirectory(
-            context: context, maxLive: configuration.maxLiveObjects, idleTimeout: configuration.idleTimeout)
+            context: context, maxLive: configuration.maxLiveObjects, idleTimeout: configuration.idleTimeout, clock: clock)
         // A host's own storage holds only what is this host's to delete; a shared one, every host's.
         let ownsAllItStores = configuration.storage == .sqlite
         let lifetimes = Lifetimes(
@@ -77,10 +79,10 @@ public struct DurableHostServer: Sendable {
             node: configuration.node, directory: directory, limits: configuration.limits,
             metrics: RouteMetrics(registry: registry, prefix: "host"), storage: parts.stats, storePath: parts.store.description,
             token: configuration.token, ring: ring, store: parts.store, peers: peers, held: parts.held, membership: membership,
-            lifetimes: lifetimes, logger: logger)
+            lifetimes: lifetimes, clock: clock, logger: logger)
         let upkeep = HostUpkeep(
             directory: directory, store: parts.store, retention: retention, recount: configuration.storage == .postgres, stats: parts.stats,
-            logger: logger)
+            clock: clock, logger: logger)
         let application = HTTPService.make(
             responder: HostResponder(host: state), host: configuration.listen.host, port: configuration.listen.port,
             serverName: "durable-host/\(Self.version)", readTimeout: configuration.requestReadTimeout, logger: logger,
@@ -90,7 +92,7 @@ public struct DurableHostServer: Sendable {
         // database client and the libcurl thread stop last.
         var services: [any Service] = [CurlClientService(client: peers)]
         services += parts.early
-        services += [committer, upkeep, ExpirySweeper(lifetimes: lifetimes, interval: configuration.expiryInterval, logger: logger)]
+        services += [committer, upkeep, ExpirySweeper(lifetimes: lifetimes, interval: configuration.expiryInterval, clock: clock, logger: logger)]
         if let held = parts.held {
             // Before serving anything: what did the other members hold for us while we were away?
             await held.recover()
@@ -118,7 +120,9 @@ public struct DurableHostServer: Sendable {
     }
 
     /// SQLite: the ring of configured peers, ring changes by handoff, hinted handoff.
-    private static func sqliteParts(_ configuration: HostConfiguration, peers: CurlClient, logger: Logger) async throws -> StorageParts {
+    private static func sqliteParts(
+        _ configuration: HostConfiguration, peers: CurlClient, clock: ServerClock, logger: Logger
+    ) async throws -> StorageParts {
         let store = try SQLiteSessionStore(
             directory: configuration.dataDirectory, synchronous: configuration.synchronous, codec: ContentCodec(threshold: configuration.compressThreshold))
         let stats = StorageStatus(sessions: try await store.sessionCount())
@@ -136,7 +140,8 @@ public struct DurableHostServer: Sendable {
         if persisted != stored { try await store.saveRingState(try JSONCoding.encoder.encode(persisted)) }
         let ring = RingHolder(node: configuration.node, persisted: persisted)
         let handoff = Handoff(ring: ring, store: store, client: peers, token: configuration.token, stats: stats, logger: logger)
-        let held = HeldWrites(node: configuration.node, ring: ring, store: store, client: peers, token: configuration.token, logger: logger)
+        let held = HeldWrites(
+            node: configuration.node, ring: ring, store: store, client: peers, token: configuration.token, clock: clock, logger: logger)
         return StorageParts(
             store: store, stats: stats, ring: ring,
             load: { id, since in
@@ -148,7 +153,7 @@ public struct DurableHostServer: Sendable {
     }
 
     /// PostgreSQL: one database for every host, membership by leases in it, fenced commits.
-    private static func postgresParts(_ configuration: HostConfiguration, address: BoundAddress, logger: Logger) -> StorageParts {
+    private static func postgresParts(_ configuration: HostConfiguration, address: BoundAddress, clock: ServerClock, logger: Logger) -> StorageParts {
         let url = configuration.databaseURL!
         var clientLogger = logger
         clientLogger.logLevel = max(logger.logLevel, .warning)
@@ -161,7 +166,7 @@ public struct DurableHostServer: Sendable {
         let fence = Fence(node: configuration.node)
         let store = PostgresSessionStore(
             client: client, fence: fence, timeout: configuration.storageTimeout, codec: ContentCodec(threshold: configuration.compressThreshold),
-            description: "\(url)", logger: clientLogger)
+            description: "\(url)", clock: clock, logger: clientLogger)
         let ring = RingHolder(
             node: configuration.node,
             persisted: .init(current: Membership(version: 0, members: [], lease: configuration.leaseDuration.secondsValue), previous: nil))
@@ -169,7 +174,7 @@ public struct DurableHostServer: Sendable {
         let membership = DatabaseMembership(
             client: client, node: configuration.node, address: { address.value },
             timing: .init(leaseDuration: configuration.leaseDuration, renewInterval: configuration.leaseRenewInterval),
-            fence: fence, ring: ring, logger: logger, onRingChange: { changes.changed($0) })
+            fence: fence, ring: ring, clock: clock, logger: logger, onRingChange: { changes.changed($0) })
         return StorageParts(
             store: store, stats: StorageStatus(sessions: 0), ring: ring, load: { id, since in try await store.load(id, idempotencySince: since) },
             held: nil, membership: membership, ringChanges: changes, early: [client], late: { _ in [] })
@@ -224,21 +229,24 @@ struct HostUpkeep: Service {
     let retention: Duration
     let recount: Bool
     let stats: StorageStatus
+    let clock: ServerClock
     let logger: Logger
 
     func run() async throws {
+        let started = clock.now
         // The first pruning waits a minute: a host just started has better things to do.
-        var lastPrune = ContinuousClock.now - .seconds(540)
-        var lastCount = ContinuousClock.now - .seconds(3600)
+        var nextPrune = Duration.seconds(60)
+        var nextCount = Duration.zero
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            let elapsed = clock.elapsed(since: started)
             directory.sweep()
-            if recount, ContinuousClock.now - lastCount > .seconds(5) {
-                lastCount = .now
+            if recount, elapsed >= nextCount {
+                nextCount = elapsed + .seconds(5)
                 if let count = try? await store.sessionCount() { stats.reset(sessions: count) }
             }
-            if ContinuousClock.now - lastPrune > .seconds(600) {
-                lastPrune = .now
-                let cutoff = Date().timeIntervalSince1970 - Double(retention.components.seconds)
+            if elapsed >= nextPrune {
+                nextPrune = elapsed + .seconds(600)
+                let cutoff = clock.wallNow - Double(retention.components.seconds)
                 do {
                     let pruned = try await store.pruneIdempotency(before: cutoff)
                     if pruned > 0 { logger.debug("forgot expired idempotency keys", metadata: ["count": "\(pruned)"]) }
@@ -246,7 +254,7 @@ struct HostUpkeep: Service {
                     logger.warning("could not prune idempotency keys", metadata: ["error": "\(error)"])
                 }
             }
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(1)) }
+            try? await cancelWhenGracefulShutdown { try await clock.sleep(for: .seconds(1)) }
         }
     }
 }

@@ -48,10 +48,6 @@ public struct HostConfiguration: Sendable {
     public var leaseRenewInterval: Duration = .seconds(1)
     /// Limit on one operation of the database (`storage = postgres`): past it, 503.
     public var storageTimeout: Duration = .seconds(2)
-    /// For tests only: a pause before each commit, so that a write can be caught queued.
-    public var commitDelay: Duration?
-    /// For tests: while this file exists, each batch waits before it commits.
-    public var commitGate: String?
     /// How long a session that sets no lifetime of its own (a conversation) is kept after its
     /// last write; zero keeps it for ever.
     public var retention: Duration = .seconds(90 * 86_400)

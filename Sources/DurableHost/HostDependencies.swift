@@ -32,13 +32,16 @@ final class HostDependencies: Sendable {
     var local: (any LocalSessionStore)? { store as? any LocalSessionStore }
     private let token: String?
     let logger: Logger
-    private let started = ContinuousClock.now
+    let clock: ServerClock
+    private let started: ServerClock.Instant
 
     init(
         node: String, directory: SessionDirectory, limits: SessionLimits, metrics: RouteMetrics,
         storage: StorageStatus, storePath: String, token: String?, ring: RingHolder, store: any SessionStore, peers: CurlClient,
-        held: HeldWrites?, membership: DatabaseMembership?, lifetimes: Lifetimes, logger: Logger
+        held: HeldWrites?, membership: DatabaseMembership?, lifetimes: Lifetimes, clock: ServerClock, logger: Logger
     ) {
+        self.clock = clock
+        started = clock.now
         self.lifetimes = lifetimes
         self.held = held
         self.membership = membership
@@ -89,7 +92,7 @@ final class HostDependencies: Sendable {
     func listing(_ listing: SessionListing) async throws(APIError) -> HostAPI.Listing {
         let summaries: [HostAPI.SessionSummary]
         do {
-            summaries = try await store.summaries(listing, now: Date().timeIntervalSince1970, retention: lifetimes.retention)
+            summaries = try await store.summaries(listing, now: clock.wallNow, retention: lifetimes.retention)
         } catch {
             throw APIError(.storageUnavailable, "could not list sessions; retry")
         }
@@ -189,7 +192,7 @@ final class HostDependencies: Sendable {
 
     func health() async -> Health {
         let lastError = storage.lastError
-        let uptime = ContinuousClock.now - started
+        let uptime = clock.elapsed(since: started)
         let peers = await peerRings()
         var problems: [String] = []
         if let lastError { problems.append("storage is failing: \(lastError)") }

@@ -1,6 +1,7 @@
 import CurlHTTP
 import Foundation
 import Logging
+import ServerRuntime
 import SessionModel
 import Synchronization
 
@@ -9,13 +10,15 @@ public final class GitHubClient: Sendable {
     public let configuration: UpstreamConfiguration
     private let caller: UpstreamCaller
     /// Default branches change rarely; a tool call should not cost a GitHub round trip each time.
-    private let branches = Mutex<[String: (branch: String, at: ContinuousClock.Instant)]>([:])
+    private let branches = Mutex<[String: (branch: String, at: ServerClock.Instant)]>([:])
     private let branchLifetime: Duration = .seconds(600)
+    private let clock: ServerClock
 
-    public init(configuration: UpstreamConfiguration, client: CurlClient, logger: Logger) {
+    public init(configuration: UpstreamConfiguration, client: CurlClient, clock: ServerClock = .system, logger: Logger) {
         self.configuration = configuration
+        self.clock = clock
         caller = UpstreamCaller(
-            service: "GitHub", client: client, retry: configuration.retry, maxRetryAfter: configuration.maxRetryAfter,
+            service: "GitHub", client: client, retry: configuration.retry, maxRetryAfter: configuration.maxRetryAfter, clock: clock,
             logger: logger)
     }
 
@@ -48,11 +51,12 @@ public final class GitHubClient: Sendable {
     /// A repository's default branch, remembered for ten minutes.
     public func defaultBranch(of fullName: String) async throws -> String {
         let key = fullName.lowercased()
-        if let cached = branches.withLock({ $0[key] }), ContinuousClock.now - cached.at < branchLifetime {
+        if let cached = branches.withLock({ $0[key] }), clock.elapsed(since: cached.at) < branchLifetime {
             return cached.branch
         }
         let branch = try await repository(fullName).defaultBranch
-        branches.withLock { $0[key] = (branch, .now) }
+        let now = clock.now
+        branches.withLock { $0[key] = (branch, now) }
         return branch
     }
 

@@ -1,6 +1,7 @@
 import CurlHTTP
 import Foundation
 import Logging
+import ServerRuntime
 import SessionModel
 
 /// Where the upstream services are and how patiently to call them.
@@ -46,10 +47,10 @@ public final class GreptileClient: Sendable {
     public let configuration: UpstreamConfiguration
     private let caller: UpstreamCaller
 
-    public init(configuration: UpstreamConfiguration, client: CurlClient, logger: Logger) {
+    public init(configuration: UpstreamConfiguration, client: CurlClient, clock: ServerClock = .system, logger: Logger) {
         self.configuration = configuration
         caller = UpstreamCaller(
-            service: "Greptile", client: client, retry: configuration.retry, maxRetryAfter: configuration.maxRetryAfter,
+            service: "Greptile", client: client, retry: configuration.retry, maxRetryAfter: configuration.maxRetryAfter, clock: clock,
             logger: logger)
     }
 
@@ -82,7 +83,7 @@ public final class GreptileClient: Sendable {
     }
 
     /// `POST /query` with `stream: true`: the answer chunk by chunk, as Greptile sends it.
-    public func queryStream(_ request: QueryRequest) async throws -> AsyncThrowingStream<QueryChunk, any Error> {
+    public func queryStream(_ request: QueryRequest) async throws -> QueryChunks {
         var request = request
         request.stream = true
         let http = try httpRequest(.post, "/query", body: request, timeout: nil)
@@ -91,20 +92,7 @@ public final class GreptileClient: Sendable {
             let body = (try? await streaming.body.collect(upTo: 64 * 1024)) ?? Data()
             throw failure(HTTPResponse(status: streaming.status, headers: streaming.headers, body: body), what: "querying")
         }
-        let events = streaming.body.serverSentEvents
-        return AsyncThrowingStream { continuation in
-            let task = Task {
-                do {
-                    for try await event in events {
-                        for chunk in Self.chunks(in: event.data) { continuation.yield(chunk) }
-                    }
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
-                }
-            }
-            continuation.onTermination = { _ in task.cancel() }
-        }
+        return QueryChunks(events: streaming.body.serverSentEvents)
     }
 
     /// Reads one `data:` payload of a streamed answer.
@@ -189,5 +177,28 @@ public final class GreptileClient: Sendable {
             throw GreptileError(.invalidResponse, "Greptile's answer to \(what) is not a JSON object")
         }
         return object
+    }
+}
+
+/// A streamed answer's chunks, read from its events as the reader asks for them.
+public struct QueryChunks: AsyncSequence, Sendable {
+    public typealias Element = QueryChunk
+    let events: ServerSentEvents
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var events: ServerSentEvents.AsyncIterator
+        var ready: [QueryChunk] = []
+
+        public mutating func next() async throws -> QueryChunk? {
+            while ready.isEmpty {
+                guard let event = try await events.next() else { return nil }
+                ready = GreptileClient.chunks(in: event.data)
+            }
+            return ready.removeFirst()
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(events: events.makeAsyncIterator())
     }
 }

@@ -1,6 +1,7 @@
 import CurlHTTP
 import Foundation
 import Logging
+import ServerRuntime
 
 /// One upstream service (Greptile, GitHub) behind the project's libcurl client: retries
 /// throttling (429), server errors (5xx) and lost connections with backoff, honouring
@@ -11,6 +12,7 @@ struct UpstreamCaller: Sendable {
     let retry: RetryPolicy
     /// A `Retry-After` longer than this is not waited for: the call fails and says so.
     let maxRetryAfter: Duration
+    let clock: ServerClock
     let logger: Logger
 
     /// Sends `request` until it gets an answer that is not worth retrying.
@@ -24,7 +26,7 @@ struct UpstreamCaller: Sendable {
                 guard RetryPolicy.isRetryable(status: response.status) else { return response }
                 lastStatus = response.status
                 lastReason = "HTTP \(response.status)"
-                wait = response.retryAfter
+                wait = response.retryAfter(now: clock.wallNow)
                 if let wait, wait > maxRetryAfter {
                     throw GreptileError(
                         .unavailable,
@@ -39,7 +41,7 @@ struct UpstreamCaller: Sendable {
             logger.warning(
                 "\(service) call failed; retrying",
                 metadata: ["call": "\(what)", "attempt": "\(attempt)/\(retry.attempts)", "reason": "\(lastReason)", "retry_in": "\(delay)"])
-            try await Task.sleep(for: delay)
+            try await clock.sleep(for: delay)
         }
         if let lastStatus {
             let kind = lastStatus == 429 ? "is throttling requests" : "is failing"

@@ -1,5 +1,6 @@
 import Metrics
 import Prometheus
+import ServerRuntime
 import Synchronization
 
 /// Request counts and latency per route (`<prefix>_requests_total`,
@@ -21,7 +22,8 @@ public final class RouteMetrics: Sendable {
         self.prefix = prefix
     }
 
-    public func record(route: String, method: String, status: Int, since start: ContinuousClock.Instant) {
+    /// One request answered, and how long it took.
+    public func record(route: String, method: String, status: Int, duration: Duration) {
         let key = Key(route: route, method: method, status: status)
         let counter = counters.withLock { counters in
             if let counter = counters[key] { return counter }
@@ -41,7 +43,7 @@ public final class RouteMetrics: Sendable {
             timers[timerKey] = timer
             return timer
         }
-        timer.record(since: start)
+        timer.recordNanoseconds(duration.nanosecondsValue)
     }
 
     /// The Prometheus text exposition of every registered metric.

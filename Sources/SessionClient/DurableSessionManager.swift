@@ -4,6 +4,7 @@ import HashRing
 import HostLink
 import Logging
 import Metrics
+import ServerRuntime
 import ServiceLifecycle
 import ServiceMetrics
 import SessionModel
@@ -52,57 +53,48 @@ public final class DurableSessionManager: SessionManager, Service {
         }
     }
 
-    /// A write made in the fallback, waiting to reach its host.
-    struct PendingWrite: Sendable {
-        let update: SessionUpdate
-        let key: String
-    }
-
-    private struct Journal {
-        var pending: [String: [PendingWrite]] = [:]
-        var order: [String] = []
-        var count: Int { pending.values.reduce(0) { $0 + $1.count } }
-    }
-
     public let configuration: Configuration
     private let client: CurlClient
     /// Every exchange with a host goes through it.
     private let hosts: HostClient
     private let logger: Logger
-    private let routing: Mutex<Membership>
+    private let clock: ServerClock
+    /// The ring calls are routed by, and how it is kept current.
+    private let following: RingFollower
     private let fallback: InMemorySessionManager
     private let lastKnown: LastKnownSessions
-    private let journal = Mutex(Journal())
+    private let journal = Mutex(FallbackJournal())
     private let fallbackCount = Atomic<Int>(0)
-    private let lastFallback = Mutex<ContinuousClock.Instant?>(nil)
+    private let lastFallback = Mutex<ServerClock.Instant?>(nil)
     private let fallbacks = Metrics.Counter(label: "worker_session_fallbacks_total")
     private let failedAttempts = Metrics.Counter(label: "worker_host_failed_attempts_total")
     private let replayed = Metrics.Counter(label: "worker_session_replayed_writes_total")
-    private let misdirected = Metrics.Counter(label: "worker_host_misdirected_total")
     private let heldCalls = Metrics.Counter(label: "worker_session_held_calls_total")
-    private let availability = HostAvailability()
 
-    public init(configuration: Configuration, client: CurlClient, logger: Logger) {
+    public init(configuration: Configuration, client: CurlClient, logger: Logger, clock: ServerClock = .system) {
         precondition(!configuration.hosts.isEmpty, "a durable session manager needs at least one host")
         self.configuration = configuration
         self.client = client
         hosts = HostClient(curl: client, token: configuration.token)
         self.logger = logger
-        routing = Mutex(Membership(version: configuration.ringVersion, hosts: configuration.hosts))
-        fallback = InMemorySessionManager(limits: configuration.limits)
+        self.clock = clock
+        following = RingFollower(
+            configured: Membership(version: configuration.ringVersion, hosts: configuration.hosts), hosts: hosts,
+            timeout: configuration.attemptTimeout, logger: logger)
+        fallback = InMemorySessionManager(limits: configuration.limits, now: clock.wall)
         lastKnown = LastKnownSessions(limits: configuration.limits)
     }
 
     /// The ring this worker routes by: its configuration's, or a newer one a host told it of.
-    public var membership: Membership { routing.withLock { $0 } }
+    public var membership: Membership { following.membership }
 
     // The roles of a `SessionManager` beyond sessions.
     public var ring: Membership? { membership }
     public var service: (any Service)? { self }
 
     /// The host that owns `sessionID`: the one place that decides.
-    func owner(of sessionID: String) -> Membership.Member {
-        routing.withLock { $0.owner(of: sessionID)! }
+    func owner(of sessionID: String) -> Membership.Member? {
+        membership.owner(of: sessionID)
     }
 
     // MARK: SessionManager
@@ -126,7 +118,7 @@ public final class DurableSessionManager: SessionManager, Service {
             guard let history = HostAPI.History.parse(response.body) else {
                 throw .unavailable("host answered history of '\(sessionID)' with an unreadable body")
             }
-            let now = Date().timeIntervalSince1970
+            let now = clock.wallNow
             lastKnown.store(
                 sessionID,
                 history.data.isEmpty && history.metadata.isEmpty && history.lastUpdated == nil
@@ -156,10 +148,10 @@ public final class DurableSessionManager: SessionManager, Service {
             guard let record = HostAPI.Record.parse(response.body) else {
                 throw .unavailable("host answered the record of '\(sessionID)' with an unreadable body")
             }
-            lastKnown.store(sessionID, record.data, now: Date().timeIntervalSince1970)
+            lastKnown.store(sessionID, record.data, now: clock.wallNow)
             return record.data
         case .refused(let error) where error.code == .sessionNotFound:
-            lastKnown.store(sessionID, nil, now: Date().timeIntervalSince1970)
+            lastKnown.store(sessionID, nil, now: clock.wallNow)
             return nil
         case .refused(let error):
             throw .rejected(error)
@@ -227,13 +219,7 @@ public final class DurableSessionManager: SessionManager, Service {
         // What this worker remembers of the principal goes first: no fallback may bring it back.
         lastKnown.forget(principal: principal)
         _ = await fallback.erase(principal: principal)
-        journal.withLock { journal in
-            for (id, writes) in journal.pending {
-                let kept = writes.filter { $0.update.principal != principal }
-                journal.pending[id] = kept.isEmpty ? nil : kept
-            }
-            journal.order.removeAll { journal.pending[$0] == nil }
-        }
+        journal.withLock { $0.forget(principal: principal) }
         let ring = membership
         let results = await withTaskGroup(of: (String, Result<HTTPResponse, SessionError>).self) { group in
             for member in ring.members { group.addTask { (member.name, await self.admin(.principal(principal), at: member)) } }
@@ -270,7 +256,7 @@ public final class DurableSessionManager: SessionManager, Service {
 
     public func health() async -> SessionStoreHealth {
         let pending = journal.withLock { $0.count }
-        let recent = lastFallback.withLock { $0 }.map { ContinuousClock.now - $0 < .seconds(60) } ?? false
+        let recent = lastFallback.withLock { $0 }.map { clock.elapsed(since: $0) < .seconds(60) } ?? false
         let count = fallbackCount.load(ordering: .relaxed)
         var detail: String?
         if pending > 0 {
@@ -286,35 +272,20 @@ public final class DurableSessionManager: SessionManager, Service {
     public func run() async throws {
         // The first round reads the hosts' ring at once: how membership is kept decides how
         // calls to a host that does not answer go on.
-        var lastRingCheck = ContinuousClock.now - configuration.ringCheckInterval
+        var lastRingCheck: ServerClock.Instant?
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            await probeDownHosts()
-            let ids = journal.withLock { $0.order }
+            await following.probeDownHosts()
+            let ids = journal.withLock { $0.sessions }
             for id in ids { _ = await drainJournal(of: id) }
-            if ContinuousClock.now - lastRingCheck >= configuration.ringCheckInterval {
-                lastRingCheck = .now
-                await refreshRingFromMembers()
+            if lastRingCheck.map({ clock.elapsed(since: $0) >= configuration.ringCheckInterval }) ?? true {
+                lastRingCheck = clock.now
+                await following.refresh()
             }
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.configuration.replayInterval) }
+            try? await cancelWhenGracefulShutdown { try await self.clock.sleep(for: self.configuration.replayInterval) }
         }
         let left = journal.withLock { $0.count }
         if left > 0 {
             logger.error("stopping with writes that never reached their host", metadata: ["writes": "\(left)"])
-        }
-    }
-
-    /// Asks each host found unreachable whether it answers again (`GET /health`).
-    private func probeDownHosts() async {
-        let ring = membership
-        for name in availability.downHosts {
-            guard let member = ring.member(named: name) else {
-                availability.markUp(name)
-                continue
-            }
-            if let response = try? await hosts.send(.health, to: member.address, timeout: .milliseconds(500)), response.status == 200 {
-                availability.markUp(name)
-                logger.notice("a host answers again", metadata: ["host": "\(name)"])
-            }
         }
     }
 
@@ -332,15 +303,15 @@ public final class DurableSessionManager: SessionManager, Service {
         try validate(sessionID)
         let key = UUID().uuidString
         // A session with writes still in the journal keeps its order: this one queues behind them.
-        if journal.withLock({ $0.pending[sessionID] != nil }) {
+        if journal.withLock({ $0.isWaiting(sessionID) }) {
             try await fallback.apply(update, to: sessionID)
-            enqueue(PendingWrite(update: update, key: key), for: sessionID)
+            journal.withLock { $0.append(.init(update: update, key: key), for: sessionID) }
             _ = await drainJournal(of: sessionID)
             return
         }
         switch await send(update, to: sessionID, key: key, attempts: configuration.retry.attempts) {
         case .answered:
-            lastKnown.apply(update, to: sessionID, now: Date().timeIntervalSince1970)
+            lastKnown.apply(update, to: sessionID, now: clock.wallNow)
             return
         case .refused(let error):
             throw .rejected(error)
@@ -350,7 +321,7 @@ public final class DurableSessionManager: SessionManager, Service {
         case .unreachable(let reason):
             await fallback.seed(sessionID, lastKnown.state(of: sessionID))
             try await fallback.apply(update, to: sessionID)
-            enqueue(PendingWrite(update: update, key: key), for: sessionID)
+            journal.withLock { $0.append(.init(update: update, key: key), for: sessionID) }
             noteFallback(sessionID, operation: update.operation.name, reason: reason)
         }
     }
@@ -363,48 +334,39 @@ public final class DurableSessionManager: SessionManager, Service {
         return await send(.update(sessionID), sessionID, body: body, key: key, operation: update.operation.name, attempts: attempts)
     }
 
-    private func enqueue(_ write: PendingWrite, for sessionID: String) {
-        journal.withLock { journal in
-            if journal.pending[sessionID] == nil { journal.order.append(sessionID) }
-            journal.pending[sessionID, default: []].append(write)
-        }
-    }
-
     /// Offers a session's journaled writes to its host, oldest first, stopping at the first
-    /// that does not get through. Returns true when none is left.
+    /// that does not get through (`FallbackJournal` decides). Returns true when none is left.
     private func drainJournal(of sessionID: String) async -> Bool {
-        while let next = journal.withLock({ $0.pending[sessionID]?.first }) {
-            let outcome = await send(next.update, to: sessionID, key: next.key, attempts: 1)
-            if case .answered = outcome { lastKnown.apply(next.update, to: sessionID, now: Date().timeIntervalSince1970) }
-            switch outcome {
-            case .answered, .refused:
+        var step = journal.withLock { $0.start(sessionID) }
+        while case .offer(let next) = step {
+            let delivery: FallbackJournal.Delivery
+            switch await send(next.update, to: sessionID, key: next.key, attempts: 1) {
+            case .answered:
+                lastKnown.apply(next.update, to: sessionID, now: clock.wallNow)
+                delivery = .answered
+            case .refused:
                 // A refusal now would have been one then too: dropping it is what the host would have done.
-                let emptied = journal.withLock { journal -> Bool in
-                    guard var writes = journal.pending[sessionID], writes.first?.key == next.key else { return false }
-                    writes.removeFirst()
-                    journal.pending[sessionID] = writes.isEmpty ? nil : writes
-                    if writes.isEmpty { journal.order.removeAll { $0 == sessionID } }
-                    return writes.isEmpty
-                }
-                replayed.increment()
-                if emptied {
-                    await fallback.forget(sessionID)
-                    logger.notice("writes made in memory reached their host", metadata: ["session": "\(sessionID)"])
-                }
+                delivery = .refused
             case .unreachable, .cancelled:
-                return false
+                delivery = .notDelivered
             }
+            if delivery != .notDelivered { replayed.increment() }
+            step = journal.withLock { $0.offered(next.key, of: sessionID, delivery) }
         }
-        return true
+        if case .emptied = step {
+            await fallback.forget(sessionID)
+            logger.notice("writes made in memory reached their host", metadata: ["session": "\(sessionID)"])
+        }
+        return !journal.withLock { $0.isWaiting(sessionID) }
     }
 
     private func noteFallback(_ sessionID: String, operation: String, reason: String) {
         fallbackCount.add(1, ordering: .relaxed)
-        lastFallback.withLock { $0 = .now }
+        lastFallback.withLock { $0 = clock.now }
         fallbacks.increment()
         logger.error(
             "host unreachable after \(configuration.retry.attempts) attempts; session served from memory",
-            metadata: ["session": "\(sessionID)", "operation": "\(operation)", "host": "\(owner(of: sessionID).name)", "reason": "\(reason)"])
+            metadata: ["session": "\(sessionID)", "operation": "\(operation)", "host": "\(owner(of: sessionID)?.name ?? "?")", "reason": "\(reason)"])
     }
 
     enum Outcome {
@@ -426,7 +388,7 @@ public final class DurableSessionManager: SessionManager, Service {
         var policy = configuration.retry
         if let attempts { policy.attempts = attempts }
         var call = HostCall(id: sessionID, ring: membership, policy: policy)
-        let ownerDown = membership.owner(of: sessionID).map { availability.isDown($0.name) } ?? false
+        let ownerDown = membership.owner(of: sessionID).map { following.availability.isDown($0.name) } ?? false
         var action = call.start(ownerKnownDown: ownerDown, random: .random(in: 0...1))
         var last: HTTPResponse?
         while true {
@@ -450,9 +412,9 @@ public final class DurableSessionManager: SessionManager, Service {
                     action = call.noAnswer("\(error)", random: .random(in: 0...1))
                 }
             case .readRing(let member):
-                action = call.ringRead(await learnRing(from: member, refusing: sessionID), ring: membership, random: .random(in: 0...1))
+                action = call.ringRead(await following.learn(from: member, refusing: sessionID), ring: membership, random: .random(in: 0...1))
             case .refreshRing(let failing):
-                await refreshRingFromMembers(except: failing)
+                await following.refresh(except: failing)
                 action = call.ringsRefreshed(membership, random: .random(in: 0...1))
             case .seed(let member, let owner):
                 let (accepted, reason) = await seed(sessionID, at: member, owner: owner)
@@ -468,29 +430,16 @@ public final class DurableSessionManager: SessionManager, Service {
                         "retry_in": "\(delay)",
                     ])
                 do {
-                    try await Task.sleep(for: delay)
+                    try await clock.sleep(for: delay)
                 } catch {
                     return .cancelled
                 }
                 action = call.waited()
             case .finish(let outcome):
-                availability.record(call.observed)
+                following.availability.record(call.observed)
                 return finished(outcome, last: last, sessionID: sessionID, operation: operation)
             }
         }
-    }
-
-    /// A host answered that another owns `sessionID`: its ring, adopted if newer.
-    private func learnRing(from member: Membership.Member, refusing sessionID: String) async -> RingInfo? {
-        misdirected.increment()
-        let info = await ring(of: member)
-        if let info {
-            _ = adopt(info, from: member)
-        } else {
-            logger.warning(
-                "a host refused an id as not its own, and its ring could not be read", metadata: ["host": "\(member.name)", "session": "\(sessionID)"])
-        }
-        return info
     }
 
     /// What a finished call gives its caller.
@@ -532,61 +481,23 @@ public final class DurableSessionManager: SessionManager, Service {
         }
     }
 
-    /// Asks the members, other than `failing`, for their ring and adopts a newer one: how a
-    /// worker learns of a change without being told (a removed host no longer answers).
-    func refreshRingFromMembers(except failing: String? = nil) async {
-        // Every member at once, the newest ring kept: members may be a change apart.
-        let members = membership.members.filter { $0.name != failing }
-        let answers = await withTaskGroup(of: (Membership.Member, RingInfo?).self) { group in
-            for member in members { group.addTask { (member, await self.ring(of: member)) } }
-            var answers: [(Membership.Member, RingInfo)] = []
-            for await (member, info) in group { if let info { answers.append((member, info)) } }
-            return answers
-        }
-        if let (member, newest) = answers.max(by: { $0.1.version < $1.1.version }) { _ = adopt(newest, from: member) }
-    }
-
     /// Adopts a ring a host answered elsewhere (the worker's health probe), if it is newer.
     public func consider(_ info: RingInfo, from name: String) {
-        guard let member = info.members.first(where: { $0.name == name }) ?? membership.member(named: name) else { return }
-        _ = adopt(info, from: member)
+        following.consider(info, from: name)
     }
-
-    private func ring(of host: Membership.Member) async -> RingInfo? {
-        try? await hosts.ring(at: host.address, timeout: configuration.attemptTimeout).get()
-    }
-
-    /// Adopts `info` if it is newer than the ring in use; returns whether it did.
-    private func adopt(_ info: RingInfo, from host: Membership.Member) -> Bool {
-        guard !info.members.isEmpty else { return false }
-        let adopted = routing.withLock { current -> Bool in
-            // Newer; or kept in the hosts' database, which replaces the configured `--hosts`
-            // (a seed list then) whatever the versions.
-            let fromDatabase = info.lease != nil && current.lease == nil
-            guard info.version > current.version || fromDatabase else { return false }
-            current = info.membership
-            return true
-        }
-        if adopted {
-            logger.notice(
-                "adopted a newer ring from a host", metadata: ["host": "\(host.name)", "version": "\(info.version)", "members": "\(info.members.map(\.name))"])
-        }
-        return adopted
-    }
-
 }
 
 /// Chooses the session manager the seed's way: hosts given → durable, none → in memory.
 public enum SessionManagers {
     public static func make(
         hosts: [NamedAddress], ringVersion: Int = 1, token: String?, client: CurlClient, limits: SessionLimits, logger: Logger,
-        retry: RetryPolicy = RetryPolicy(), attemptTimeout: Duration = .seconds(2)
+        retry: RetryPolicy = RetryPolicy(), attemptTimeout: Duration = .seconds(2), clock: ServerClock = .system
     ) -> any SessionManager {
         if hosts.isEmpty {
-            return InMemorySessionManager(limits: limits)
+            return InMemorySessionManager(limits: limits, now: clock.wall)
         }
         return DurableSessionManager(
             configuration: .init(hosts: hosts, ringVersion: ringVersion, token: token, retry: retry, attemptTimeout: attemptTimeout, limits: limits),
-            client: client, logger: logger)
+            client: client, logger: logger, clock: clock)
     }
 }

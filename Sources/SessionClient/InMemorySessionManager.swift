@@ -1,4 +1,5 @@
 import Foundation
+import ServerRuntime
 import SessionModel
 
 /// Sessions in this process's memory: local development (no `--hosts`), and the fallback of
@@ -12,7 +13,7 @@ public actor InMemorySessionManager: SessionManager {
     private var writesSincePrune = 0
 
     public init(
-        limits: SessionLimits = .default, retention: Double = 90 * 86_400, now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }
+        limits: SessionLimits = .default, retention: Double = 90 * 86_400, now: @escaping @Sendable () -> Double = ServerClock.system.wall
     ) {
         self.limits = limits
         self.retention = retention

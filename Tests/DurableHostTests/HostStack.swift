@@ -1,5 +1,7 @@
+import Clocks
 import Foundation
 import Logging
+import ServerRuntime
 import SessionModel
 import TestSupport
 
@@ -16,6 +18,8 @@ final class HostStack: Sendable {
     let lifetimes: Lifetimes
     /// Seconds since the epoch, as the host sees them.
     let clock: Mutexed<Double>
+    /// The host's monotonic time, moved by the test.
+    let time = TestClock()
     private let running: Task<Void, any Error>
 
     init(
@@ -36,7 +40,8 @@ final class HostStack: Sendable {
         let context = ObjectContext(
             committer: committer, store: store, limits: limits, retention: retention, idempotencyRetention: 3_600, maxKeysPerSession: 1_000,
             now: now)
-        objects = SessionDirectory(context: context, maxLive: maxLive, idleTimeout: idleTimeout)
+        objects = SessionDirectory(
+            context: context, maxLive: maxLive, idleTimeout: idleTimeout, clock: ServerClock(monotonic: AnyClock(time), wall: now))
         lifetimes = Lifetimes(directory: objects, store: store, isMine: { _ in true }, retention: retention, now: now, stats: stats)
         let committer = committer
         running = Task { try await committer.run() }

@@ -1,3 +1,4 @@
+import Clocks
 import Foundation
 import GRDB
 import SessionModel
@@ -94,7 +95,8 @@ struct SessionObjectTests {
         let key = IdempotencyKey(key: "k", requestHash: 1)
         let first = try await stack.write("s", operation, key: key)
         // Idle past the 1 ms timeout, as the sweep sees it.
-        #expect(stack.objects.sweep(now: .now + .seconds(1)) == 1)
+        await stack.time.advance(by: .seconds(1))
+        #expect(stack.objects.sweep() == 1)
         #expect(try await stack.write("s", operation, key: key).replayed)
         try await stack.shutdown()
 
@@ -116,7 +118,8 @@ struct SessionObjectTests {
             #expect(try await stack.read("id-\(id)").record.messages.map(\.content) == ["m\(id)"])
         }
         let live = stack.objects.liveCount
-        #expect(stack.objects.sweep(now: .now + .seconds(7200)) == live, "everything idle past the timeout goes")
+        await stack.time.advance(by: .seconds(7200))
+        #expect(stack.objects.sweep() == live, "everything idle past the timeout goes")
         #expect(stack.objects.liveCount == 0)
         try await stack.shutdown()
     }

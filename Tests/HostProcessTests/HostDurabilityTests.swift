@@ -103,7 +103,7 @@ struct HostDurabilityTests {
     func answeredOnlyAfterCommit(backend: StorageBackend) async throws {
         // A test-only setting holds every batch back before its commit, so a reply that does
         // not wait for the commit is always visible, not one run in five.
-        let (host, cluster) = try await HostHarness.make(backend, arguments: ["--commit-delay", "30"])
+        let (host, cluster) = try await HostHarness.make(backend, arguments: ["--commit-delay", "30"], product: HostHarness.holdingCommits)
         try await host.startServing()
         let client = host.client()
         let write = Task { try? await append(client, "held", "never committed") }
@@ -211,7 +211,8 @@ struct HostDurabilityTests {
         // in flight, but never two holding one session.
         let gates = TemporaryDirectory("gate")
         let gate = gates.file("closed")
-        let (host, cluster) = try await HostHarness.make(.postgres, arguments: ["--commits-in-flight", "4", "--commit-gate", gate])
+        let (host, cluster) = try await HostHarness.make(
+            .postgres, arguments: ["--commits-in-flight", "4", "--commit-gate", gate], product: HostHarness.holdingCommits)
         let database = try #require(cluster)
         try await host.startServing()
         let client = host.client()
@@ -240,7 +241,8 @@ struct HostDurabilityTests {
     func commitsInFlight(limit: Int) async throws {
         let gates = TemporaryDirectory("gate")
         let gate = gates.file("closed")
-        let (host, cluster) = try await HostHarness.make(.postgres, arguments: ["--commits-in-flight", "\(limit)", "--commit-gate", gate])
+        let (host, cluster) = try await HostHarness.make(
+            .postgres, arguments: ["--commits-in-flight", "\(limit)", "--commit-gate", gate], product: HostHarness.holdingCommits)
         try await host.startServing()
         let client = host.client()
         #expect(FileManager.default.createFile(atPath: gate, contents: nil))

@@ -54,17 +54,22 @@ public final class HostHarness: Sendable {
     public let environment: [String: String]
     private let runner: ProductProcess
 
-    /// `dataPath` puts the data elsewhere than in `directory` (where the logs go).
+    /// The host that tests holding commits back run: `durable-host` plus `--commit-delay` and
+    /// `--commit-gate` (Tests/DurableHostTesting).
+    public static let holdingCommits = "durable-host-testing"
+
+    /// `dataPath` puts the data elsewhere than in `directory` (where the logs go); `product` is
+    /// `durable-host`, or `holdingCommits` for a test that holds commits back.
     public init(
         node: String = "host-1", arguments: [String] = [], environment: [String: String] = [:],
-        directory: TemporaryDirectory = TemporaryDirectory("host"), dataPath: String? = nil
+        directory: TemporaryDirectory = TemporaryDirectory("host"), dataPath: String? = nil, product: String = "durable-host"
     ) {
         self.node = node
         self.extraArguments = arguments
         self.environment = environment
         self.directory = directory
         self.dataPath = dataPath ?? directory.file("data")
-        runner = ProductProcess(product: "durable-host", directory: directory)
+        runner = ProductProcess(product: product, directory: directory)
     }
 
     public let dataPath: String
@@ -112,23 +117,25 @@ public enum StorageBackend: String, Sendable, CaseIterable {
 extension HostHarness {
     /// A host on the shared database of `cluster` (`--storage postgres`, the URL from the environment).
     public static func onDatabase(
-        _ cluster: PostgresCluster, node: String = "host-1", arguments: [String] = [], environment: [String: String] = [:]
+        _ cluster: PostgresCluster, node: String = "host-1", arguments: [String] = [], environment: [String: String] = [:],
+        product: String = "durable-host"
     ) -> HostHarness {
         HostHarness(
             node: node, arguments: ["--storage", "postgres"] + arguments,
-            environment: environment.merging(["DURABLE_HOST_DATABASE_URL": cluster.url]) { $1 })
+            environment: environment.merging(["DURABLE_HOST_DATABASE_URL": cluster.url]) { $1 }, product: product)
     }
 
     /// A host on `backend`: its own SQLite file, or a new PostgreSQL cluster (returned, to be stopped).
     public static func make(
-        _ backend: StorageBackend, node: String = "host-1", arguments: [String] = [], environment: [String: String] = [:]
+        _ backend: StorageBackend, node: String = "host-1", arguments: [String] = [], environment: [String: String] = [:],
+        product: String = "durable-host"
     ) async throws -> (HostHarness, PostgresCluster?) {
         switch backend {
         case .sqlite:
-            return (HostHarness(node: node, arguments: arguments, environment: environment), nil)
+            return (HostHarness(node: node, arguments: arguments, environment: environment, product: product), nil)
         case .postgres:
             let cluster = try await PostgresCluster.start()
-            return (onDatabase(cluster, node: node, arguments: arguments, environment: environment), cluster)
+            return (onDatabase(cluster, node: node, arguments: arguments, environment: environment, product: product), cluster)
         }
     }
 

@@ -176,7 +176,7 @@ struct SharedStorageTests {
         // queued on it, however slow the machine, until the gate opens after host-a is fenced.
         let gates = TemporaryDirectory("gate")
         let gate = gates.file("closed")
-        let a = HostHarness.onDatabase(cluster, node: "host-a", arguments: ["--commit-gate", gate])
+        let a = HostHarness.onDatabase(cluster, node: "host-a", arguments: ["--commit-gate", gate], product: HostHarness.holdingCommits)
         let b = HostHarness.onDatabase(cluster, node: "host-b")
         try await a.startServing()
         try await b.startServing()

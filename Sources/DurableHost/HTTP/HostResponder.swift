@@ -4,6 +4,7 @@ import HashRing
 import Hummingbird
 import Logging
 import NIOCore
+import ServerRuntime
 import ServiceMetrics
 import SessionModel
 
@@ -19,7 +20,7 @@ public struct HostResponder: HTTPResponder {
     typealias Route = HostAPI.Route.Template
 
     public func respond(to request: Request, context: Context) async throws -> Response {
-        let start = ContinuousClock.now
+        let start = host.clock.now
         let (route, rawID) = HostAPI.Route.match(request.uri.path)
         let response: Response
         do throws(APIError) {
@@ -27,7 +28,7 @@ public struct HostResponder: HTTPResponder {
         } catch {
             response = Self.failure(error)
         }
-        host.metrics.record(route: route.rawValue, method: request.method.rawValue, status: response.status.code, since: start)
+        host.metrics.record(route: route.rawValue, method: request.method.rawValue, status: response.status.code, duration: host.clock.elapsed(since: start))
         return response
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Metrics
+import ServerRuntime
 import ServiceLifecycle
 import SessionModel
 import Synchronization
@@ -98,11 +99,12 @@ struct Lifetimes: Sendable {
 struct ExpirySweeper: Service {
     let lifetimes: Lifetimes
     let interval: Duration
+    let clock: ServerClock
     let logger: Logger
 
     func run() async throws {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+            try? await cancelWhenGracefulShutdown { try await clock.sleep(for: interval) }
             if Task.isShuttingDownGracefully || Task.isCancelled { break }
             do {
                 let removed = try await lifetimes.sweep()

@@ -1,5 +1,7 @@
+import Clocks
 import Foundation
 import Metrics
+import ServerRuntime
 import SessionModel
 import Synchronization
 
@@ -13,7 +15,7 @@ public final class SessionDirectory: Sendable {
     private struct Entry {
         let object: SessionObject
         var users: Int
-        var lastUsed: ContinuousClock.Instant
+        var lastUsed: ServerClock.Instant
     }
 
     private let entries = Mutex<[String: Entry]>([:])
@@ -21,12 +23,14 @@ public final class SessionDirectory: Sendable {
     private let context: ObjectContext
     let maxLive: Int
     let idleTimeout: Duration
+    let clock: ServerClock
     /// When each principal's data was last deleted here: what the live objects check writes against.
     var erasures: PrincipalErasures { context.erasures }
     private let liveGauge = Gauge(label: "host_live_objects")
     private let evictions = Metrics.Counter(label: "host_evictions_total")
 
-    init(context: ObjectContext, maxLive: Int, idleTimeout: Duration) {
+    init(context: ObjectContext, maxLive: Int, idleTimeout: Duration, clock: ServerClock = .system) {
+        self.clock = clock
         self.context = context
         self.maxLive = maxLive
         self.idleTimeout = idleTimeout
@@ -40,7 +44,7 @@ public final class SessionDirectory: Sendable {
     }
 
     private func acquire(_ id: String) -> SessionObject {
-        let now = ContinuousClock.now
+        let now = clock.now
         return entries.withLock { entries in
             if var entry = entries[id] {
                 entry.users += 1
@@ -58,7 +62,7 @@ public final class SessionDirectory: Sendable {
     }
 
     private func release(_ id: String, _ object: SessionObject) {
-        let now = ContinuousClock.now
+        let now = clock.now
         entries.withLock { entries in
             guard var entry = entries[id], entry.object === object else { return }
             entry.users -= 1
@@ -89,10 +93,11 @@ public final class SessionDirectory: Sendable {
     /// Evicts idle objects: all idle past the timeout, then the least recently used idle ones
     /// while over `maxLive`. Returns how many were evicted.
     @discardableResult
-    func sweep(now: ContinuousClock.Instant = .now) -> Int {
+    func sweep() -> Int {
+        let now = clock.now
         let (evicted, live) = entries.withLock { entries -> (Int, Int) in
             var evicted = 0
-            for (id, entry) in entries where entry.users == 0 && now - entry.lastUsed >= idleTimeout {
+            for (id, entry) in entries where entry.users == 0 && entry.lastUsed.duration(to: now) >= idleTimeout {
                 entries[id] = nil
                 evicted += 1
             }

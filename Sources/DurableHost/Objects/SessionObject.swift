@@ -1,4 +1,5 @@
 import Foundation
+import ServerRuntime
 import SessionModel
 
 /// What every live object shares: where to commit, where to load from, the limits.
@@ -128,14 +129,16 @@ actor SessionObject {
     }
 
     private var loaded: Loaded?
-    private var loading: Task<StoredSession?, any Error>?
+    /// The load from storage, once however many callers wait for it.
+    private let loading = SingleFlight<StoredSession?>()
     /// Writes held elsewhere being merged in: operations wait for it.
-    private var merging: Task<Void, Never>?
+    private let merging = SingleFlight<Void>()
     /// The last mutation queued: reads wait for it.
     private var lastTicket: CommitTicket?
     private var poisoned = false
-    /// A held copy whose writes its owner is taking back: refuses writes until then.
-    private var handingBackUntil: ContinuousClock.Instant?
+    /// A held copy whose writes its owner is taking back: refuses writes until then (seconds
+    /// since the epoch).
+    private var handingBackUntil: Double?
 
     init(id: String, incarnation: UInt64, context: ObjectContext, onPoisoned: @escaping @Sendable (SessionObject) -> Void) {
         self.id = id
@@ -285,7 +288,7 @@ actor SessionObject {
     /// Starts this held copy from `record`: when there is none yet, or when the one there
     /// holds no write and was seeded from an older state. Returns whether it was replaced.
     func seed(_ record: SessionRecord?, version: Double, owner: String) async throws(APIError) -> Bool {
-        if let loading { _ = try? await loading.value }
+        await loading.waitForRun()
         if let ticket = lastTicket, !ticket.isResolved { try await wait(for: ticket) }
         let session = HeldWrites.sessionID(ofCopy: id)
         guard let local = context.local else { throw APIError(.hintRefused, "this host holds no writes for others: its storage is shared") }
@@ -304,7 +307,7 @@ actor SessionObject {
     /// acknowledged is durable when this returns. The owner forgets the writes when it has
     /// them (`HeldWrites.forget`); if it never says so, writes are taken again after `lease`.
     func beginHandingBack(lease: Duration = .seconds(30)) async throws(APIError) {
-        handingBackUntil = .now + lease
+        handingBackUntil = context.now() + lease.secondsValue
         if let ticket = lastTicket, !ticket.isResolved { try await wait(for: ticket) }
     }
 
@@ -434,7 +437,7 @@ actor SessionObject {
     }
 
     private func refuseIfHandingBack() throws(APIError) {
-        if let until = handingBackUntil, ContinuousClock.now < until {
+        if let until = handingBackUntil, context.now() < until {
             throw APIError(.hintRefused, "the owner of '\(HeldWrites.sessionID(ofCopy: id))' is taking its writes back: send to it")
         }
     }
@@ -494,15 +497,8 @@ actor SessionObject {
     /// is served: so every write is answered on a history that has all the earlier ones.
     private func ensureReady() async throws(APIError) {
         try await ensureLoaded()
-        guard !isHeldCopy, let source = context.heldElsewhere, merging != nil || source.isPending(id) else { return }
-        let task: Task<Void, Never>
-        if let merging {
-            task = merging
-        } else {
-            task = Task { await self.mergeHeld(from: source) }
-            merging = task
-        }
-        await task.value
+        guard !isHeldCopy, let source = context.heldElsewhere, merging.isRunning || source.isPending(id) else { return }
+        try? await merging.run { await self.mergeHeld(from: source) }
         guard loaded != nil, !poisoned else {
             throw APIError(.storageUnavailable, "an earlier write of this session failed; retry")
         }
@@ -512,7 +508,6 @@ actor SessionObject {
     /// own idempotency key (a write merged before is recognised and skipped), then lets the
     /// holder forget them. A holder that cannot be reached is tried again later.
     private func mergeHeld(from source: HeldElsewhere) async {
-        defer { merging = nil }
         guard let writes = try? await source.pull(id), loaded != nil else { return }
         var queued: [(key: String, ticket: CommitTicket)] = []
         for write in writes {
@@ -542,35 +537,25 @@ actor SessionObject {
         }
         // Handed away earlier, and ours again after a later ring change: load it afresh (from
         // the host that has it now), not from the frozen copy.
-        if loaded?.movedTo != nil, loading == nil, !isHeldCopy, context.ownsNow(id) { loaded = nil }
+        if loaded?.movedTo != nil, !loading.isRunning, !isHeldCopy, context.ownsNow(id) { loaded = nil }
         if loaded != nil { return }
         if context.committer.isInDoubt {
             throw APIError(.storageUnavailable, "the database is not answering; retry")
         }
-        let task: Task<StoredSession?, any Error>
-        if let loading {
-            task = loading
-        } else {
-            let load = context.load
-            let id = id
-            let since = context.now() - context.idempotencyRetention
-            task = Task { try await load(id, since) }
-            loading = task
-        }
+        let load = context.load
+        let id = id
+        let since = context.now() - context.idempotencyRetention
         let stored: StoredSession?
         do {
-            stored = try await task.value
+            stored = try await loading.run { try await load(id, since) }
         } catch let error as APIError {
-            loading = nil
             throw error
         } catch {
-            loading = nil
             if context.committer.isClosed {
                 throw APIError(.shuttingDown, "the host is shutting down; retry on another attempt")
             }
             throw APIError(.storageUnavailable, "storage could not load the session; retry")
         }
-        loading = nil
         guard !poisoned else {
             throw APIError(.storageUnavailable, "an earlier write of this session failed; retry")
         }

@@ -67,29 +67,20 @@ final class DatabaseMembership: Service, Sendable {
     let logger: Logger
     /// Called with each ring version adopted (drops the live objects).
     let onRingChange: @Sendable (Int64) -> Void
+    let clock: ServerClock
 
-    private struct State {
-        var migrated = false
-        /// When the lease was last renewed (this host's clock: a conservative estimate of the
-        /// database's lease, which started earlier).
-        var renewedAt: ContinuousClock.Instant?
-        var ringVersion: Int64 = 0
-        var liveMembers = 0
-        var lastError: String?
-        /// Since when the database answered without a break: evictions wait a lease after an outage.
-        var connectedSince: ContinuousClock.Instant?
-        var leaving = false
-        var roundRunning = false
-    }
-
-    private let state = Mutex(State())
-    private let registering = Mutex<Task<Void, any Error>?>(nil)
+    /// The lease and what follows from it (`LeaseState` decides).
+    private let lease: Mutex<LeaseState>
+    private let migrated = Atomic<Bool>(false)
+    /// A round that outlived its bound may still be under way: never two at once.
+    private let roundRunning = Atomic<Bool>(false)
+    /// One registration at a time: a second caller joins the one under way.
+    private let registering = SingleFlight<Void>()
     private let ringChanges = Metrics.Counter(label: "host_ring_changes_total")
 
     init(
         client: PostgresClient, node: String, address: @escaping @Sendable () -> String?, timing: Timing, fence: Fence, ring: RingHolder,
-        logger: Logger,
-        onRingChange: @escaping @Sendable (Int64) -> Void
+        clock: ServerClock = .system, logger: Logger, onRingChange: @escaping @Sendable (Int64) -> Void
     ) {
         self.client = client
         self.node = node
@@ -97,19 +88,21 @@ final class DatabaseMembership: Service, Sendable {
         self.timing = timing
         self.fence = fence
         self.ring = ring
+        self.clock = clock
         self.logger = logger
         self.onRingChange = onRingChange
+        lease = Mutex(LeaseState(leaseDuration: timing.leaseDuration))
     }
 
     /// The version of the ring this host serves by.
-    var ringVersion: Int64 { state.withLock { $0.ringVersion } }
+    var ringVersion: Int64 { lease.withLock { $0.ringVersion } }
 
     /// Whether this host may serve: it holds a lease it renewed within the lease's duration,
     /// and it is a member of the ring it serves by.
     var isServing: Bool {
-        let (renewedAt, leaving) = state.withLock { ($0.renewedAt, $0.leaving) }
-        guard !leaving, let renewedAt, ContinuousClock.now - renewedAt < timing.leaseDuration else { return false }
-        return ring.current.members.contains { $0.name == node }
+        let isMember = ring.current.members.contains { $0.name == node }
+        let now = clock.now
+        return lease.withLock { $0.isServing(now: now, isMember: isMember) }
     }
 
     struct Health: Encodable, Sendable {
@@ -132,12 +125,13 @@ final class DatabaseMembership: Service, Sendable {
     }
 
     var health: Health {
-        let snapshot = state.withLock { $0 }
+        let snapshot = lease.withLock { $0 }
+        let now = clock.now
         return Health(
             database: snapshot.lastError == nil && snapshot.connectedSince != nil ? "ok" : "unreachable",
             serving: isServing, ringVersion: snapshot.ringVersion, liveHosts: snapshot.liveMembers,
-            leaseAgeSeconds: snapshot.renewedAt.map { (ContinuousClock.now - $0).secondsValue },
-            leaseSeconds: timing.leaseDuration.secondsValue, lastError: snapshot.lastError)
+            leaseAgeSeconds: snapshot.leaseAge(now: now)?.secondsValue, leaseSeconds: timing.leaseDuration.secondsValue,
+            lastError: snapshot.lastError)
     }
 
     // MARK: The loop
@@ -146,10 +140,10 @@ final class DatabaseMembership: Service, Sendable {
         await withGracefulShutdownHandler {
             while !Task.isCancelled && !Task.isShuttingDownGracefully {
                 await round()
-                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.timing.renewInterval) }
+                try? await cancelWhenGracefulShutdown { try await self.clock.sleep(for: self.timing.renewInterval) }
             }
         } onGracefulShutdown: {
-            self.state.withLock { $0.leaving = true }
+            self.lease.withLock { $0.leave() }
         }
         await leave()
     }
@@ -157,42 +151,33 @@ final class DatabaseMembership: Service, Sendable {
     /// One round: migrate and register if not yet, renew the lease, drop expired members,
     /// adopt the ring. Bounded by the lease: a database that stops answering cannot hold it.
     func round() async {
-        // A round that outlived its bound may still be under way: never two at once.
-        guard state.withLock({ $0.roundRunning == false }) else { return }
+        guard !roundRunning.load(ordering: .relaxed) else { return }
         do {
-            try await Deadline.run(within: timing.leaseDuration, "renewing the lease") {
-                self.state.withLock { $0.roundRunning = true }
-                defer { self.state.withLock { $0.roundRunning = false } }
+            try await Deadline.run(within: timing.leaseDuration, clock: clock, "renewing the lease") {
+                self.roundRunning.store(true, ordering: .relaxed)
+                defer { self.roundRunning.store(false, ordering: .relaxed) }
                 try await self.steps()
             }
-            state.withLock { state in
-                state.lastError = nil
-                if state.connectedSince == nil { state.connectedSince = .now }
-            }
+            let now = clock.now
+            lease.withLock { $0.reached(at: now) }
         } catch {
             let message = "\(String(reflecting: error).prefix(300))"
-            let first = state.withLock { state -> Bool in
-                defer {
-                    state.lastError = message
-                    state.connectedSince = nil
-                }
-                return state.lastError == nil
-            }
+            let first = lease.withLock { $0.unreachable(message) }
             if first { logger.error("the database cannot be reached; this host stops serving once its lease runs out", metadata: ["error": "\(message)"]) }
         }
     }
 
     private func steps() async throws {
-        if !state.withLock({ $0.migrated }) {
+        if !migrated.load(ordering: .relaxed) {
             try await PostgresSessionStore.migrate(client, logger: logger)
-            state.withLock { $0.migrated = true }
+            migrated.store(true, ordering: .relaxed)
         }
         if fence.current.incarnation == nil {
             try await register()
         } else if try await !renew() {
             logger.warning("this host's lease was taken away (it was too slow to renew it); registering again")
             fence.hold(nil)
-            state.withLock { $0.renewedAt = nil }
+            lease.withLock { $0.lost() }
             try await register()
         }
         try await reconcile()
@@ -202,19 +187,12 @@ final class DatabaseMembership: Service, Sendable {
     /// waits for every commit of an earlier incarnation still in flight (each holds a key-share
     /// lock on it): once this returns, no commit of an earlier incarnation can land.
     private func register() async throws {
-        // One registration at a time: a second caller joins the one under way.
-        let task = registering.withLock { running -> Task<Void, any Error> in
-            if let running { return running }
-            let task = Task { try await self.registerOnce() }
-            running = task
-            return task
-        }
-        defer { registering.withLock { if $0 == task { $0 = nil } } }
-        try await task.value
+        try await registering.run { try await self.registerOnce() }
     }
 
     private func registerOnce() async throws {
         guard let address = address() else { return }
+        let asked = clock.now
         let lease = timing.leaseDuration.secondsValue
         let (incarnation, tookOver) = try await client.withTransaction(logger: logger) { [node, logger] connection -> (Int64?, Bool) in
             var live = false
@@ -239,7 +217,7 @@ final class DatabaseMembership: Service, Sendable {
         }
         guard let incarnation else { throw StoreError("registering as a member returned nothing") }
         fence.hold(incarnation)
-        state.withLock { $0.renewedAt = .now }
+        self.lease.withLock { $0.renewed(asked: asked) }
         if tookOver {
             logger.warning("took over the live lease of an earlier process with this node name; it can no longer write", metadata: ["node": "\(node)"])
         }
@@ -251,20 +229,20 @@ final class DatabaseMembership: Service, Sendable {
     func fenceOffCommitsInFlight() async {
         while !Task.isCancelled {
             do {
-                try await Deadline.run(within: timing.leaseDuration, "registering anew") { try await self.register() }
+                try await Deadline.run(within: timing.leaseDuration, clock: clock, "registering anew") { try await self.register() }
                 if fence.current.incarnation != nil {
                     logger.notice("registered anew: no earlier commit of this host can land now")
                     return
                 }
             } catch {}
-            try? await Task.sleep(for: timing.renewInterval)
+            try? await clock.sleep(for: timing.renewInterval)
         }
     }
 
     /// Extends the lease; false when this incarnation's row is gone (evicted, or taken over).
     private func renew() async throws -> Bool {
         guard let incarnation = fence.current.incarnation else { return false }
-        let started = ContinuousClock.now
+        let asked = clock.now
         var renewed = false
         let rows = try await client.query(
             """
@@ -272,7 +250,7 @@ final class DatabaseMembership: Service, Sendable {
             WHERE name = \(node) AND incarnation = \(incarnation) RETURNING 1
             """, logger: logger)
         for try await _ in rows { renewed = true }
-        if renewed { state.withLock { $0.renewedAt = started } }
+        if renewed { lease.withLock { $0.renewed(asked: asked) } }
         return renewed
     }
 
@@ -281,11 +259,12 @@ final class DatabaseMembership: Service, Sendable {
     private func reconcile() async throws {
         let (current, live) = try await readRingAndLiveMembers()
         var ringRow = current
-        let settled = state.withLock { $0.connectedSince.map { ContinuousClock.now - $0 >= timing.leaseDuration } ?? false }
+        let now = clock.now
+        let settled = lease.withLock { $0.mayEvict(now: now) }
         if live.members != current.members || (settled && live.expired > 0) {
             ringRow = try await changeRing(evictExpired: settled)
         }
-        state.withLock { $0.liveMembers = live.members.count }
+        lease.withLock { $0.liveMembers = live.members.count }
         adopt(ringRow)
     }
 
@@ -348,12 +327,7 @@ final class DatabaseMembership: Service, Sendable {
 
     /// Serves by `membership` if it is newer than the ring in use.
     private func adopt(_ membership: Membership) {
-        let changed = state.withLock { state -> Bool in
-            guard membership.version > Int(state.ringVersion) else { return false }
-            state.ringVersion = Int64(membership.version)
-            return true
-        }
-        guard changed else { return }
+        guard lease.withLock({ $0.adopt(version: Int64(membership.version)) }) else { return }
         ring.adopt(Membership(version: membership.version, members: membership.members, lease: timing.leaseDuration.secondsValue))
         ringChanges.increment()
         onRingChange(Int64(membership.version))

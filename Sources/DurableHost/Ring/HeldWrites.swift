@@ -60,17 +60,24 @@ final class HeldWrites: Sendable {
     /// Our sessions with writes held elsewhere, by the member holding them.
     private let pending = Mutex<[String: String]>([:])
     private let pendingCount = Atomic<Int>(0)
-    private let started = ContinuousClock.now
+    let clock: ServerClock
+    private let started: ServerClock.Instant
     /// Nanoseconds since `started` of the last heartbeat.
     private let lastBeat = Atomic<Int64>(0)
-    private let recovering = Mutex<Task<Void, Never>?>(nil)
+    /// Asking the members what they held, once however many callers wait.
+    private let recovering = SingleFlight<Void>()
     /// Owners that asked what this host holds for them (they are back), until a probe finds
     /// one unreachable again.
     private let returned = Mutex<Set<String>>([])
     private let merged = Metrics.Counter(label: "host_held_writes_merged_total")
     private let heldHere = Metrics.Counter(label: "host_held_writes_total")
 
-    init(node: String, ring: RingHolder, store: any LocalSessionStore, client: CurlClient, token: String?, logger: Logger) {
+    init(
+        node: String, ring: RingHolder, store: any LocalSessionStore, client: CurlClient, token: String?, clock: ServerClock = .system,
+        logger: Logger
+    ) {
+        self.clock = clock
+        started = clock.now
         self.node = node
         self.ring = ring
         self.store = store
@@ -134,27 +141,22 @@ final class HeldWrites: Sendable {
     /// enough for workers to send its sessions to their runners-up.
     var wasAway: Bool {
         let beat = Duration.nanoseconds(lastBeat.load(ordering: .relaxed))
-        return ContinuousClock.now - (started + beat) > Self.pauseThreshold
+        return clock.elapsed(since: started) - beat > Self.pauseThreshold
     }
 
     /// Called before serving a session, and by the heartbeat: if this host was away, first
     /// asks the members what they held meanwhile (once, however many callers wait).
     func ensureCurrent() async {
         guard wasAway else { return }
-        let task = recovering.withLock { running -> Task<Void, Never> in
-            if let running { return running }
-            logger.warning("this host was not running for a while (paused?); asking the members what they held for it")
-            let task = Task { await self.recover() }
-            running = task
-            return task
+        try? await recovering.run {
+            self.logger.warning("this host was not running for a while (paused?); asking the members what they held for it")
+            await self.recover()
         }
-        await task.value
-        recovering.withLock { if $0 == task { $0 = nil } }
     }
 
     /// The heartbeat: the courier beats every quarter second.
     func beat() {
-        lastBeat.store((ContinuousClock.now - started).nanosecondsValue, ordering: .relaxed)
+        lastBeat.store(clock.elapsed(since: started).nanosecondsValue, ordering: .relaxed)
     }
 
     private func holder(of id: String) -> Membership.Member? {
@@ -281,20 +283,20 @@ struct HeldWritesCourier: Service {
     var passInterval: Duration = .seconds(1)
 
     func run() async throws {
-        var lastPass = ContinuousClock.now
+        var lastPass = held.clock.now
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             // After a pause the heartbeat stays stale until the members were asked, so that
             // requests arriving meanwhile wait for the answer too.
             if held.wasAway { await held.ensureCurrent() } else { held.beat() }
-            if ContinuousClock.now - lastPass >= passInterval {
-                lastPass = .now
+            if held.clock.elapsed(since: lastPass) >= passInterval {
+                lastPass = held.clock.now
                 await held.notifyOwners()
                 // Sessions whose writes wait elsewhere are merged even if nobody asks for them.
                 for id in held.pendingIDs.prefix(100) {
                     _ = try? await directory.withObject(id) { object throws(APIError) in try await object.read() }
                 }
             }
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: beatInterval) }
+            try? await cancelWhenGracefulShutdown { try await held.clock.sleep(for: beatInterval) }
         }
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import PostgresNIO
+import ServerRuntime
 import SessionModel
 
 /// Sessions in a PostgreSQL database that every host shares (`storage = postgres`).
@@ -22,11 +23,16 @@ public final class PostgresSessionStore: SessionStore {
     let client: PostgresClient
     let fence: Fence
     let timeout: Duration
+    let clock: ServerClock
     let codec: ContentCodec
     let logger: Logger
     public let description: String
 
-    init(client: PostgresClient, fence: Fence, timeout: Duration, codec: ContentCodec = ContentCodec(), description: String, logger: Logger) {
+    init(
+        client: PostgresClient, fence: Fence, timeout: Duration, codec: ContentCodec = ContentCodec(), description: String,
+        clock: ServerClock = .system, logger: Logger
+    ) {
+        self.clock = clock
         self.client = client
         self.fence = fence
         self.timeout = timeout
@@ -172,14 +178,17 @@ public final class PostgresSessionStore: SessionStore {
         guard let version = batch.first?.ringVersion else { return }
         let plan = CommitPlan(batch)
         let fence = fence.current
-        // Bounded by the committer (`commitTimeout`), which must know whether it ended.
-        let codec = codec
-        if plan.onlyWrites {
-            return try await commitAtOnce(plan, fence: fence, ringVersion: version)
-        }
-        try await client.withTransaction(logger: logger) { connection in
-            try await Self.checkFence(fence, ringVersion: version, on: connection, logger: logger)
-            try await Self.apply(plan, on: connection, codec: codec, logger: logger)
+        let (codec, client, logger) = (codec, client, logger)
+        // Past its time limit the commit fails with `StoreTimeout`: it may still land, which the
+        // committer settles before anything else commits.
+        try await bounded("committing") {
+            if plan.onlyWrites {
+                return try await self.commitAtOnce(plan, fence: fence, ringVersion: version)
+            }
+            try await client.withTransaction(logger: logger) { connection in
+                try await Self.checkFence(fence, ringVersion: version, on: connection, logger: logger)
+                try await Self.apply(plan, on: connection, codec: codec, logger: logger)
+            }
         }
     }
 
@@ -201,86 +210,94 @@ public final class PostgresSessionStore: SessionStore {
         sql.appendLiteral(" AND m.incarnation = ")
         sql.appendInterpolation(incarnation)
         sql.appendLiteral(" AND m.lease_until > clock_timestamp() FOR SHARE OF r FOR KEY SHARE OF m)")
-        if !plan.rowsWithMetadata.isEmpty {
-            let rows = plan.rowsWithMetadata
-            sql.appendLiteral(
-                """
-                , rows_with_metadata AS (INSERT INTO sessions (id, metadata, created_at, last_updated, message_count, principal, expires_after)
-                SELECT id, metadata, created_at, last_updated, message_count, NULLIF(principal, ''), NULLIF(expires_after, -1) FROM unnest(
-                """)
-            sql.appendInterpolation(rows.map(\.id))
-            sql.appendLiteral("::text[], ")
-            sql.appendInterpolation(rows.map { ByteBuffer(bytes: $0.metadata ?? Data("{}".utf8)) })
-            sql.appendLiteral("::bytea[], ")
-            Self.appendRowColumns(rows, to: &sql)
-            sql.appendLiteral(
-                """
-                ) AS r(id, metadata, created_at, last_updated, message_count, principal, expires_after) WHERE EXISTS (SELECT 1 FROM fence)
-                ON CONFLICT (id) DO UPDATE SET metadata = excluded.metadata, created_at = excluded.created_at,
-                last_updated = excluded.last_updated, message_count = excluded.message_count,
-                principal = excluded.principal, expires_after = excluded.expires_after)
-                """)
-        }
-        if !plan.rowsKeepingMetadata.isEmpty {
-            let rows = plan.rowsKeepingMetadata
-            sql.appendLiteral(
-                """
-                , rows_keeping_metadata AS (INSERT INTO sessions (id, metadata, created_at, last_updated, message_count, principal, expires_after)
-                SELECT id, '\\x7b7d'::bytea, created_at, last_updated, message_count, NULLIF(principal, ''), NULLIF(expires_after, -1) FROM unnest(
-                """)
-            sql.appendInterpolation(rows.map(\.id))
-            sql.appendLiteral("::text[], ")
-            Self.appendRowColumns(rows, to: &sql)
-            sql.appendLiteral(
-                """
-                ) AS r(id, created_at, last_updated, message_count, principal, expires_after) WHERE EXISTS (SELECT 1 FROM fence)
-                ON CONFLICT (id) DO UPDATE SET last_updated = excluded.last_updated, message_count = excluded.message_count,
-                principal = excluded.principal, expires_after = excluded.expires_after)
-                """)
-        }
-        if !plan.messages.isEmpty {
-            let messages = plan.messages
-            let encoded = messages.map { codec.encode($0.message.content) }
-            sql.appendLiteral(", new_messages AS (INSERT INTO messages (session_id, seq, role, content, timestamp, compressed) SELECT * FROM unnest(")
-            sql.appendInterpolation(messages.map(\.sessionID))
-            sql.appendLiteral("::text[], ")
-            sql.appendInterpolation(messages.map(\.seq))
-            sql.appendLiteral("::int8[], ")
-            sql.appendInterpolation(messages.map(\.message.role.rawValue))
-            sql.appendLiteral("::text[], ")
-            sql.appendInterpolation(encoded.map { ByteBuffer(bytes: $0.bytes) })
-            sql.appendLiteral("::bytea[], ")
-            sql.appendInterpolation(messages.map(\.message.timestamp))
-            sql.appendLiteral("::float8[], ")
-            sql.appendInterpolation(encoded.map(\.compressed))
-            sql.appendLiteral("::bool[]) WHERE EXISTS (SELECT 1 FROM fence))")
-        }
-        if !plan.idempotency.isEmpty {
-            let keys = plan.idempotency
-            sql.appendLiteral(", new_keys AS (INSERT INTO idempotency (session_id, key, request_hash, status, response, created_at) SELECT * FROM unnest(")
-            sql.appendInterpolation(keys.map(\.sessionID))
-            sql.appendLiteral("::text[], ")
-            sql.appendInterpolation(keys.map(\.record.key))
-            sql.appendLiteral("::text[], ")
-            sql.appendInterpolation(keys.map(\.record.requestHash))
-            sql.appendLiteral("::int8[], ")
-            sql.appendInterpolation(keys.map { Int32($0.record.status) })
-            sql.appendLiteral("::int4[], ")
-            sql.appendInterpolation(keys.map { ByteBuffer(bytes: $0.record.response) })
-            sql.appendLiteral("::bytea[], ")
-            sql.appendInterpolation(keys.map(\.record.createdAt))
-            sql.appendLiteral(
-                """
-                ::float8[]) WHERE EXISTS (SELECT 1 FROM fence) ON CONFLICT (session_id, key) DO UPDATE SET request_hash = excluded.request_hash,
-                status = excluded.status, response = excluded.response, created_at = excluded.created_at)
-                """)
-        }
+        if !plan.rowsWithMetadata.isEmpty { Self.appendRowsWithMetadata(plan.rowsWithMetadata, to: &sql) }
+        if !plan.rowsKeepingMetadata.isEmpty { Self.appendRowsKeepingMetadata(plan.rowsKeepingMetadata, to: &sql) }
+        if !plan.messages.isEmpty { Self.appendMessages(plan.messages, codec: codec, to: &sql) }
+        if !plan.idempotency.isEmpty { Self.appendKeys(plan.idempotency, to: &sql) }
         sql.appendLiteral(" SELECT count(*) FROM fence")
         var held = 0
         for try await count in try await client.query(PostgresQuery(stringInterpolation: sql), logger: logger).decode(Int.self) { held = count }
         guard held == 1 else {
             throw FenceError("this host's lease expired or its ring changed (version \(ringVersion)); nothing was written")
         }
+    }
+
+    /// `rows_with_metadata`: session rows written whole, metadata included.
+    private static func appendRowsWithMetadata(_ rows: [CommitPlan.Row], to sql: inout PostgresQuery.StringInterpolation) {
+        sql.appendLiteral(
+            """
+            , rows_with_metadata AS (INSERT INTO sessions (id, metadata, created_at, last_updated, message_count, principal, expires_after)
+            SELECT id, metadata, created_at, last_updated, message_count, NULLIF(principal, ''), NULLIF(expires_after, -1) FROM unnest(
+            """)
+        sql.appendInterpolation(rows.map(\.id))
+        sql.appendLiteral("::text[], ")
+        sql.appendInterpolation(rows.map { ByteBuffer(bytes: $0.metadata ?? Data("{}".utf8)) })
+        sql.appendLiteral("::bytea[], ")
+        appendRowColumns(rows, to: &sql)
+        sql.appendLiteral(
+            """
+            ) AS r(id, metadata, created_at, last_updated, message_count, principal, expires_after) WHERE EXISTS (SELECT 1 FROM fence)
+            ON CONFLICT (id) DO UPDATE SET metadata = excluded.metadata, created_at = excluded.created_at,
+            last_updated = excluded.last_updated, message_count = excluded.message_count,
+            principal = excluded.principal, expires_after = excluded.expires_after)
+            """)
+    }
+
+    /// `rows_keeping_metadata`: session rows whose metadata stays as stored.
+    private static func appendRowsKeepingMetadata(_ rows: [CommitPlan.Row], to sql: inout PostgresQuery.StringInterpolation) {
+        sql.appendLiteral(
+            """
+            , rows_keeping_metadata AS (INSERT INTO sessions (id, metadata, created_at, last_updated, message_count, principal, expires_after)
+            SELECT id, '\\x7b7d'::bytea, created_at, last_updated, message_count, NULLIF(principal, ''), NULLIF(expires_after, -1) FROM unnest(
+            """)
+        sql.appendInterpolation(rows.map(\.id))
+        sql.appendLiteral("::text[], ")
+        appendRowColumns(rows, to: &sql)
+        sql.appendLiteral(
+            """
+            ) AS r(id, created_at, last_updated, message_count, principal, expires_after) WHERE EXISTS (SELECT 1 FROM fence)
+            ON CONFLICT (id) DO UPDATE SET last_updated = excluded.last_updated, message_count = excluded.message_count,
+            principal = excluded.principal, expires_after = excluded.expires_after)
+            """)
+    }
+
+    /// `new_messages`: the appended messages, their content encoded.
+    private static func appendMessages(_ messages: [CommitPlan.StoredMessage], codec: ContentCodec, to sql: inout PostgresQuery.StringInterpolation) {
+        let encoded = messages.map { codec.encode($0.message.content) }
+        sql.appendLiteral(", new_messages AS (INSERT INTO messages (session_id, seq, role, content, timestamp, compressed) SELECT * FROM unnest(")
+        sql.appendInterpolation(messages.map(\.sessionID))
+        sql.appendLiteral("::text[], ")
+        sql.appendInterpolation(messages.map(\.seq))
+        sql.appendLiteral("::int8[], ")
+        sql.appendInterpolation(messages.map(\.message.role.rawValue))
+        sql.appendLiteral("::text[], ")
+        sql.appendInterpolation(encoded.map { ByteBuffer(bytes: $0.bytes) })
+        sql.appendLiteral("::bytea[], ")
+        sql.appendInterpolation(messages.map(\.message.timestamp))
+        sql.appendLiteral("::float8[], ")
+        sql.appendInterpolation(encoded.map(\.compressed))
+        sql.appendLiteral("::bool[]) WHERE EXISTS (SELECT 1 FROM fence))")
+    }
+
+    /// `new_keys`: the idempotency keys of the batch's writes, with their answers.
+    private static func appendKeys(_ keys: [CommitPlan.Key], to sql: inout PostgresQuery.StringInterpolation) {
+        sql.appendLiteral(", new_keys AS (INSERT INTO idempotency (session_id, key, request_hash, status, response, created_at) SELECT * FROM unnest(")
+        sql.appendInterpolation(keys.map(\.sessionID))
+        sql.appendLiteral("::text[], ")
+        sql.appendInterpolation(keys.map(\.record.key))
+        sql.appendLiteral("::text[], ")
+        sql.appendInterpolation(keys.map(\.record.requestHash))
+        sql.appendLiteral("::int8[], ")
+        sql.appendInterpolation(keys.map { Int32($0.record.status) })
+        sql.appendLiteral("::int4[], ")
+        sql.appendInterpolation(keys.map { ByteBuffer(bytes: $0.record.response) })
+        sql.appendLiteral("::bytea[], ")
+        sql.appendInterpolation(keys.map(\.record.createdAt))
+        sql.appendLiteral(
+            """
+            ::float8[]) WHERE EXISTS (SELECT 1 FROM fence) ON CONFLICT (session_id, key) DO UPDATE SET request_hash = excluded.request_hash,
+            status = excluded.status, response = excluded.response, created_at = excluded.created_at)
+            """)
     }
 
     /// The columns every session row carries, after its id (and metadata): created, updated,
@@ -489,7 +506,7 @@ public final class PostgresSessionStore: SessionStore {
     /// Runs `body`, or throws once `timeout` has passed: a database that stopped answering
     /// fails the request fast instead of holding it.
     func bounded<T: Sendable>(_ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        try await Deadline.run(within: timeout, what, body)
+        try await Deadline.run(within: timeout, clock: clock, what, body)
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import ServerRuntime
 import SessionModel
 
 /// Where a host keeps its sessions durably.
@@ -212,4 +213,23 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
     public let message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }
+}
+
+/// A database operation that did not end within its time limit: it was cancelled, but may
+/// still take effect (a commit may still land).
+public struct StoreTimeout: Error, Sendable, CustomStringConvertible {
+    public let description: String
+}
+
+extension Deadline {
+    /// Runs a database operation, or throws `StoreTimeout` once `timeout` has passed on `clock`
+    /// (the operation is cancelled and left to end on its own).
+    static func run<Success: Sendable>(
+        within timeout: Duration, clock: ServerClock, _ what: String, _ body: @escaping @Sendable () async throws -> Success
+    ) async throws -> Success {
+        switch await race(within: timeout, clock: clock, body).outcome {
+        case .finished(let result): return try result.get()
+        case .timedOut: throw StoreTimeout(description: "the database did not answer within \(timeout) while \(what)")
+        }
+    }
 }

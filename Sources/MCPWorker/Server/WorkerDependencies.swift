@@ -57,8 +57,8 @@ final class WorkerDependencies: Sendable {
         usage = UsageLedger(now: clock.wall)
         usageRecorder = UsageRecorder(ledger: usage, store: store, logger: logger)
         tools = GreptileTools(
-            greptile: GreptileClient(configuration: configuration.upstream, client: client, logger: logger),
-            github: GitHubClient(configuration: configuration.upstream, client: client, logger: logger),
+            greptile: GreptileClient(configuration: configuration.upstream, client: client, clock: clock, logger: logger),
+            github: GitHubClient(configuration: configuration.upstream, client: client, clock: clock, logger: logger),
             conversations: Conversations(
                 store: store, window: configuration.historyWindow,
                 catalog: ConversationCatalog(store: store, keys: keys), clock: clock),

@@ -3,6 +3,7 @@ import Foundation
 import HTTPServing
 import Logging
 import Prometheus
+import ServerRuntime
 import ServiceLifecycle
 import ServiceMetrics
 import SessionClient
@@ -19,16 +20,17 @@ public struct WorkerServer: Sendable {
         configuration: WorkerConfiguration,
         logger: Logger,
         registry: PrometheusCollectorRegistry? = nil,
+        clock: ServerClock = .system,
         onListening: @escaping @Sendable (String) -> Void = { _ in }
     ) async throws {
         let client = CurlClient(configuration: .init(userAgent: "greptile-mcp/\(Self.version)"))
         let store = SessionManagers.make(
             hosts: configuration.hosts, ringVersion: configuration.ringVersion, token: configuration.hostToken, client: client, limits: configuration.limits,
             logger: logger,
-            retry: configuration.hostRetry, attemptTimeout: configuration.hostTimeout)
+            retry: configuration.hostRetry, attemptTimeout: configuration.hostTimeout, clock: clock)
         let state = WorkerDependencies(
             configuration: configuration, store: store, client: client,
-            metrics: RouteMetrics(registry: registry, prefix: "worker"), logger: logger)
+            metrics: RouteMetrics(registry: registry, prefix: "worker"), logger: logger, clock: clock)
         let application = HTTPService.make(
             responder: MCPResponder(worker: state), host: configuration.listen.host, port: configuration.listen.port,
             serverName: "mcp-worker/\(Self.version)", readTimeout: configuration.requestReadTimeout, logger: logger,

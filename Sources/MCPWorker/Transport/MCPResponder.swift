@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import MCP
 import NIOCore
+import ServerRuntime
 import ServiceMetrics
 import SessionClient
 import SessionModel
@@ -44,10 +45,9 @@ public struct MCPResponder: HTTPResponder {
         """
 
     public func respond(to request: Request, context: Context) async throws -> Response {
-        // Latency per route, as the metrics report it.
-        let start = ContinuousClock.now
+        let start = worker.clock.now
         let (route, response) = await route(request, channel: context.channel)
-        worker.metrics.record(route: route, method: request.method.rawValue, status: response.status.code, since: start)
+        worker.metrics.record(route: route, method: request.method.rawValue, status: response.status.code, duration: worker.clock.elapsed(since: start))
         return response
     }
 
