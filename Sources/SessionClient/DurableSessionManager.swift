@@ -11,19 +11,11 @@ import SessionModel
 import Settings
 import Synchronization
 
-/// Sessions in the durable hosts, over HTTP: the seed's Durable Object client.
-///
-/// Each operation goes to the host that owns the id (`owner(of:)`, the one place that
-/// decides). A failed attempt (no connection, a timeout, 5xx or 429) is logged and retried,
-/// up to `RetryPolicy.attempts` in all, with exponential backoff and jitter. Every mutation
-/// carries an `Idempotency-Key`, so a retry after a lost answer is never applied twice.
-///
-/// When every attempt has failed the operation falls back to an in-memory store, so the tool
-/// call still succeeds. The fallback starts from the last state this worker saw of the session
-/// (`LastKnownSessions`), so a transport session stays valid and a conversation keeps its
-/// history through a host outage. Each fallback is logged, counted (`worker_session_fallbacks_total`)
-/// and shown by `/health` as degraded. Writes made in the fallback are journaled and replayed
-/// to their host, in order and under their original keys, once it answers again (`run()`).
+/// Sessions in the durable hosts, over HTTP: the seed's Durable Object client. Each call is
+/// driven by `HostCall` (owner, retries with backoff, 421s, the runner-up); every mutation
+/// carries an `Idempotency-Key`; when no host takes a call it runs against memory seeded from
+/// `LastKnownSessions`, and its writes wait in the `FallbackJournal` for their host (`run()`).
+/// docs/ARCHITECTURE.md, "Host calls" and "Hinted handoff".
 public final class DurableSessionManager: SessionManager, Service {
     public struct Configuration: Sendable {
         public var hosts: [NamedAddress]

@@ -103,8 +103,7 @@ struct HeldBlockingCommits: ForwardingStore, BlockingCommitStore {
     var forwarded: any SessionStore { inner }
 
     func commit(_ batch: [SessionMutation]) async throws {
-        await hold.wait(batch: batch.count, logger: logger)
-        try await inner.commit(batch)
+        try await HeldCommits(inner: inner, hold: hold, logger: logger).commit(batch)
     }
 
     func commitBlocking(_ batch: [SessionMutation]) throws {

@@ -8,23 +8,11 @@ import ServiceMetrics
 import SessionModel
 import Synchronization
 
-/// Commits many sessions' writes in one transaction.
-///
-/// Session objects `enqueue` mutations in the order they apply them; the committer's loop
-/// takes everything queued, commits it as one batch, and resolves each mutation's ticket.
-/// While a batch is being committed the next one gathers, so under load a batch holds
-/// everything that arrived during one fsync: throughput scales with concurrency instead of
-/// being one fsync per request, and no write is acknowledged before it is durable.
-///
-/// When a batch fails, every mutation queued by the same live objects after it is failed
-/// too (they were computed on top of the failed ones), and those objects are discarded and
-/// reloaded from storage on their next use.
-///
-/// A store whose commit is a conversation with a server (PostgreSQL) may have several
-/// batches in flight (`concurrency`), each on its own connection, so that the round trips of
-/// one overlap those of the next. Batches in flight never share a session: a session's
-/// mutations are taken only once its batch in flight has ended (and, had it failed, been
-/// failed with it), so each session's writes still commit in the order they were applied.
+/// Commits many sessions' writes in one transaction: live objects queue mutations in the
+/// order they apply them, the loop commits everything queued as one batch (while one batch
+/// commits the next gathers: one fsync for many writers) and resolves each ticket once it is
+/// durable. What is admitted and what a batch takes is `CommitQueue`'s to decide; why and how:
+/// docs/ARCHITECTURE.md, "Group commit".
 public final class GroupCommitter: Service, Sendable {
     typealias Entry = CommitQueue<CommitTicket>.Entry
 

@@ -32,25 +32,10 @@ final class Fence: Sendable {
 }
 
 /// Membership kept in the database (`storage = postgres`): the ring is the set of hosts
-/// holding a live lease, with a version that only grows. No configuration lists the members
-/// and no script changes the ring.
-///
-/// - **Joining**: a host registers its name and address with a new incarnation (a database
-///   sequence) and a lease of `leaseDuration`; a previous incarnation of the same name is
-///   fenced off at once (its commits carry the old incarnation).
-/// - **Staying**: it renews the lease every `renewInterval`, by the database's clock. A
-///   renewal that finds its row gone (it was evicted) makes it stop serving and register
-///   anew; one that cannot reach the database for a whole lease makes it stop serving until
-///   it can (its commits would be refused anyway: the fence checks the lease).
-/// - **Leaving**: on SIGTERM it deletes its row and raises the ring version in one
-///   transaction, so its sessions move at once, without waiting for the lease.
-/// - **Dropping out**: every host, each round, deletes members whose lease has expired
-///   (kill -9, a pause, a partition) and, when the live set differs from the ring, raises the
-///   ring version, all in one transaction holding the ring row; both wait for commits in
-///   flight under the old version, which the fence makes every commit share-lock.
-/// - **Following**: each host adopts the ring row's version as soon as it sees it, dropping
-///   every live object (each reloads from the database under the new version), and answers
-///   421 for ids it no longer owns. Workers learn the ring from hosts (`/ring`, 421).
+/// holding a live lease, with a version that only grows. Each round registers (a new
+/// incarnation) or renews, evicts expired members and raises the version when the live set
+/// changed, and adopts the ring; SIGTERM gives the lease up. What the lease allows is
+/// `LeaseState`'s to decide; the protocol and fencing: docs/ARCHITECTURE.md, "Shared storage".
 final class DatabaseMembership: Service, Sendable {
     struct Timing: Sendable {
         var leaseDuration: Duration = .seconds(3)

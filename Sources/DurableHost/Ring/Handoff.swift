@@ -8,29 +8,11 @@ import ServiceLifecycle
 import ServiceMetrics
 import SessionModel
 
-/// Moving sessions between hosts when the ring changes, without losing or forking one.
-///
-/// A change goes to every member (`PUT /ring`); each then serves by the new ring at once:
-/// - **The old owner stops.** An id a host no longer owns is refused with 421, at the HTTP
-///   layer and, for requests already queued on its live object, by the object itself.
-/// - **The new owner pulls on first touch.** Before serving an id it now owns but did not
-///   own under the previous ring, a host's live object asks the previous owner for it
-///   (`POST /handoff/{id}`). The previous owner's live object freezes the session, waits
-///   until every write it acknowledged is durable, records "moved to X" durably, and answers
-///   the record with its idempotency keys. The new owner stores it and an "adopted" marker
-///   in one transaction, and only then serves. The live object serialises all of this, so
-///   every acknowledged write is in the copy and nothing is written after it at the old owner.
-/// - **A background pass moves the rest.** Each host offers every stored session it no
-///   longer owns to its owner (`POST /handoff/{id}/adopt`, which makes the owner pull), then
-///   deletes its frozen copy. `GET /ring` reports how many remain (`pending`).
-/// - **Settling.** Once every member of both rings reports the new version and nothing
-///   pending, a host forgets the previous ring: ids it has not adopted never existed before,
-///   so it stops asking. A new change is refused until then, so a session's data is always at
-///   its current owner or its previous one.
-///
-/// One owner at a time: a session is served by the new owner only after the old one has
-/// frozen it, and the old one never serves it again ("moved" is durable). A previous owner
-/// that is down makes its sessions unavailable (503, retried) until it is back, never lost.
+/// Moving sessions between hosts when the ring changes, without losing or forking one: the
+/// old owner stops at once (421), the new owner pulls each id on first touch through the
+/// old owner's live object (frozen, durable, "moved" recorded), a background pass moves the
+/// rest, and the change settles once nothing is pending. The protocol and its guarantees:
+/// docs/ARCHITECTURE.md, "Many hosts: the ring and its changes".
 final class Handoff: Sendable {
     let ring: RingHolder
     let store: any LocalSessionStore

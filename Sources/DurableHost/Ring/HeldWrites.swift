@@ -12,31 +12,10 @@ import SessionModel
 import Synchronization
 
 /// Hinted handoff (Dynamo, Cassandra) between the hosts of a ring on SQLite: while a
-/// session's owner cannot be reached, its runner-up in the ring holds the session, and gives
-/// every write back when the owner returns.
-///
-/// **The holder** (the owner's runner-up for the id, `Membership.runnerUp`) serves requests a
-/// worker marks `Hinted-For: OWNER` from a copy of the session kept under
-/// `copyID(id)`. The copy starts from the newest state a worker knows (`POST
-/// /hints/{id}/seed`, asked for with 409 `hint_seed_required`), and each write to it is also
-/// stored as a held write, in the same transaction. Every worker sends the session's calls
-/// to the same holder, so a conversation goes on as one copy, however many workers serve it.
-///
-/// **The owner**, when it starts, and when it finds it was paused (its heartbeat stopped for
-/// `pauseThreshold`), asks every other member which of its sessions they hold writes for;
-/// each holder also tells it (`POST /hints/notify`) once it can reach it again. Before it
-/// serves such a session, the owner's live object takes the held writes
-/// (`POST /hints/{id}/handback`, which stops the holder taking more), applies them in order
-/// under their own idempotency keys, waits until they are durable, and lets the holder forget
-/// them (`DELETE /hints/{id}`). A write merged twice is recognised by its key, so a crash at
-/// any step loses nothing and applies nothing twice.
-///
-/// Limits, said plainly: the copy starts from what a worker last saw of the session, so an
-/// answer given during the outage may miss a turn the owner took just before it died (the
-/// turn is not lost: the owner still has it, and the held turns follow it). With two hosts
-/// down at once, or an owner reachable by some workers and not others, held turns are still
-/// all kept, whole, but may follow turns the owner took meanwhile. PostgreSQL storage, where
-/// a session is re-created from the shared database, has none of these limits.
+/// session's owner cannot be reached, its runner-up holds the session (a copy under
+/// `copyID(id)`, each write also kept as a held write), and gives every write back, in order
+/// and under its own idempotency key, when the owner returns. The protocol, what it
+/// guarantees and what it does not: docs/ARCHITECTURE.md, "Hinted handoff".
 final class HeldWrites: Sendable {
     static let copyPrefix = StorageKeys.heldCopyPrefix
 

@@ -5,20 +5,10 @@ import PostgresNIO
 import ServerRuntime
 import SessionModel
 
-/// Sessions in a PostgreSQL database that every host shares (`storage = postgres`).
-///
-/// The same contract as the SQLite store: `commit` applies a whole batch in one transaction
-/// (folded into a few set-based statements by `CommitPlan`) and returns once it is durable
-/// (`synchronous_commit` as the server has it; on by default). Every commit is **fenced**: in
-/// the same transaction, before anything is written, it checks with the database's clock
-/// that this host still holds its lease, under the ring version its live objects were loaded
-/// by, taking a share lock on the ring row. A host that lost its lease, or whose ring was
-/// changed under it, writes nothing (`FenceError`); a ring change waits for the commits in
-/// flight under the old version, so whatever the new owner loads already has them.
-///
-/// Content and metadata are `bytea`: text columns refuse NUL, and a conversation must keep
-/// every byte. Every operation has `timeout`: a database that does not answer makes writes
-/// fail fast with 503 `storage_unavailable`, not hang.
+/// Sessions in a PostgreSQL database every host shares (`storage = postgres`): the same
+/// contract as the SQLite store (a batch in one transaction, durable when it returns), every
+/// commit fenced by this host's lease and ring version in the same transaction, content kept
+/// as bytes, every operation bounded by `timeout`. docs/ARCHITECTURE.md, "Shared storage".
 public final class PostgresSessionStore: SessionStore {
     let client: PostgresClient
     let fence: Fence

@@ -111,14 +111,19 @@ extension MCPResponder {
         try? await worker.sessions.requestCancel(session, request: InFlightCalls.text(of: requestID))
     }
 
-    func delete(_ request: Request, principal: String) async -> Response {
+    /// The session a request without a body names in its header, or the answer that refuses it.
+    private func namedSession(_ request: Request, principal: String) async -> Result<TransportSession, Refusal> {
         guard let sessionID = request.headers[Self.sessionHeader] else {
-            return Self.rpcError(.badRequest, nil, .invalidRequest("Bad Request: MCP-Session-Id header is required"))
+            return .failure(Refusal(response: Self.rpcError(.badRequest, nil, .invalidRequest("Bad Request: MCP-Session-Id header is required"))))
         }
+        return await loadSession(sessionID, principal: principal).mapError { Refusal(response: Self.refusing($0, nil)) }
+    }
+
+    func delete(_ request: Request, principal: String) async -> Response {
         let session: TransportSession
-        switch await loadSession(sessionID, principal: principal) {
+        switch await namedSession(request, principal: principal) {
         case .success(let found): session = found
-        case .failure(let refusal): return Self.refusing(refusal, nil)
+        case .failure(let refusal): return refusal.response
         }
         do {
             try await worker.sessions.end(session)
@@ -134,13 +139,10 @@ extension MCPResponder {
     /// session's journal in the durable hosts, whichever worker sent them; then, while the
     /// call still runs, the events it goes on sending, until its response.
     func resume(_ request: Request, principal: String) async -> Response {
-        guard let sessionID = request.headers[Self.sessionHeader] else {
-            return Self.rpcError(.badRequest, nil, .invalidRequest("Bad Request: MCP-Session-Id header is required"))
-        }
         let session: TransportSession
-        switch await loadSession(sessionID, principal: principal) {
+        switch await namedSession(request, principal: principal) {
         case .success(let found): session = found
-        case .failure(let refusal): return Self.refusing(refusal, nil)
+        case .failure(let refusal): return refusal.response
         }
         let lastEventID = request.headers[Self.lastEventHeader] ?? ""
         guard let (stream, after) = EventJournal.parse(lastEventID) else {
