@@ -206,7 +206,7 @@ public final class DurableSessionManager: SessionManager, Service {
 
     public func erase(principal: String) async throws(SessionError) -> PrincipalErasure {
         guard SessionUpdate.isValidPrincipal(principal) else {
-            throw .rejected(APIError(.invalidField, "a principal is 1 to 64 of A-Z a-z 0-9 . _ - @ :"))
+            throw .rejected(APIError(.invalidField, "a principal is 1 to 64 of \(SessionUpdate.principalAlphabet)"))
         }
         // What this worker remembers of the principal goes first: no fallback may bring it back.
         lastKnown.forget(principal: principal)
@@ -294,8 +294,12 @@ public final class DurableSessionManager: SessionManager, Service {
     private func mutate(_ sessionID: String, _ update: SessionUpdate) async throws(SessionError) {
         try validate(sessionID)
         let key = UUID().uuidString
+        // A write with a condition is judged by the session's holder only: never by this
+        // worker's memory, which another worker's memory would judge differently.
+        let conditional = update.expect != nil
         // A session with writes still in the journal keeps its order: this one queues behind them.
         if journal.withLock({ $0.isWaiting(sessionID) }) {
+            if conditional { throw .unavailable("the host of '\(sessionID)' has writes to take back first; try again") }
             try await fallback.apply(update, to: sessionID)
             journal.withLock { $0.append(.init(update: update, key: key), for: sessionID) }
             _ = await drainJournal(of: sessionID)
@@ -310,6 +314,8 @@ public final class DurableSessionManager: SessionManager, Service {
         case .cancelled:
             // The caller gave up: whether the write arrived is not known, and it does not ask.
             throw .cancelled
+        case .unreachable(let reason) where conditional:
+            throw .unavailable("no host could take a conditional write to '\(sessionID)': \(reason)")
         case .unreachable(let reason):
             await fallback.seed(sessionID, lastKnown.state(of: sessionID))
             try await fallback.apply(update, to: sessionID)

@@ -43,6 +43,8 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
     case sessionExists = "session_exists"
     /// A write through a share the session's owner no longer grants (or never granted).
     case notShared = "not_shared"
+    /// A write's `expect` did not hold: another writer changed the session first.
+    case preconditionFailed = "precondition_failed"
     /// A write carrying data gathered before its principal's data was deleted.
     case principalErased = "principal_erased"
     case storageUnavailable = "storage_unavailable"
@@ -62,7 +64,7 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
         case .payloadTooLarge: 413
         case .unsupportedMediaType: 415
         case .misdirected: 421
-        case .hintSeedRequired, .sessionExists, .principalErased: 409
+        case .hintSeedRequired, .sessionExists, .principalErased, .preconditionFailed: 409
         case .limitExceeded, .idempotencyKeyReused: 422
         case .storageUnavailable, .shuttingDown, .ringChanging, .hintRefused: 503
         case .internalError: 500

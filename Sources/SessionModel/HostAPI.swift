@@ -262,11 +262,11 @@ public struct SessionListing: Sendable, Hashable {
     public static func parse(_ parameter: (String) -> String?) throws(APIError) -> SessionListing {
         let principal = parameter("principal")
         if let principal, !SessionUpdate.isValidPrincipal(principal) {
-            throw APIError(.invalidField, "principal must be 1 to 64 of A-Z a-z 0-9 . _ - @ :")
+            throw APIError(.invalidField, "principal must be 1 to 64 of \(SessionUpdate.principalAlphabet)")
         }
         let prefix = parameter("prefix")
         if let prefix, prefix.utf8.count > 128 || !prefix.utf8.allSatisfy(SessionID.isAllowed) {
-            throw APIError(.invalidField, "prefix must be at most 128 of A-Z a-z 0-9 . _ ~ : -")
+            throw APIError(.invalidField, "prefix must be at most 128 of \(SessionID.alphabet)")
         }
         var before: HostAPI.ListCursor?
         if let text = parameter("before") {

@@ -1,8 +1,12 @@
-/// Session ids: 1 to `maxIdLength` bytes of `A-Z a-z 0-9 . _ ~ : -`.
+/// Session ids: 1 to `maxIdLength` bytes of `A-Z a-z 0-9 . _ ~ : - @ +`.
 ///
-/// The set is the URL path's unreserved characters plus `:`, so an id needs no escaping in
-/// `/sessions/{id}/...` and reads the same in logs, SQL and URLs.
+/// The set is the URL path's unreserved characters plus `:`, `@` and `+` (which a path takes
+/// as they are, and a conversation id holds when its principal is an email address); callers
+/// percent-encode ids in queries (`HostAPI.Route`), so ids read the same in logs, SQL and URLs.
 public enum SessionID {
+    /// The characters an id may hold, as messages name them.
+    public static let alphabet = "A-Z a-z 0-9 . _ ~ : - @ +"
+
     /// Checks an id, returning it unchanged or throwing a `APIError` that says what is wrong.
     @discardableResult
     public static func validate(_ id: String, limits: SessionLimits = .default) throws(APIError) -> String {
@@ -14,7 +18,7 @@ public enum SessionID {
             throw APIError(.invalidSessionID, "session id is \(bytes.count) bytes; the limit is \(limits.maxIdLength)")
         }
         guard bytes.allSatisfy(isAllowed) else {
-            throw APIError(.invalidSessionID, "session id may hold only A-Z a-z 0-9 . _ ~ : -")
+            throw APIError(.invalidSessionID, "session id may hold only \(SessionID.alphabet)")
         }
         guard id != "." && id != ".." else {
             throw APIError(.invalidSessionID, "session id must not be '.' or '..'")
@@ -28,7 +32,8 @@ public enum SessionID {
         switch byte {
         case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
             UInt8(ascii: "0")...UInt8(ascii: "9"),
-            UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: ":"), UInt8(ascii: "-"):
+            UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: ":"), UInt8(ascii: "-"), UInt8(ascii: "@"),
+            UInt8(ascii: "+"):
             true
         default:
             false

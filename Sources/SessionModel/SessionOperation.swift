@@ -69,10 +69,10 @@ public enum SessionOperation: Sendable, Hashable {
 /// lifetime until a write changes them; a session's principal, once set, never changes.
 ///
 /// Wire form: the operation's, with `"principal"`, `"expires_after"`, `"must_exist"`,
-/// `"continued_by"` and `"as_of"` beside `"operation"`.
+/// `"continued_by"`, `"as_of"` and `"expect"` beside `"operation"`.
 public struct SessionUpdate: Sendable, Hashable {
     public var operation: SessionOperation
-    /// Who the session belongs to (1 to 64 of `A-Z a-z 0-9 . _ - @ :`).
+    /// Who the session belongs to (1 to 64 of `principalAlphabet`).
     public var principal: String?
     /// Seconds without a write after which the session is deleted; 0: never.
     public var expiresAfter: Double?
@@ -86,11 +86,15 @@ public struct SessionUpdate: Sendable, Hashable {
     /// When the data this write carries was gathered (seconds since the epoch, the writer's
     /// clock): a host refuses it when its principal's data was deleted since.
     public var asOf: Double?
+    /// Metadata the session must hold for the write to commit: each key's value as given, a
+    /// `null` for a key that must be absent (compare and set: one of several writers wins).
+    public var expect: JSONObject?
 
     public init(
         _ operation: SessionOperation, principal: String? = nil, expiresAfter: Double? = nil, mustExist: Bool = false,
-        continuedBy: String? = nil, asOf: Double? = nil
+        continuedBy: String? = nil, asOf: Double? = nil, expect: JSONObject? = nil
     ) {
+        self.expect = expect
         self.operation = operation
         self.principal = principal
         self.expiresAfter = expiresAfter
@@ -117,6 +121,7 @@ public struct SessionUpdate: Sendable, Hashable {
         if mustExist { object["must_exist"] = true }
         if let continuedBy { object["continued_by"] = .string(continuedBy) }
         if let asOf { object["as_of"] = .double(asOf) }
+        if let expect { object["expect"] = .object(expect) }
         return .object(object)
     }
 
@@ -126,13 +131,16 @@ public struct SessionUpdate: Sendable, Hashable {
     }
 
     /// Whether `principal` can name a principal.
+    /// The characters a principal may hold, as messages name them.
+    public static let principalAlphabet = "A-Z a-z 0-9 . _ - @ : +"
+
     public static func isValidPrincipal(_ principal: String) -> Bool {
         let bytes = principal.utf8
         return (1...64).contains(bytes.count)
             && bytes.allSatisfy { byte in
                 switch byte {
                 case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                    UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"), UInt8(ascii: "@"), UInt8(ascii: ":"):
+                    UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"), UInt8(ascii: "@"), UInt8(ascii: ":"), UInt8(ascii: "+"):
                     true
                 default:
                     false
@@ -246,7 +254,7 @@ extension SessionOperation {
         guard createdAt <= lastUpdated else { throw APIError(.invalidField, "record.created_at must not be after record.last_updated") }
         let principal = try fields.optionalString("principal")
         if let principal, !SessionUpdate.isValidPrincipal(principal) {
-            throw APIError(.invalidField, "record.principal must be 1 to 64 of A-Z a-z 0-9 . _ - @ :")
+            throw APIError(.invalidField, "record.principal must be 1 to 64 of \(SessionUpdate.principalAlphabet)")
         }
         let lifetime = try fields.optionalNumber("expires_after")
         if let lifetime, !(lifetime.isFinite && lifetime >= 0 && lifetime <= SessionUpdate.maxLifetime) {
@@ -296,7 +304,7 @@ extension SessionUpdate {
         let fields = Fields(value.objectValue ?? [:], path: "")
         let principal = try fields.optionalString("principal")
         if let principal, !isValidPrincipal(principal) {
-            throw APIError(.invalidField, "principal must be 1 to 64 of A-Z a-z 0-9 . _ - @ :")
+            throw APIError(.invalidField, "principal must be 1 to 64 of \(SessionUpdate.principalAlphabet)")
         }
         let lifetime = try fields.optionalNumber("expires_after")
         if let lifetime, !(lifetime.isFinite && lifetime >= 0 && lifetime <= maxLifetime) {
@@ -305,7 +313,7 @@ extension SessionUpdate {
         let mustExist = try fields.optionalBool("must_exist") ?? false
         let continuedBy = try fields.optionalString("continued_by")
         if let continuedBy, !isValidPrincipal(continuedBy) {
-            throw APIError(.invalidField, "continued_by must be 1 to 64 of A-Z a-z 0-9 . _ - @ :")
+            throw APIError(.invalidField, "continued_by must be 1 to 64 of \(SessionUpdate.principalAlphabet)")
         }
         if continuedBy != nil, principal == nil {
             throw APIError(.invalidField, "continued_by needs principal: the owner whose share it continues")
@@ -314,7 +322,9 @@ extension SessionUpdate {
         if let asOf, !(asOf.isFinite && asOf >= 0) {
             throw APIError(.invalidField, "as_of must be a non-negative number of seconds since the epoch")
         }
-        return SessionUpdate(operation, principal: principal, expiresAfter: lifetime, mustExist: mustExist, continuedBy: continuedBy, asOf: asOf)
+        let expect = try fields.optionalObject("expect")
+        return SessionUpdate(
+            operation, principal: principal, expiresAfter: lifetime, mustExist: mustExist, continuedBy: continuedBy, asOf: asOf, expect: expect)
     }
 }
 

@@ -69,11 +69,15 @@ public struct SessionState: Sendable, Hashable {
         return change
     }
 
-    /// What a write requires of the session as it is now: that it exists, and for a write
-    /// through a share, that the owner's record still grants `continue` and the write appends.
+    /// What a write requires of the session as it is now: that it exists, that its metadata holds
+    /// what the write expects, and for a write through a share, that the owner's record still
+    /// grants `continue` and the write appends.
     private func check(conditionsOf update: SessionUpdate) throws(APIError) {
         if update.mustExist || update.continuedBy != nil, !exists {
             throw APIError(.sessionNotFound, "session '\(record.id)' does not exist (it ended, expired or was deleted); nothing was written")
+        }
+        for (key, expected) in (update.expect ?? [:]).sorted(by: { $0.key < $1.key }) where (exists ? record.metadata[key] : nil) ?? .null != expected {
+            throw APIError(.preconditionFailed, "session '\(record.id)' does not hold the expected '\(key.prefix(64))'; nothing was written")
         }
         guard let sharer = update.continuedBy else { return }
         // The owner's record is the authority at the moment of the write, not at the turn's start.

@@ -83,7 +83,7 @@ struct ToolDeclarationTests {
         let eleven = JSONValue.array(Array(repeating: Self.repository, count: 11))
         #expect(Self.refusal(query, ["query": "q", "repositories": eleven]) == "repositories names 11 repositories; one call may name at most 10")
         #expect(
-            Self.refusal(query, ["query": "q", "repositories": [Self.repository], "session_id": "a b"]) == "session_id must be 1 to 64 of A-Z a-z 0-9 . _ ~ : -"
+            Self.refusal(query, ["query": "q", "repositories": [Self.repository], "session_id": "a b"]) == "session_id must be 1 to 64 of \(SessionID.alphabet)"
         )
         #expect(Self.refusal(ToolCatalog.repositoryInfo, ["repository": "octo/hello", "branch": "a..b"]) == "branch 'a..b' is not a valid git branch name")
     }

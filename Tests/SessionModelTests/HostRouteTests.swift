@@ -30,7 +30,11 @@ struct HostRouteTests {
     func encoding() {
         #expect(HostAPI.Route.history("conv:alice:t", last: 20).target == "/sessions/conv:alice:t/history?last=20")
         #expect(HostAPI.Route.heldDone("s", through: 12).target == "/hints/s?through=12")
-        #expect(HostAPI.Route.principal("alice@example.com").target == "/principals/alice%40example.com")
+        #expect(HostAPI.Route.principal("alice@example.com").target == "/principals/alice@example.com", "@ is a path's own")
+        #expect(HostAPI.Route.principal("alice smith/x").target == "/principals/alice%20smith%2Fx")
+        #expect(
+            HostAPI.Route.list(SessionListing(prefix: "conv:a+b@c:", limit: 1)).target.contains("prefix=conv%3Aa%2Bb%40c%3A"),
+            "+ is a space in a query: encoded")
         #expect(HostAPI.Route.heldFor(owner: "host 1&x").target == "/hints?owner=host%201%26x")
         #expect(HostAPI.Route.list(SessionListing(principal: "alice", limit: 2)).target == "/sessions?limit=2&principal=alice")
     }

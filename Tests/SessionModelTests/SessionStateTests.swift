@@ -304,3 +304,50 @@ struct SessionStateExtensionsTests {
         }
     }
 }
+
+@Suite("Compare and set: a write that expects what the session holds")
+struct ExpectTests {
+    static func metadata(_ object: JSONObject, expect: JSONObject?) -> SessionUpdate {
+        SessionUpdate(.updateMetadata(object), expect: expect)
+    }
+
+    @Test("a write commits only while every expected key holds its value; null expects the key absent; of two writers expecting the same, one wins")
+    func compareAndSet() throws {
+        var state = SessionState(absent: "oauth-grant:g")
+        _ = try state.apply(Self.metadata(["refresh": "r1"], expect: ["refresh": .null]), now: 1, limits: .default)
+        #expect(state.record.metadata["refresh"] == "r1")
+        var second = state
+        _ = try state.apply(Self.metadata(["refresh": "r2"], expect: ["refresh": "r1"]), now: 2, limits: .default)
+        do {
+            _ = try state.apply(Self.metadata(["refresh": "r3"], expect: ["refresh": "r1"]), now: 3, limits: .default)
+            Issue.record("a second writer expecting r1 won too")
+        } catch {
+            #expect(error.code == .preconditionFailed)
+            #expect(error.message.contains("'refresh'"))
+        }
+        #expect(state.record.metadata["refresh"] == "r2", "a refused write changes nothing")
+        // The same write against the state as the other writer saw it: it would have won there.
+        _ = try second.apply(Self.metadata(["refresh": "r3"], expect: ["refresh": "r1"]), now: 3, limits: .default)
+        #expect(second.record.metadata["refresh"] == "r3")
+    }
+
+    @Test("expect rides beside the operation on the wire and round-trips; a bad one is refused naming the field")
+    func wire() throws {
+        let update = SessionUpdate(.updateMetadata(["used": true]), principal: "alice+work@example.com", mustExist: true, expect: ["used": .null])
+        let decoded = try SessionUpdate.decode(try #require(JSONValue.parse(update.canonicalJSON)))
+        #expect(decoded == update)
+        do {
+            _ = try SessionUpdate.decode(["operation": "update_metadata", "metadata": [:], "expect": "x"])
+            Issue.record("a string was taken for expect")
+        } catch {
+            #expect(error.message.contains("expect"))
+        }
+    }
+
+    @Test("ids and principals take '@' and '+': an email address is a principal, and its conversations' ids are ids")
+    func emailPrincipals() throws {
+        #expect(SessionUpdate.isValidPrincipal("alice+work@example.com"))
+        #expect(try SessionID.validate(StorageKeys.conversation(principal: "alice+work@example.com", sessionID: "t")) == "conv:alice+work@example.com:t")
+        #expect(!SessionUpdate.isValidPrincipal("alice work@example.com"))
+    }
+}

@@ -14,7 +14,7 @@ extension HostResponder {
         }
         let principal = String(rawID ?? "").removingPercentEncoding ?? ""
         guard SessionUpdate.isValidPrincipal(principal) else {
-            throw APIError(.invalidField, "a principal is 1 to 64 of A-Z a-z 0-9 . _ - @ :")
+            throw APIError(.invalidField, "a principal is 1 to 64 of \(SessionUpdate.principalAlphabet)")
         }
         try host.checkServing()
         do {

@@ -60,7 +60,7 @@ struct Administration: Sendable {
 
     private func erase(principal: String, caller: Caller) async -> Response {
         guard SessionUpdate.isValidPrincipal(principal) else {
-            return Self.failure(.badRequest, "a principal is 1 to 64 of A-Z a-z 0-9 . _ - @ :")
+            return Self.failure(.badRequest, "a principal is 1 to 64 of \(SessionUpdate.principalAlphabet)")
         }
         guard caller.mayActFor(principal) else {
             return Self.failure(.forbidden, "a client key deletes only its own principal's data; use the admin key for another's")
@@ -91,7 +91,7 @@ struct Administration: Sendable {
         let principal = query["principal"].map(String.init)
         let session = query["session"].map(String.init)
         if let principal, !SessionUpdate.isValidPrincipal(principal) {
-            return Self.failure(.badRequest, "principal must be 1 to 64 of A-Z a-z 0-9 . _ - @ :")
+            return Self.failure(.badRequest, "principal must be 1 to 64 of \(SessionUpdate.principalAlphabet)")
         }
         // A client exports its own conversations; an operator anyone's, or everyone's.
         let scope: String?
@@ -106,7 +106,7 @@ struct Administration: Sendable {
         if let session {
             guard let scope else { return Self.failure(.badRequest, "session= needs principal=: conversations are named within a principal") }
             guard Conversations.isValidSessionID(session) else {
-                return Self.failure(.badRequest, "session must be 1 to \(Conversations.maxSessionIDLength) of A-Z a-z 0-9 . _ ~ : -")
+                return Self.failure(.badRequest, "session must be 1 to \(Conversations.maxSessionIDLength) of \(SessionID.alphabet)")
             }
             let id = Conversations.storageID(principal: scope, sessionID: session)
             return exportStream { write in
@@ -238,7 +238,9 @@ struct Administration: Sendable {
             }
             scope = caller.principal
         }
-        if let scope, !SessionUpdate.isValidPrincipal(scope) { return Self.failure(.badRequest, "principal must be 1 to 64 of A-Z a-z 0-9 . _ - @ :") }
+        if let scope, !SessionUpdate.isValidPrincipal(scope) {
+            return Self.failure(.badRequest, "principal must be 1 to 64 of \(SessionUpdate.principalAlphabet)")
+        }
         await worker.usageRecorder.flush()
         var report = UsageReport(days: days, now: worker.clock.wallNow)
         do {

@@ -60,7 +60,7 @@ struct Conversations: Sendable {
         return digest.prefix(16).map { byte in (byte < 16 ? "0" : "") + String(byte, radix: 16) }.joined()
     }
 
-    /// Whether a caller's `session_id` is one: 1 to `maxSessionIDLength` of `A-Z a-z 0-9 . _ ~ : -`.
+    /// Whether a caller's `session_id` is one: 1 to `maxSessionIDLength` of the id alphabet (`SessionID.alphabet`).
     static func isValidSessionID(_ given: String) -> Bool {
         !given.isEmpty && given.utf8.count <= maxSessionIDLength && given.utf8.allSatisfy(SessionID.isAllowed)
     }

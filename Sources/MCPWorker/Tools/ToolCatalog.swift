@@ -188,7 +188,7 @@ enum ToolCatalog {
                 description: description,
                 rule: { given throws(ToolError) in
                     guard Conversations.isValidSessionID(given) else {
-                        throw ToolError("must be 1 to \(Conversations.maxSessionIDLength) of A-Z a-z 0-9 . _ ~ : -")
+                        throw ToolError("must be 1 to \(Conversations.maxSessionIDLength) of \(SessionID.alphabet)")
                     }
                 }))
     }
