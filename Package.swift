@@ -32,6 +32,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-configuration.git", from: "1.4.0", traits: ["Reloading"]),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
         .package(url: "https://github.com/pointfreeco/swift-clocks.git", from: "1.1.1"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
     ],
     targets: [
         // MARK: Libraries, lowest first (docs/ARCHITECTURE.md)
@@ -96,9 +97,21 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "SignIn",
+            dependencies: [
+                "SessionModel", "SessionClient", "CurlHTTP", "ServerRuntime",
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "MCPWorker",
             dependencies: [
-                "ServerRuntime",
+                "ServerRuntime", "SignIn",
                 "HashRing",
                 .product(name: "Crypto", package: "swift-crypto"),
                 "SessionModel", "SessionClient", "Greptile", "CurlHTTP", "Settings", "ServiceMetrics", "HTTPServing", "HostLink",
@@ -160,7 +173,7 @@ let package = Package(
         .executableTarget(
             name: "mcp-worker",
             dependencies: [
-                "ServerRuntime",
+                "ServerRuntime", "SignIn",
                 "MCPWorker", "Greptile", "CurlHTTP", "SessionModel", "Settings", "ServiceMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -193,6 +206,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "SessionModelTests", dependencies: ["SessionModel"], swiftSettings: strict),
+        .testTarget(
+            name: "SignInTests",
+            dependencies: ["SignIn", "SessionModel", .product(name: "JWTKit", package: "jwt-kit")],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "MCPWorkerTests",
             dependencies: [

@@ -137,6 +137,14 @@ final class CurlMultiLoop: @unchecked Sendable {
         _ = ccurl_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, request.timeout.map(milliseconds) ?? 0)
         _ = ccurl_easy_setopt_long(easy, CURLOPT_TCP_NODELAY, 1)
         _ = ccurl_easy_setopt_long(easy, CURLOPT_TCP_KEEPALIVE, 1)
+        if let caFile = request.caFile { _ = ccurl_easy_setopt_string(easy, CURLOPT_CAINFO, caFile) }
+        if let address = request.pinnedAddress, let parts = URLComponents(string: request.url), let host = parts.host {
+            let port = parts.port ?? (parts.scheme == "https" ? 443 : 80)
+            transfer.connectList = curl_slist_append(nil, "\(host):\(port):\(address):\(port)")
+            _ = ccurl_easy_setopt_slist(easy, CURLOPT_CONNECT_TO, transfer.connectList)
+            _ = ccurl_easy_setopt_long(easy, CURLOPT_FRESH_CONNECT, 1)
+            _ = ccurl_easy_setopt_long(easy, CURLOPT_FORBID_REUSE, 1)
+        }
 
         switch request.method {
         case .get:
@@ -187,7 +195,10 @@ final class CurlMultiLoop: @unchecked Sendable {
                 let transfer = active[easy]
             else { continue }
             let code = ccurl_message_result(message)
-            if code == CURLE_OK {
+            if transfer.tooLarge {
+                let limit = transfer.request.maxResponseBytes ?? 0
+                end(transfer, .failure(CurlError.transport("the response body is larger than \(limit) bytes", curlCode: 0)))
+            } else if code == CURLE_OK {
                 var newConnections = 0
                 _ = ccurl_easy_getinfo_long(easy, CURLINFO_NUM_CONNECTS, &newConnections)
                 var status = 0
@@ -214,6 +225,8 @@ final class CurlMultiLoop: @unchecked Sendable {
         transfer.easy = nil
         curl_slist_free_all(transfer.headerList)
         transfer.headerList = nil
+        curl_slist_free_all(transfer.connectList)
+        transfer.connectList = nil
         if idleHandles.count < 32 {
             curl_easy_reset(easy)
             idleHandles.append(easy)
@@ -250,7 +263,8 @@ private let curlWriteCallback: ccurl_data_callback = { buffer, size, count, user
     let transfer = Unmanaged<Transfer>.fromOpaque(userdata).takeUnretainedValue()
     let length = size * count
     if transfer.receiveBody(UnsafeRawBufferPointer(start: buffer, count: length)) {
-        return length
+        // Past the caller's limit: 0 aborts the transfer.
+        return transfer.tooLarge ? 0 : length
     }
     transfer.paused = true
     return ccurl_write_pause()

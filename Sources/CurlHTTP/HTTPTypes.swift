@@ -14,6 +14,13 @@ public struct HTTPRequest: Sendable {
     public var timeout: Duration?
     /// Limit on establishing the connection.
     public var connectTimeout: Duration
+    /// CA certificates (a PEM file) to verify the server with, instead of the system's.
+    public var caFile: String?
+    /// Connect to this address (`IP` or `[IPv6]`) instead of resolving the URL's host, on a new
+    /// connection never reused: a host checked once cannot resolve elsewhere afterwards.
+    public var pinnedAddress: String?
+    /// The largest response body taken whole; a longer one fails the transfer.
+    public var maxResponseBytes: Int?
 
     public init(
         method: Method = .get,

@@ -17,6 +17,9 @@ final class Transfer: @unchecked Sendable {
     var mode: Mode = .done
     var easy: UnsafeMutableRawPointer?
     var headerList: UnsafeMutablePointer<curl_slist>?
+    var connectList: UnsafeMutablePointer<curl_slist>?
+    /// Set when the body outgrew `request.maxResponseBytes`.
+    var tooLarge = false
     let errorBuffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
 
     var status = 0
@@ -83,6 +86,10 @@ final class Transfer: @unchecked Sendable {
     func receiveBody(_ bytes: UnsafeRawBufferPointer) -> Bool {
         switch mode {
         case .collect:
+            if let limit = request.maxResponseBytes, body.count + bytes.count > limit {
+                tooLarge = true
+                return true
+            }
             body.append(contentsOf: bytes)
             return true
         case .stream(_, let channel):

@@ -45,6 +45,16 @@ public enum StorageKeys {
     /// `from-<owner>-<12 hex digits>`.
     public static let sharePointerPrefix = "from-"
 
+    /// Where every record of sign-in starts (clients, logins under way, codes, grants, refresh
+    /// tokens, consents, revocations, signing keys): the worker's bookkeeping, never exported.
+    public static let signInPrefix = "oauth:"
+
+    /// A sign-in record of `kind` (`client`, `pending`, `code`, `grant`, `refresh`, `consent`,
+    /// `revoked`, `keys`): `oauth:<kind>:<parts...>`.
+    public static func signIn(_ kind: String, _ parts: String...) -> String {
+        ([signInPrefix + kind] + parts).joined(separator: ":")
+    }
+
     /// Where a host's copies held for unreachable owners start: no session id can (`!` is
     /// outside the id alphabet).
     public static let heldCopyPrefix = "!held/"

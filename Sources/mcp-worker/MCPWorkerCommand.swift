@@ -8,6 +8,7 @@ import Prometheus
 import ServiceMetrics
 import SessionModel
 import Settings
+import SignIn
 
 /// `mcp-worker`: configuration in, services out (README, "mcp-worker").
 @main
@@ -45,8 +46,11 @@ struct Serve: AsyncParsableCommand {
         let registry = ServiceRunner.bootstrap(logLevel: level)
         let logger = Logger(label: "mcp-worker")
 
-        if configuration.apiKeys.isEmpty {
+        if configuration.apiKeys.isEmpty && configuration.signIn == nil {
             logger.warning("no API keys configured: /mcp is open to anyone who can reach \(configuration.listen) (allowed on loopback only)")
+        }
+        if let signIn = configuration.signIn {
+            logger.info("sign-in is on", metadata: ["public_url": "\(signIn.publicURL)", "provider": "\(signIn.provider)"])
         }
         if configuration.hosts.isEmpty {
             logger.warning("no --hosts: sessions and conversations are kept in memory and lost when this worker stops")
@@ -145,11 +149,33 @@ struct WorkerOptions: ParsableArguments {
     var maxBodyBytes: Int?
     @Option(name: .customLong("request-read-timeout"), help: "Seconds a request may take to arrive whole, from its first byte (default 30).")
     var requestReadTimeout: Double?
+    @Option(name: .customLong("public-url"), help: "The origin clients reach this server at (https://mcp.example.com): sign-in's issuer.")
+    var publicURL: String?
+    @Option(name: .customLong("login-provider"), help: "Who people sign in with: oidc (any OpenID Connect provider) or github; none: client keys only.")
+    var loginProvider: String?
+    @Option(name: .customLong("login-issuer"), help: "oidc: the provider's issuer URL; github: GitHub's site (default https://github.com).")
+    var loginIssuer: String?
+    @Option(name: .customLong("login-client-id"), help: "This server's OAuth client id at the provider.")
+    var loginClientID: String?
+    @Option(name: .customLong("login-client-secret-file"), help: "File holding that client's secret (or MCP_WORKER_LOGIN_CLIENT_SECRET).")
+    var loginClientSecretFile: String?
+    @Option(name: .customLong("login-allow"), help: "Who may sign in: addresses, @domains, org:NAMEs (GitHub organisations), comma-separated.")
+    var loginAllow: String?
+    @Option(name: .customLong("login-ca-file"), help: "CA certificates (PEM) to verify the provider and client metadata documents with.")
+    var loginCAFile: String?
+    @Option(
+        name: .customLong("client-metadata-allow-private"),
+        help: "Fetch client metadata documents from private and loopback addresses too (true/false; default false).")
+    var clientMetadataAllowPrivate: String?
+    @Option(name: .customLong("access-token-lifetime"), help: "Seconds a signed-in client's access token lives (default 3600).")
+    var accessTokenLifetime: Double?
 
     static let settingKeys: Set<String> = [
         "listen", "hosts", "ring_version", "log_level", "api_keys_file", "host_token_file", "allowed_origins", "history_window",
         "session_lifetime", "host_timeout", "host_attempts", "query_timeout", "upstream_timeout", "upstream_attempts",
         "max_body_bytes", "greptile_base_url", "github_api_url", "request_read_timeout", "admin_key_file", "resource_page_size", "api_keys_reload_interval",
+        "public_url", "login_provider", "login_issuer", "login_client_id", "login_client_secret_file", "login_allow", "login_ca_file",
+        "client_metadata_allow_private", "access_token_lifetime",
     ]
 
     func resolve() throws -> (WorkerConfiguration, Logger.Level) {
@@ -201,8 +227,53 @@ struct WorkerOptions: ParsableArguments {
         upstream.callTimeout = .milliseconds(Int64(1000 * (try settings.seconds("upstream_timeout", flag: upstreamTimeout, default: 30, in: 1...3600))))
         upstream.retry.attempts = try settings.int("upstream_attempts", flag: upstreamAttempts, default: 3, in: 1...10)
         configuration.upstream = upstream
+        configuration.signIn = try signIn(settings, githubAPI: upstream.githubBaseURL)
         let level = try settings.logLevel("log_level", flag: logLevel, default: .info)
         return (configuration, level)
+    }
+
+    /// Sign-in, when `login_provider` names one: every setting it needs, or the one missing.
+    private func signIn(_ settings: Settings, githubAPI: String) throws -> SignInConfiguration? {
+        guard let provider = settings.raw("login_provider", flag: loginProvider) else { return nil }
+        func required(_ key: String, _ flag: String?) throws -> String {
+            guard let value = settings.raw(key, flag: flag)?.text, !value.isEmpty else {
+                throw SettingsError("\(key) is required with login_provider \(provider.text)")
+            }
+            return value
+        }
+        let publicURL = try required("public_url", publicURL)
+        if let problem = SignInConfiguration.checkPublicURL(publicURL) { throw SettingsError(problem) }
+        let kind: SignInConfiguration.ProviderKind
+        switch provider.text.lowercased() {
+        case "oidc":
+            let issuer = try required("login_issuer", loginIssuer)
+            guard issuer.hasPrefix("https://") || issuer.hasPrefix("http://127.0.0.1") || issuer.hasPrefix("http://localhost") else {
+                throw SettingsError("login_issuer must be an https URL (got '\(issuer)')")
+            }
+            kind = .oidc(issuer: issuer.hasSuffix("/") ? String(issuer.dropLast()) : issuer)
+        case "github":
+            let site = settings.raw("login_issuer", flag: loginIssuer)?.text ?? "https://github.com"
+            kind = .github(web: site.hasSuffix("/") ? String(site.dropLast()) : site, api: githubAPI)
+        default:
+            throw SettingsError("\(provider.origin) must be oidc or github (got '\(provider.text)')")
+        }
+        guard let secret = try settings.secret(fileKey: "login_client_secret_file", fileFlag: loginClientSecretFile, variable: "MCP_WORKER_LOGIN_CLIENT_SECRET")
+        else { throw SettingsError("the provider's client secret is required: login_client_secret_file, or MCP_WORKER_LOGIN_CLIENT_SECRET") }
+        let allow: AllowList
+        do {
+            allow = try AllowList(parsing: try required("login_allow", loginAllow))
+        } catch let error as SignInSettingError {
+            throw SettingsError(error.message)
+        }
+        var configuration = SignInConfiguration(
+            publicURL: publicURL, provider: kind, clientID: try required("login_client_id", loginClientID), clientSecret: secret, allow: allow)
+        configuration.caFile = settings.raw("login_ca_file", flag: loginCAFile)?.text
+        configuration.accessTokenLifetime = try settings.seconds("access_token_lifetime", flag: accessTokenLifetime, default: 3_600, in: 5...86_400)
+        if let text = settings.raw("client_metadata_allow_private", flag: clientMetadataAllowPrivate) {
+            guard let flag = Bool(text.text.lowercased()) else { throw SettingsError("\(text.origin) must be true or false") }
+            configuration.metadataAllowPrivate = flag
+        }
+        return configuration
     }
 
     /// Client keys: the file named by `api_keys_file`, else `MCP_WORKER_API_KEYS`.

@@ -6,6 +6,7 @@ import NIOCore
 import ServerRuntime
 import SessionClient
 import SessionModel
+import SignIn
 
 /// The worker's `/admin` routes: what operators (and each principal, for its own data) do
 /// beyond MCP, across every host.
@@ -25,7 +26,7 @@ struct Administration: Sendable {
     static let page = 200
 
     func respond(to request: Request, path: Substring) async -> Response {
-        guard let caller = worker.authentication.caller(authorization: request.headers[.authorization]) else {
+        guard let caller = await worker.authentication.caller(authorization: request.headers[.authorization]) else {
             var response = Self.failure(.unauthorized, "send Authorization: Bearer <key>: the admin key, or a client key for its own data")
             // A browser asks its user for the key (as a password) when offered Basic.
             response.headers[.wwwAuthenticate] = path == "usage.html" ? #"Basic realm="greptile-mcp", charset="UTF-8""# : #"Bearer realm="greptile-mcp""#
@@ -70,6 +71,8 @@ struct Administration: Sendable {
             // the erasure brings a count back.
             await worker.usageRecorder.forget(principal: principal)
             let erasure = try await worker.store.erase(principal: principal)
+            // Its grants went with its data; tokens already issued are refused from now on.
+            try await worker.signIn?.revoke(principal: principal)
             var answer: JSONObject = [
                 "principal": .string(principal), "removed": .int(Int64(erasure.removed)), "complete": .bool(erasure.unreached.isEmpty),
             ]

@@ -34,10 +34,10 @@ struct Conversations: Sendable {
     /// Whether a stored record is a conversation an export holds: a conversation of the
     /// worker's (not a share's pointer), or a session written through the host API under an
     /// id of its own. Not the worker's own bookkeeping: MCP transport sessions and their
-    /// event journals (`mcp-`), usage (`usage:`).
+    /// event journals (`mcp-`), usage (`usage:`), sign-in (`oauth:`).
     static func isExported(id: String, metadata: JSONObject) -> Bool {
         if id.hasPrefix(StorageKeys.conversationPrefix) { return isConversation(metadata) }
-        return !id.hasPrefix(StorageKeys.transportPrefix) && !id.hasPrefix(StorageKeys.usagePrefix)
+        return !id.hasPrefix(StorageKeys.transportPrefix) && !id.hasPrefix(StorageKeys.usagePrefix) && !id.hasPrefix(StorageKeys.signInPrefix)
     }
 
     /// Where a principal's conversations start in id order (everyone's for nil).

@@ -2,6 +2,7 @@ import CurlHTTP
 import Greptile
 import SessionModel
 import Settings
+import SignIn
 
 /// Everything an MCP worker is configured with (README, "mcp-worker").
 public struct WorkerConfiguration: Sendable {
@@ -37,6 +38,8 @@ public struct WorkerConfiguration: Sendable {
     public var limits: SessionLimits
     /// How long a request may take to arrive whole, from its first byte (slow clients are cut off).
     public var requestReadTimeout: Duration = .seconds(30)
+    /// Sign-in with the team's identity provider (OAuth 2.1); nil: client keys only.
+    public var signIn: SignInConfiguration?
 
     public init(
         listen: ListenAddress = ListenAddress(host: "127.0.0.1", port: 8080),
@@ -66,9 +69,9 @@ public struct WorkerConfiguration: Sendable {
         self.limits = limits
     }
 
-    /// Refuses configurations that must not run: open (no keys) beyond loopback.
+    /// Refuses configurations that must not run: open (no keys, no sign-in) beyond loopback.
     public func validate() throws(SettingsError) {
-        if apiKeys.isEmpty && !listen.isLoopback {
+        if apiKeys.isEmpty && signIn == nil && !listen.isLoopback {
             throw SettingsError(
                 "refusing to listen on \(listen) without API keys: set MCP_WORKER_API_KEYS or api_keys_file (NAME:KEY), or listen on 127.0.0.1")
         }

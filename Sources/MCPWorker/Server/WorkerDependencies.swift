@@ -10,6 +10,7 @@ import ServiceMetrics
 import SessionClient
 import SessionModel
 import Settings
+import SignIn
 
 /// What every request of a worker shares.
 final class WorkerDependencies: Sendable {
@@ -28,6 +29,8 @@ final class WorkerDependencies: Sendable {
     let keys: ClientKeys
     /// Who a request comes from: the one place that decides.
     let authentication: Authentication
+    /// Sign-in with the team's identity provider, when configured.
+    let signIn: SignInService?
     let streamTiming: StreamTiming
     let logger: Logger
     /// Time, as every part of the worker reads it.
@@ -53,7 +56,8 @@ final class WorkerDependencies: Sendable {
         sessions = TransportSessions(store: store, lifetime: configuration.sessionLifetime.secondsValue, clock: clock)
         calls = CallSupervisor(sessions: sessions)
         keys = ClientKeys(configuration.apiKeys)
-        authentication = Authentication(keys: keys, adminKey: configuration.adminKey)
+        signIn = configuration.signIn.map { SignInService(configuration: $0, store: store, client: client, clock: clock, logger: logger) }
+        authentication = Authentication(keys: keys, adminKey: configuration.adminKey, signIn: signIn)
         usage = UsageLedger(now: clock.wall)
         usageRecorder = UsageRecorder(ledger: usage, store: store, logger: logger)
         tools = GreptileTools(

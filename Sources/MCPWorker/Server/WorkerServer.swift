@@ -8,6 +8,7 @@ import ServiceLifecycle
 import ServiceMetrics
 import SessionClient
 import Settings
+import SignIn
 
 /// An MCP worker, assembled: the libcurl client, the session store and the HTTP server,
 /// as services for one `ServiceGroup`.
@@ -42,6 +43,11 @@ public struct WorkerServer: Sendable {
         services.append(state.usageRecorder)
         if let path = configuration.apiKeysFile {
             services.append(try await ClientKeysReloader(path: path, interval: configuration.apiKeysReloadInterval, keys: state.keys, logger: logger))
+        }
+        if let signIn = state.signIn {
+            // The signing keys are read (or made) before the first request, when the hosts answer.
+            await signIn.prepare()
+            services.append(signIn)
         }
         services.append(state.calls.background)
         services.append(application)

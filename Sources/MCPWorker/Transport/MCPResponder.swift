@@ -9,6 +9,7 @@ import ServerRuntime
 import ServiceMetrics
 import SessionClient
 import SessionModel
+import SignIn
 
 /// A request's context on a worker: Hummingbird's, plus the connection it arrived on (a call
 /// of the stateless revision stops when its client closes the connection).
@@ -62,7 +63,7 @@ public struct MCPResponder: HTTPResponder {
             return ("/health", Self.json(await worker.health()))
         case "/ring":
             guard request.method == .get else { return ("/ring", Self.plainError(.methodNotAllowed, "use GET", allow: "GET")) }
-            guard worker.authentication.caller(authorization: request.headers[.authorization])?.toolsPrincipal != nil else {
+            guard await worker.authentication.caller(authorization: request.headers[.authorization])?.toolsPrincipal != nil else {
                 return ("/ring", Self.plainError(.unauthorized, "send Authorization: Bearer <API key>"))
             }
             return ("/ring", Self.json(worker.ring))
@@ -71,6 +72,10 @@ public struct MCPResponder: HTTPResponder {
             var metrics = Response(status: .ok, body: .init(byteBuffer: ByteBuffer(bytes: worker.metrics.exposition())))
             metrics.headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             return ("/metrics", metrics)
+        case _ where SignInService.paths.contains(path):
+            guard let signIn = worker.signIn else { return ("unknown", Self.plainError(.notFound, "sign-in is not configured on this server")) }
+            let label = path.hasPrefix("/.well-known/") ? "/.well-known" : path
+            return (label, await SignInRoutes.respond(to: request, with: signIn))
         case _ where path.hasPrefix("/admin/"):
             let rest = path.dropFirst("/admin/".count)
             let first = rest.split(separator: "/").first.map(String.init) ?? ""
@@ -87,9 +92,10 @@ public struct MCPResponder: HTTPResponder {
         guard worker.allows(origin: request.headers[.origin]) else {
             return Self.rpcError(.forbidden, nil, .invalidRequest("Forbidden: Origin \(request.headers[.origin] ?? "") is not allowed"))
         }
-        guard let principal = worker.authentication.caller(authorization: request.headers[.authorization])?.toolsPrincipal else {
-            var response = Self.rpcError(.unauthorized, nil, RPCError(-32001, "Unauthorized: send Authorization: Bearer <API key>"))
-            response.headers[.wwwAuthenticate] = #"Bearer realm="greptile-mcp""#
+        guard let principal = await worker.authentication.caller(authorization: request.headers[.authorization])?.toolsPrincipal else {
+            let how = worker.signIn == nil ? "send Authorization: Bearer <API key>" : "sign in (OAuth), or send Authorization: Bearer <API key>"
+            var response = Self.rpcError(.unauthorized, nil, RPCError(-32001, "Unauthorized: \(how)"))
+            response.headers[.wwwAuthenticate] = worker.authentication.challenge
             return response
         }
         if let version = request.headers[Self.versionHeader], ModernTransport.versions.contains(version), request.method != .post {
