@@ -247,7 +247,7 @@ let package = Package(
             name: "SessionClientTests", dependencies: ["ServerRuntime", "SessionClient", "SessionModel", "HashRing", "CurlHTTP"], swiftSettings: strict),
         .testTarget(
             name: "WorkerProcessTests",
-            dependencies: ["SessionModel", "CurlHTTP", "HashRing", "TestSupport"],
+            dependencies: ["SessionModel", "CurlHTTP", "HashRing", "TestSupport", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
     ]

@@ -13,6 +13,7 @@ addresses given with --unverified).
 """
 import argparse
 import os
+import signal
 import sys
 import tempfile
 
@@ -36,6 +37,8 @@ def main():
     parser.add_argument("--user", action="append", default=[])
     parser.add_argument("--unverified", action="append", default=[])
     args = parser.parse_args()
+    # Started from a thread that blocks signals, we would inherit the mask and ignore SIGTERM.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM, signal.SIGINT])
 
     from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
 
@@ -63,6 +66,8 @@ def main():
                         "django.template.loaders.app_directories.Loader"],
             "context_processors": ["django.template.context_processors.request", "django.contrib.auth.context_processors.auth"]}}],
         LOGIN_URL="/accounts/login/", USE_TZ=True, DEFAULT_AUTO_FIELD="django.db.models.AutoField",
+        # A test's people: a hasher that answers at once (the default takes a second a login).
+        PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"],
         OAUTH2_PROVIDER={
             "OIDC_ENABLED": True, "OIDC_RSA_PRIVATE_KEY": key, "OIDC_ISS_ENDPOINT": issuer, "PKCE_REQUIRED": True,
             "SCOPES": {"openid": "OpenID Connect", "email": "Your email address"},

@@ -5,13 +5,19 @@ It serves, on one loopback port:
   - generic endpoints for exercising the HTTP client (/echo, /slow, /stream, /big, /status/N);
   - Greptile's API under /v2 and GitHub's API under /github, as their public documentation
     describes them (docs/ARCHITECTURE.md, "Upstream"), checking the auth headers they require;
+  - GitHub's OAuth app web flow under /github-web (/login/oauth/authorize, /login/oauth/access_token,
+    with PKCE), its person configured by /_control {"github_oauth": {...}}: it approves at once,
+    as GitHub does for an app the person authorized before;
   - control endpoints (/_control, /_requests, /_events) with which a test makes it slow or failing
     and reads back what it received.
 
 It prints "listening on http://127.0.0.1:PORT" once ready (port 0 picks a free one).
 """
 import argparse
+import base64
+import hashlib
 import json
+import os
 import select
 import signal
 import socket
@@ -166,6 +172,8 @@ class Handler(BaseHTTPRequestHandler):
                     return greptile(self, path[3:], query, body)
                 if path.startswith("/github/"):
                     return github(self, path[7:], query)
+                if path.startswith("/github-web/"):
+                    return github_web(self, path[11:], query, body)
                 return self.generic(path, query, body)
             finally:
                 with LOCK:
@@ -246,6 +254,8 @@ class Handler(BaseHTTPRequestHandler):
                     STATE["github_delay_ms"] = command["github_delay_ms"]
                 if "chunk_interval_ms" in command:
                     STATE["chunk_interval_ms"] = command["chunk_interval_ms"]
+                if "github_oauth" in command:
+                    GITHUB_OAUTH.update(command["github_oauth"])
             return self.send_json(200, {"ok": True})
         return self.send_json(404, {"error": "not_found"})
 
@@ -409,7 +419,16 @@ def github(handler, path, query):
     """GitHub's API (greptile-api.md): GET /repos/{owner}/{repo}, GET /user."""
     if not handler.headers.get("User-Agent"):
         return handler.send_json(403, {"message": "Request forbidden by administrative rules. Please make sure your request has a User-Agent header"})
-    if handler.headers.get("Authorization") != "Bearer " + CREDENTIALS["github_token"]:
+    authorization = handler.headers.get("Authorization") or ""
+    person = GITHUB_OAUTH["tokens"].get(authorization[len("Bearer "):]) if authorization.startswith("Bearer ") else None
+    if person is not None:
+        # A person's token from the OAuth flow: who they are, and their organisations.
+        if path == "/user":
+            return handler.send_json(200, {"login": person["login"], "id": 7})
+        if path.startswith("/user/orgs"):
+            return handler.send_json(200, [{"login": org, "id": index} for index, org in enumerate(person.get("orgs", []))])
+        return handler.send_json(404, {"message": "Not Found"})
+    if authorization != "Bearer " + CREDENTIALS["github_token"]:
         return handler.send_json(401, {"message": "Bad credentials"})
     if path == "/user":
         return handler.send_json(200, {"login": "standin-user", "id": 1})
@@ -420,6 +439,46 @@ def github(handler, path, query):
             return handler.send_json(404, {"message": "Not Found"})
         branch, private = GITHUB_REPOSITORIES[name]
         return handler.send_json(200, {"full_name": name, "default_branch": branch, "private": private})
+    return handler.send_json(404, {"message": "Not Found"})
+
+
+GITHUB_OAUTH = {"client_id": "", "client_secret": "", "user": {"login": "octocat", "orgs": []}, "codes": {}, "tokens": {}}
+
+
+def github_web(handler, path, query, body):
+    """GitHub's OAuth app web flow: authorize (approved at once for the configured person) and
+    the code exchanged for a token, with the client's secret and PKCE's verifier."""
+    if path == "/login/oauth/authorize":
+        if query.get("client_id") != GITHUB_OAUTH["client_id"] or not query.get("redirect_uri"):
+            return handler.send_json(404, {"error": "the client_id is not an OAuth app's"})
+        if query.get("code_challenge_method") != "S256" or not query.get("code_challenge"):
+            return handler.send_json(400, {"error": "PKCE is required by this stand-in"})
+        code = os.urandom(10).hex()
+        with LOCK:
+            GITHUB_OAUTH["codes"][code] = {"redirect_uri": query["redirect_uri"], "challenge": query["code_challenge"],
+                                           "user": dict(GITHUB_OAUTH["user"])}
+        separator = "&" if "?" in query["redirect_uri"] else "?"
+        location = query["redirect_uri"] + separator + urllib.parse.urlencode({"code": code, "state": query.get("state", "")})
+        handler.send_response(302)
+        handler.send_header("Location", location)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+        return None
+    if path == "/login/oauth/access_token" and handler.command == "POST":
+        form = dict(urllib.parse.parse_qsl(body.decode()))
+        with LOCK:
+            grant = GITHUB_OAUTH["codes"].pop(form.get("code", ""), None)
+        if form.get("client_id") != GITHUB_OAUTH["client_id"] or form.get("client_secret") != GITHUB_OAUTH["client_secret"]:
+            return handler.send_json(200, {"error": "incorrect_client_credentials"})
+        if grant is None or grant["redirect_uri"] != form.get("redirect_uri"):
+            return handler.send_json(200, {"error": "bad_verification_code"})
+        digest = base64.urlsafe_b64encode(hashlib.sha256(form.get("code_verifier", "").encode()).digest()).rstrip(b"=").decode()
+        if digest != grant["challenge"]:
+            return handler.send_json(200, {"error": "bad_verification_code", "error_description": "code_verifier does not match"})
+        token = "gho_" + os.urandom(12).hex()
+        with LOCK:
+            GITHUB_OAUTH["tokens"][token] = grant["user"]
+        return handler.send_json(200, {"access_token": token, "token_type": "bearer", "scope": "read:user,read:org"})
     return handler.send_json(404, {"message": "Not Found"})
 
 

@@ -4,6 +4,7 @@ the way a person at a browser would, then calls tools.
 
     mcp_signin.py --front URL --user EMAIL --password PW [--cimd-url URL] [--auth-method METHOD]
                   [--refresh-after SECONDS] [--mode auto|legacy] [--state FILE] [--phase sign-in|resume]
+    mcp_signin.py --walk AUTHORIZE_URL --user EMAIL --password PW [--decision allow|deny]
 
 The SDK does discovery (the 401's WWW-Authenticate, protected resource metadata, authorization
 server metadata), registration (Dynamic Client Registration, or a Client ID Metadata Document
@@ -13,6 +14,9 @@ there (a form), comes back to the worker, answers the consent form with "allow",
 redirect to the client's loopback URI. With --state the client's registration and tokens are
 kept in FILE, so a second run (--phase resume) goes on with them: its access token forgotten, it
 refreshes first, on whichever worker nginx picks. Prints one JSON object and exits 0, or prints the failure and exits 1.
+
+With --walk, only the browser's part is played, from an authorization URL a test made itself:
+the JSON says where it ended (the client's redirect, with its query) or the page it stopped at.
 """
 import argparse
 import html.parser
@@ -53,7 +57,8 @@ class Forms(html.parser.HTMLParser):
 class Browser:
     """A person's browser: cookies, redirects followed by hand, forms answered."""
 
-    def __init__(self, user, password, decision="allow"):
+    def __init__(self, user, password, decision="allow", redirect=REDIRECT):
+        self.redirect = redirect
         self.user = user
         self.password = password
         self.decision = decision
@@ -64,7 +69,7 @@ class Browser:
 
     def walk(self, url):
         for _ in range(20):
-            if url.startswith(REDIRECT.split("/callback")[0]):
+            if url.startswith(self.redirect):
                 query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
                 self.result = query
                 return
@@ -79,7 +84,7 @@ class Browser:
         if response.status_code in (301, 302, 303, 307):
             return urllib.parse.urljoin(url, response.headers["location"])
         if response.status_code != 200:
-            raise RuntimeError("HTTP %d at %s: %s" % (response.status_code, url, response.text[:300]))
+            raise RuntimeError("HTTP %d at %s: %s" % (response.status_code, url, response.text[:3000]))
         forms = Forms()
         forms.feed(response.text)
         if not forms.forms:
@@ -178,7 +183,7 @@ async def scenario(args):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--front", required=True)
+    parser.add_argument("--front")
     parser.add_argument("--user", required=True)
     parser.add_argument("--password", required=True)
     parser.add_argument("--cimd-url")
@@ -187,7 +192,20 @@ def main():
     parser.add_argument("--mode", default="auto")
     parser.add_argument("--state")
     parser.add_argument("--phase", default="sign-in")
+    parser.add_argument("--walk")
+    parser.add_argument("--decision", default="allow")
     args = parser.parse_args()
+    if args.walk:
+        asked = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(args.walk).query))
+        browser = Browser(args.user, args.password, decision=args.decision, redirect=asked.get("redirect_uri") or REDIRECT)
+        try:
+            browser.walk(args.walk)
+            outcome = {"ok": True, "redirect": browser.result}
+        except RuntimeError as error:
+            outcome = {"ok": True, "redirect": None, "stopped": str(error)}
+        outcome.update(pages=browser.pages, consent_shown=browser.consent is not None)
+        print(json.dumps(outcome), flush=True)
+        return 0
     return interop_report.report(scenario, args)
 
 

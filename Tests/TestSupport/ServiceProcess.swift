@@ -97,7 +97,7 @@ public final class ServiceProcess: Sendable {
     public func waitForListening(timeout: Duration = .seconds(60)) async throws -> String {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            if let range = log.range(of: #"listening on (http://[0-9.:\[\]a-f]+)"#, options: .regularExpression) {
+            if let range = log.range(of: #"listening on (https?://[0-9.:\[\]a-f]+)"#, options: .regularExpression) {
                 return String(log[range].dropFirst("listening on ".count))
             }
             if let status = exitStatus {
