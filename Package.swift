@@ -242,7 +242,8 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "HashRingTests", dependencies: ["HashRing", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "DeployTests", dependencies: ["CurlHTTP", "TestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "DeployTests", dependencies: ["CurlHTTP", "TestSupport", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         .testTarget(
             name: "SessionClientTests", dependencies: ["ServerRuntime", "SessionClient", "SessionModel", "HashRing", "CurlHTTP"], swiftSettings: strict),
         .testTarget(

@@ -37,8 +37,14 @@ final class DeployStack: Sendable {
         self.endpoint = endpoint
     }
 
-    /// `overrides` are `--set` items on top of the ports and directories chosen here.
-    static func up(_ config: String, standIn: UpstreamStandIn, overrides: [String] = [], tls: Bool = false) async throws -> DeployStack {
+    /// `overrides` are `--set` items on top of the ports and directories chosen here; `prepare`
+    /// is given the front's URL before anything starts, and returns more of them. Sign-in, which
+    /// the shipped configurations carry, is off unless `signIn` (a test that has a provider for it
+    /// gives its settings in `prepare`).
+    static func up(
+        _ config: String, standIn: UpstreamStandIn, overrides: [String] = [], tls: Bool = false, signIn: Bool = false,
+        prepare: (_ front: String) async throws -> [String] = { _ in [] }
+    ) async throws -> DeployStack {
         let directory = TemporaryDirectory("stack")
         // Workers take up to 8 ports from base, hosts 4 from base + 100, a stack's own
         // PostgreSQL base + 150, the front base + 200.
@@ -49,8 +55,9 @@ final class DeployStack: Sendable {
                 "run_dir=\(directory.file("run"))", "storage.data_dir=\(directory.file("data"))",
                 "front.listen=127.0.0.1:\(frontPort)", "workers.first_port=\(base)", "hosts.first_port=\(base + 100)",
                 "storage.postgres_port=\(base + 150)",
-            ] + overrides
+            ] + (signIn ? [] : ["workers.sign_in=null"]) + overrides
         if tls { settings += try selfSignedCertificate(in: directory) }
+        settings += try await prepare("\(tls ? "https" : "http")://127.0.0.1:\(frontPort)")
         var environment = standIn.workerEnvironment
         environment["GREPTILE_MCP_BIN_DIR"] = BuiltProducts.directory.path
         let (status, output) = try await runScript(

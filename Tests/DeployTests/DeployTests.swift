@@ -37,29 +37,40 @@ struct DeployTests {
         await standIn.stop()
     }
 
-    @Test("production: TLS at nginx, client keys and a host token, smoke test over HTTPS")
+    @Test("production: TLS at nginx, client keys beside sign-in (a real OpenID Connect provider), a host token, smoke test over HTTPS")
     func productionOverTLS() async throws {
         let standIn = try await UpstreamStandIn.startIndexed()
         let secrets = TemporaryDirectory("secrets")
         let key = "ops-key-0123456789abcdef"
         try "ops:\(key)\n".write(toFile: secrets.file("api-keys"), atomically: true, encoding: .utf8)
         try "host-token-0123456789\n".write(toFile: secrets.file("host-token"), atomically: true, encoding: .utf8)
+        let provider = Mutexed<OIDCProvider?>(nil)
         let stack = try await DeployStack.up(
             "production", standIn: standIn,
             overrides: ["workers.count=2", "workers.api_keys_file=\(secrets.file("api-keys"))", "host_token_file=\(secrets.file("host-token"))"],
-            tls: true)
+            tls: true, signIn: true
+        ) { front in
+            let started = try await OIDCProvider.start(callbacks: [front + "/oauth/callback"], people: ["alice@example.com": "alice-pw"])
+            provider.set(started)
+            return [
+                "workers.sign_in.public_url=\(front)", "workers.sign_in.issuer=\(started.issuer)", "workers.sign_in.client_id=\(OIDCProvider.clientID)",
+                "workers.sign_in.client_secret_file=\(try started.secretFile())",
+            ]
+        }
         #expect(stack.endpoint.hasPrefix("https://"))
         let smoke = try await runScript("deploy/smoke", [stack.front, "--insecure", "--api-key", key, "--repository", "acme/widgets"])
         #expect(smoke.status == 0, "\(smoke.output)")
-        #expect(smoke.output.contains("smoke: PASS"))
+        #expect(smoke.output.contains("smoke: PASS") && smoke.output.contains("sign-in discovery ok"), "\(smoke.output)")
+        // Without a key, sign-in is the way in: discovery is checked, the MCP round trip is not.
         let anonymous = try await runScript("deploy/smoke", [stack.front, "--insecure", "--repository", "acme/widgets"])
-        #expect(anonymous.status == 1)
-        #expect(anonymous.output.contains("401"), "\(anonymous.output)")
+        #expect(anonymous.status == 0 && anonymous.output.contains("skipped"), "\(anonymous.output)")
+
         // The hosts refuse calls without the token.
         let base = stack.settings.first { $0.hasPrefix("hosts.first_port=") }!.split(separator: "=")[1]
         let host = try await JSONClient(base: "http://127.0.0.1:\(base)").send(.get, "/ring")
         #expect(host.status == 401)
         await stack.down()
+        await provider.get()?.stop()
         await standIn.stop()
     }
 
