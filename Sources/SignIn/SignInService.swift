@@ -20,6 +20,11 @@ public final class SignInService: Service, Sendable {
     let logger: Logger
     /// When the keys were last read because a token named one this worker did not know.
     private let lastKeyRead = Mutex<Double>(0)
+    /// Tokens whose signature and claims were checked already: a client sends the same one
+    /// with every request until it expires (what is checked each time is cheap: the clock,
+    /// the revocations, the allow list). At most `verifiedCapacity`, emptied when full.
+    private let verified = Mutex<[String: VerifiedToken]>([:])
+    static let verifiedCapacity = 10_000
 
     public init(configuration: SignInConfiguration, store: any SessionManager, client: CurlClient, clock: ServerClock, logger: Logger) {
         self.configuration = configuration
@@ -69,10 +74,20 @@ public final class SignInService: Service, Sendable {
     /// its grant revoked, its principal removed or no longer allowed.
     public func principal(ofToken token: String) async -> String? {
         let now = clock.wallNow
-        var verified = await tokens.verify(token, now: now)
-        if verified == nil, await readKeysAgain(now: now) { verified = await tokens.verify(token, now: now) }
-        guard let verified, !revocations.refuses(verified), configuration.allow.stillAllows(principal: verified.principal) else { return nil }
-        return verified.principal
+        var checked = self.verified.withLock { $0[token] }
+        if checked == nil {
+            checked = await tokens.verify(token, now: now)
+            if checked == nil, await readKeysAgain(now: now) { checked = await tokens.verify(token, now: now) }
+            if let checked {
+                self.verified.withLock { known in
+                    if known.count >= Self.verifiedCapacity { known.removeAll(keepingCapacity: true) }
+                    known[token] = checked
+                }
+            }
+        }
+        guard let checked, checked.expiresAt > now, !revocations.refuses(checked), configuration.allow.stillAllows(principal: checked.principal)
+        else { return nil }
+        return checked.principal
     }
 
     /// Whether a token signed with a key this worker had not read yet should make it read them:

@@ -209,10 +209,11 @@ struct SignInProtocolTests {
                 id: "oauth:revoked:principal:bob@example.com", principal: nil, metadata: ["at": 100], createdAt: 100, lastUpdated: 100, messageCount: 0,
                 expiresAfter: 10),
         ])
-        #expect(view.refuses(VerifiedToken(principal: "alice@example.com", grantID: "g1", clientID: "c", issuedAt: 50)))
-        #expect(!view.refuses(VerifiedToken(principal: "alice@example.com", grantID: "g2", clientID: "c", issuedAt: 50)))
-        #expect(view.refuses(VerifiedToken(principal: "bob@example.com", grantID: "g3", clientID: "c", issuedAt: 99)))
-        #expect(!view.refuses(VerifiedToken(principal: "bob@example.com", grantID: "g4", clientID: "c", issuedAt: 101)), "signed in again after")
+        #expect(view.refuses(VerifiedToken(principal: "alice@example.com", grantID: "g1", clientID: "c", issuedAt: 50, expiresAt: 1_000)))
+        #expect(!view.refuses(VerifiedToken(principal: "alice@example.com", grantID: "g2", clientID: "c", issuedAt: 50, expiresAt: 1_000)))
+        #expect(view.refuses(VerifiedToken(principal: "bob@example.com", grantID: "g3", clientID: "c", issuedAt: 99, expiresAt: 1_000)))
+        #expect(
+            !view.refuses(VerifiedToken(principal: "bob@example.com", grantID: "g4", clientID: "c", issuedAt: 101, expiresAt: 1_000)), "signed in again after")
     }
 
     @Test("the consent page escapes what a client names, and may post only here and redirect only to the client")

@@ -3,6 +3,8 @@
 local sessions = {}
 for line in io.lines(os.getenv("BENCH_SESSIONS")) do sessions[#sessions + 1] = line end
 local tool = os.getenv("BENCH_TOOL")
+-- BENCH_AUTHORIZATION: the Authorization header of every call (a client key, or a signed-in token).
+local authorization = os.getenv("BENCH_AUTHORIZATION")
 local counter = 0
 function request()
   counter = counter + 1
@@ -14,11 +16,13 @@ function request()
     arguments = '{"remote":"github","repository":"acme/widgets","branch":"main"}'
   end
   local body = '{"jsonrpc":"2.0","id":' .. counter .. ',"method":"tools/call","params":{"name":"' .. tool .. '","arguments":' .. arguments .. '}}'
-  return wrk.format("POST", "/mcp", {
+  local headers = {
     ["Content-Type"] = "application/json",
     ["Accept"] = "application/json, text/event-stream",
     ["Mcp-Session-Id"] = session,
     ["MCP-Protocol-Version"] = "2025-11-25",
-  }, body)
+  }
+  if authorization then headers["Authorization"] = authorization end
+  return wrk.format("POST", "/mcp", headers, body)
 end
 dofile(os.getenv("BENCH_LUA_DIR") .. "/report.lua")

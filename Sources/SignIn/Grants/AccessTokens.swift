@@ -30,6 +30,7 @@ public struct VerifiedToken: Sendable, Equatable {
     public var grantID: String
     public var clientID: String
     public var issuedAt: Double
+    public var expiresAt: Double
 }
 
 /// Access tokens every worker can check without a host round trip: short-lived JWTs signed
@@ -122,7 +123,7 @@ public final class AccessTokens: Sendable {
     /// The claims' rules: this issuer, this resource, not expired, not issued in the future.
     static func check(_ claims: AccessClaims, now: Double, issuer: String, resource: String) -> VerifiedToken? {
         guard claims.iss == issuer, claims.aud == resource, claims.exp > now, claims.iat <= now + 60 else { return nil }
-        return VerifiedToken(principal: claims.sub, grantID: claims.gid, clientID: claims.client_id, issuedAt: claims.iat)
+        return VerifiedToken(principal: claims.sub, grantID: claims.gid, clientID: claims.client_id, issuedAt: claims.iat, expiresAt: claims.exp)
     }
 
     /// The grant an access token names, without checking anything else (revocation of a token
