@@ -149,12 +149,16 @@ struct SignInProtocolTests {
         #expect(throws: SignInSettingError.self) { try AllowList(parsing: " , ") }
     }
 
-    @Test("an id_token proves an identity only from this issuer, for this client, unexpired, with this login's nonce and a verified address")
+    @Test("an id_token proves an identity only from this issuer, for this client, unexpired, with its nonce and a verified address (or Entra's xms_edov)")
     func idToken() throws {
         let good = IDTokenClaims(
             iss: "https://idp.example", sub: "1", aud: AudienceClaim(value: ["worker"]), exp: 2_000, iat: 1_000, nonce: "n", email: "Alice@Example.com",
             email_verified: .init(value: true), azp: nil)
         #expect(try good.check(issuer: "https://idp.example", clientID: "worker", nonce: "n", now: 1_500) == Identity(kind: .email, name: "alice@example.com"))
+        var entra = good
+        entra.email_verified = nil
+        entra.xms_edov = .init(value: true)
+        #expect(try entra.check(issuer: "https://idp.example", clientID: "worker", nonce: "n", now: 1_500).name == "alice@example.com")
         var variants: [IDTokenClaims] = []
         var claims = good
         claims.iss = "https://evil.example"
@@ -170,6 +174,10 @@ struct SignInProtocolTests {
         variants.append(claims)
         claims = good
         claims.email_verified = .init(value: false)
+        variants.append(claims)
+        claims.email_verified = nil
+        variants.append(claims)
+        claims.xms_edov = .init(value: false)
         variants.append(claims)
         for variant in variants {
             #expect(throws: LoginFailure.self) { try variant.check(issuer: "https://idp.example", clientID: "worker", nonce: "n", now: 1_500) }

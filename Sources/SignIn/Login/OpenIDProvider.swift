@@ -30,13 +30,16 @@ struct IDTokenClaims: JWTPayload, Equatable {
     var email: String?
     var email_verified: BoolClaim?
     var azp: String?
+    /// Entra ID's word that the address's domain is verified by its tenant (it sends no
+    /// `email_verified`); an optional claim the app registration must ask for.
+    var xms_edov: BoolClaim? = nil
 
     /// Claims are judged by `check`, with the clock as an input.
     func verify(using algorithm: some JWTAlgorithm) throws {}
 
     /// The identity the token proves, or why it proves none: this issuer, this client as its
     /// audience (and authorized party, when there are several), not expired, the nonce this
-    /// login sent, a verified email.
+    /// login sent, a verified email (`email_verified`, or Entra ID's `xms_edov`).
     func check(issuer: String, clientID: String, nonce expected: String, now: Double) throws(LoginFailure) -> Identity {
         guard iss == issuer else { throw LoginFailure("the provider's token was issued by \(iss.prefix(100)), not \(issuer)") }
         guard aud.value.contains(clientID), aud.value.count == 1 || azp == clientID else {
@@ -44,7 +47,7 @@ struct IDTokenClaims: JWTPayload, Equatable {
         }
         guard exp + 60 > now else { throw LoginFailure("the provider's token has expired; sign in again") }
         guard let nonce, Digests.same(nonce, expected) else { throw LoginFailure("the provider's token is not for this login (nonce); sign in again") }
-        guard let email, email_verified?.value == true else {
+        guard let email, email_verified?.value == true || xms_edov?.value == true else {
             throw LoginFailure("the provider did not give a verified email address (ask for the email scope and a verified address)")
         }
         return Identity(kind: .email, name: email.lowercased())
