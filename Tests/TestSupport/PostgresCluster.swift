@@ -52,7 +52,9 @@ public final class PostgresCluster: Sendable {
             ],
             logPath: directory.file("postgres-\(attempt).log"))
         server.set(process)
-        try await eventually("PostgreSQL accepts connections on port \(port)", timeout: .seconds(30)) {
+        // A loaded machine (the whole suite at once) can take tens of seconds; the message
+        // carries the server's log, for a start that never comes.
+        try await eventually("PostgreSQL accepts connections on port \(port); its log:\n\(process.log)", timeout: .seconds(90)) {
             if let status = process.exitStatus { throw ServiceProcess.Failure(description: "postgres exited with \(status):\n\(process.log)") }
             return (try? await offThePool { try self.query("SELECT 1") }) == "1"
         }
