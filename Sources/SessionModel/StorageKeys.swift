@@ -55,6 +55,18 @@ public enum StorageKeys {
         ([signInPrefix + kind] + parts).joined(separator: ":")
     }
 
+    /// Where every task record starts (a `tools/call` run as an MCP task).
+    public static let taskPrefix = "task:"
+
+    /// A task: `task:<id>` (32 hex digits, 128 random bits).
+    public static func task(_ id: String) -> String { taskPrefix + id }
+
+    /// Where the records that find a running task by its question start.
+    public static let taskQuestionPrefix = "task-question:"
+
+    /// The running task of one principal's question: `task-question:<digest>`.
+    public static func taskQuestion(_ digest: String) -> String { taskQuestionPrefix + digest }
+
     /// Where a host's copies held for unreachable owners start: no session id can (`!` is
     /// outside the id alphabet).
     public static let heldCopyPrefix = "!held/"

@@ -169,13 +169,25 @@ struct WorkerOptions: ParsableArguments {
     var clientMetadataAllowPrivate: String?
     @Option(name: .customLong("access-token-lifetime"), help: "Seconds a signed-in client's access token lives (default 3600).")
     var accessTokenLifetime: Double?
+    @Option(name: .customLong("task-ttl"), help: "Seconds a task is kept after its last change when the client asks for no ttl (default 3600).")
+    var taskTTL: Double?
+    @Option(name: .customLong("task-ttl-max"), help: "Longest ttl a task is granted, in seconds (default 86400).")
+    var taskTTLMax: Double?
+    @Option(name: .customLong("tasks-per-principal"), help: "Tasks one principal may have working at once (default 20).")
+    var tasksPerPrincipal: Int?
+    @Option(
+        name: .customLong("task-lease"), help: "Seconds a task's runner holds it without renewing; a lost runner's task is taken over after it (default 15).")
+    var taskLease: Double?
+    @Option(name: .customLong("index-poll-interval"), help: "Seconds between an indexing task's looks at Greptile's progress (default 5).")
+    var indexPollInterval: Double?
 
     static let settingKeys: Set<String> = [
         "listen", "hosts", "ring_version", "log_level", "api_keys_file", "host_token_file", "allowed_origins", "history_window",
         "session_lifetime", "host_timeout", "host_attempts", "query_timeout", "upstream_timeout", "upstream_attempts",
         "max_body_bytes", "greptile_base_url", "github_api_url", "request_read_timeout", "admin_key_file", "resource_page_size", "api_keys_reload_interval",
         "public_url", "login_provider", "login_issuer", "login_client_id", "login_client_secret_file", "login_allow", "login_ca_file",
-        "client_metadata_allow_private", "access_token_lifetime",
+        "client_metadata_allow_private", "access_token_lifetime", "task_ttl", "task_ttl_max", "tasks_per_principal", "task_lease",
+        "index_poll_interval",
     ]
 
     func resolve() throws -> (WorkerConfiguration, Logger.Level) {
@@ -228,6 +240,12 @@ struct WorkerOptions: ParsableArguments {
         upstream.retry.attempts = try settings.int("upstream_attempts", flag: upstreamAttempts, default: 3, in: 1...10)
         configuration.upstream = upstream
         configuration.signIn = try signIn(settings, githubAPI: upstream.githubBaseURL)
+        configuration.taskTTLMax = try settings.seconds("task_ttl_max", flag: taskTTLMax, default: 86_400, in: 1...(30 * 86_400))
+        configuration.taskTTL = try settings.seconds("task_ttl", flag: taskTTL, default: min(3_600, configuration.taskTTLMax), in: 1...configuration.taskTTLMax)
+        configuration.tasksPerPrincipal = try settings.int("tasks_per_principal", flag: tasksPerPrincipal, default: 20, in: 1...10_000)
+        configuration.taskLease = try settings.seconds("task_lease", flag: taskLease, default: 15, in: 1...600)
+        configuration.indexPollInterval = .milliseconds(
+            Int64(1000 * (try settings.seconds("index_poll_interval", flag: indexPollInterval, default: 5, in: 0.1...600))))
         let level = try settings.logLevel("log_level", flag: logLevel, default: .info)
         return (configuration, level)
     }

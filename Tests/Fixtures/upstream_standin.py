@@ -242,6 +242,7 @@ class Handler(BaseHTTPRequestHandler):
                     STATE["faults"].clear()
                     STATE["delay_ms"] = 0
                     STATE["github_delay_ms"] = 0
+                    STATE["index_hold"] = False
                     STATE["max_in_flight"].clear()
                     INDEXED.clear()
                 for key in command.get("indexed", []):
@@ -252,6 +253,8 @@ class Handler(BaseHTTPRequestHandler):
                     STATE["delay_ms"] = command["delay_ms"]
                 if "github_delay_ms" in command:
                     STATE["github_delay_ms"] = command["github_delay_ms"]
+                if "index_hold" in command:
+                    STATE["index_hold"] = bool(command["index_hold"])
                 if "chunk_interval_ms" in command:
                     STATE["chunk_interval_ms"] = command["chunk_interval_ms"]
                 if "github_oauth" in command:
@@ -353,7 +356,9 @@ def greptile(handler, path, query, body):
                 return handler.send_json(404, {"error": "Not Found", "message": "Repository not found"})
             # Indexing progresses with each look: submitted, cloning, processing, completed.
             steps = ["submitted", "cloning", "processing", "completed"]
-            entry["polls"] += 1
+            # While the test holds indexing, it stays at processing.
+            last = len(steps) - (2 if STATE.get("index_hold") else 1)
+            entry["polls"] = min(entry["polls"] + 1, max(last, entry["polls"]))
             entry["status"] = steps[min(entry["polls"], len(steps) - 1)]
             done = entry["status"] == "completed"
             remote, branch, repository = key.split(":", 2)

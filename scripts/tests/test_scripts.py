@@ -91,6 +91,13 @@ class StackConfigurationTests(unittest.TestCase):
         self.assertIn("front.listen must be HOST:PORT", self.refused(minimal_config(front={"listen": "nowhere"})))
         self.assertIn("workers.count must be in 1...64", self.refused(minimal_config(workers={"count": 65})))
 
+    def test_task_settings_are_checked_by_their_dotted_paths(self):
+        config = self.load(minimal_config(), ["workers.tasks.lease=2", "workers.tasks.ttl_max=7200"])
+        self.assertEqual(config["workers"]["tasks"], {"lease": 2, "ttl_max": 7200})
+        self.assertEqual(self.load(minimal_config())["workers"]["tasks"], {})
+        self.assertIn("workers.tasks.lease must be a number of seconds from 1 to 600", self.refused(minimal_config(), ["workers.tasks.lease=0"]))
+        self.assertIn("'workers.tasks.leese' is not a setting", self.refused(minimal_config(), ["workers.tasks.leese=2"]))
+
     def test_a_missing_required_key_is_named(self):
         config = minimal_config()
         del config["hosts"]["first_port"]

@@ -11,7 +11,8 @@ import Synchronization
 /// - `notifications/cancelled` reaches this worker (the call's latch in `inFlight` opens);
 /// - it reaches another worker, which leaves a mark in the transport session that this one
 ///   looks for every `markPollInterval` (any worker serves any request of a session);
-/// - under 2026-07-28, the client closes the connection or the stream the call answers on.
+/// - under 2026-07-28, the client closes the connection or the stream the call answers on;
+/// - it runs as a task that was cancelled, on any worker, or that another worker took over.
 ///
 /// Every call, streamed or not, runs as the first child of one task group; the reasons to
 /// stop and any companion (a heartbeat) are its siblings, so nothing outlives the call.
@@ -26,8 +27,9 @@ struct CallSupervisor: Sendable {
     struct Stoppers: Sendable {
         /// The session-revision request being run, for `notifications/cancelled`.
         var request: (session: String, id: ID)?
-        /// Opened when the client has gone (2026-07-28).
-        var clientGone: [Latch] = []
+        /// Opened when the call must stop: its client has gone (2026-07-28), its task was
+        /// cancelled or is run by another worker now.
+        var latches: [Latch] = []
     }
 
     /// Runs `work` unless a stopper fires first, in which case the work is cancelled and this
@@ -36,7 +38,7 @@ struct CallSupervisor: Sendable {
         _ stoppers: Stoppers, companions: [@Sendable () async -> Void] = [],
         _ work: @escaping @Sendable () async throws -> Result
     ) async throws -> Result {
-        var reasons: [@Sendable () async -> Void] = stoppers.clientGone.map { latch in { await latch.wait() } }
+        var reasons: [@Sendable () async -> Void] = stoppers.latches.map { latch in { await latch.wait() } }
         var key: String?
         if let (session, id) = stoppers.request {
             let local = Latch()

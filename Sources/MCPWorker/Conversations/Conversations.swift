@@ -34,10 +34,13 @@ struct Conversations: Sendable {
     /// Whether a stored record is a conversation an export holds: a conversation of the
     /// worker's (not a share's pointer), or a session written through the host API under an
     /// id of its own. Not the worker's own bookkeeping: MCP transport sessions and their
-    /// event journals (`mcp-`), usage (`usage:`), sign-in (`oauth:`).
+    /// event journals (`mcp-`), usage (`usage:`), sign-in (`oauth:`), tasks (`task:`, `task-question:`).
     static func isExported(id: String, metadata: JSONObject) -> Bool {
         if id.hasPrefix(StorageKeys.conversationPrefix) { return isConversation(metadata) }
-        return !id.hasPrefix(StorageKeys.transportPrefix) && !id.hasPrefix(StorageKeys.usagePrefix) && !id.hasPrefix(StorageKeys.signInPrefix)
+        let bookkeeping = [
+            StorageKeys.transportPrefix, StorageKeys.usagePrefix, StorageKeys.signInPrefix, StorageKeys.taskPrefix, StorageKeys.taskQuestionPrefix,
+        ]
+        return !bookkeeping.contains { id.hasPrefix($0) }
     }
 
     /// Where a principal's conversations start in id order (everyone's for nil).
@@ -88,6 +91,8 @@ struct Conversations: Sendable {
         let lifetime: Double?
         /// The conversation's last write when the turn began.
         let lastUpdated: Double?
+        /// Marks of tasks' turns old enough to go (`taskMarker`): the turn's write removes them.
+        var staleMarkers: [String] = []
 
         /// How often the turn must mark the conversation used while it runs; nil when it
         /// need not: a new conversation, or one that outlives any call (a day between marks).
@@ -145,7 +150,8 @@ struct Conversations: Sendable {
         return Turn(
             messages: turns.map { QueryMessage(id: nil, content: $0.content, role: $0.role.rawValue) },
             title: starts ? all.first { $0.role == .user }.map { Self.title(of: $0.content) } : nil, target: target,
-            existed: stored.exists, lifetime: stored.lifetime, lastUpdated: stored.lastUpdated)
+            existed: stored.exists, lifetime: stored.lifetime, lastUpdated: stored.lastUpdated,
+            staleMarkers: Self.staleMarkers(in: stored.metadata, now: clock.wallNow))
     }
 
     /// Keeps the turn's conversation from expiring while the turn runs (its lifetime may be
@@ -174,10 +180,15 @@ struct Conversations: Sendable {
     /// `previousMessages` when given), and what the conversation is about. The write is
     /// atomic, so a refused answer (a limit) stores the question neither; a failed query
     /// stores nothing.
+    ///
+    /// A task's turn (`marker`) is stored once: its write expects the conversation not to
+    /// carry the task's mark yet, and carries it. Found there already, the turn was stored by
+    /// another runner of the task (nothing more to do), or the task was cancelled first
+    /// (`TaskStop.cancelled`: nothing is stored).
     func finish(
         _ turn: Turn, principal: String, query: String, askedAt: Double, answer: String, previousMessages: [MessageInput]?,
-        repositories: [RepositoryRef]
-    ) async throws(SessionError) {
+        repositories: [RepositoryRef], marker: String? = nil
+    ) async throws {
         let exchange = [MessageInput(role: .user, content: query, timestamp: askedAt), MessageInput(role: .assistant, content: answer)]
         var metadata: JSONObject = [
             "kind": .string(Self.kind),
@@ -185,17 +196,92 @@ struct Conversations: Sendable {
                 repositories.map { .object(["remote": .string($0.remote), "repository": .string($0.repository), "branch": .string($0.branch)]) }),
         ]
         if let title = turn.title { metadata["title"] = .string(title) }
+        for key in turn.staleMarkers { metadata[key] = .null }
+        if let marker { metadata[marker] = ["outcome": .string(Self.answeredMark), "at": .double(clock.wallNow)] }
         let operation: SessionOperation =
             previousMessages.map { .setHistory($0 + exchange, metadata: metadata) } ?? .appendMessages(exchange, metadata: metadata)
         // The owner's record decides, in the same write: a share revoked while the turn ran, or
         // a conversation deleted meanwhile, refuses it (the host checks as it commits).
-        try await store.write(
-            turn.target.storageID,
-            SessionUpdate(
-                operation, principal: turn.target.owner, mustExist: turn.existed, continuedBy: turn.target.pointer == nil ? nil : principal))
+        var refused: SessionError?
+        do {
+            try await store.write(
+                turn.target.storageID,
+                SessionUpdate(
+                    operation, principal: turn.target.owner, mustExist: turn.existed, continuedBy: turn.target.pointer == nil ? nil : principal,
+                    expect: marker.map { [$0: .null] }))
+        } catch {
+            refused = error
+        }
+        if let refused {
+            guard let marker, refused.apiError?.code == .preconditionFailed else { throw refused }
+            guard try await mark(marker, in: turn.target.storageID) == Self.answeredMark else { throw TaskStop.cancelled }
+            return
+        }
         if let pointer = turn.target.pointer {
             // A shared conversation continued comes up first in the list of the one who continued it.
             try? await store.write(pointer, SessionUpdate(.updateMetadata(["last_turn": .double(askedAt)]), principal: principal))
         }
+    }
+
+    // MARK: Tasks' turns
+
+    /// The metadata key a task's turn marks its conversation with (`task:<id>`), so that the
+    /// turn is stored at most once, and never once the task is cancelled.
+    static func taskMarker(_ taskID: String) -> String { StorageKeys.task(taskID) }
+
+    static let answeredMark = "answered"
+    static let cancelledMark = "cancelled"
+    /// The kind of a record a cancellation made where no conversation was yet: not a
+    /// conversation (never listed or exported) until a turn is stored in it.
+    static let cancelledKind = "task-cancelled"
+    /// How long a task's mark stays in its conversation: far longer than any runner of the task
+    /// could still be writing.
+    static let markLifetime: Double = 86_400
+
+    /// The marks of tasks in a conversation's metadata older than `markLifetime`.
+    static func staleMarkers(in metadata: JSONObject, now: Double) -> [String] {
+        metadata.compactMap { key, value in
+            guard key.hasPrefix(StorageKeys.taskPrefix), let at = value.objectValue?["at"]?.numberValue, now - at > markLifetime else { return nil }
+            return key
+        }.sorted()
+    }
+
+    /// What a conversation's mark of a task says (`answered`, `cancelled`), or nil.
+    private func mark(_ marker: String, in storageID: String) async throws(SessionError) -> String? {
+        try await store.history(storageID, last: 0).metadata[marker]?.objectValue?["outcome"]?.stringValue
+    }
+
+    /// Fences a cancelled task's turn out of its conversation: true when no answer of the task
+    /// is stored there, now or later; false when its answer was stored first.
+    func cancelTurn(principal: String, sessionID: String, marker: String) async throws(SessionError) -> Bool {
+        // A conversation no longer shared with the task's principal takes no turn of it anyway.
+        guard let target = try await catalog.target(principal: principal, sessionID: sessionID) else { return true }
+        let mark: JSONObject = [marker: ["outcome": .string(Self.cancelledMark), "at": .double(clock.wallNow)]]
+        for _ in 0..<3 {
+            do {
+                try await store.write(
+                    target.storageID, SessionUpdate(.updateMetadata(mark), principal: target.owner, mustExist: true, expect: [marker: .null]))
+                return true
+            } catch let error where error.apiError?.code == .sessionNotFound {
+                // No conversation yet: one is made that holds only the mark, so that the task's
+                // first turn cannot make it later.
+                var creating = mark
+                creating["kind"] = .string(Self.cancelledKind)
+                do {
+                    try await store.write(
+                        target.storageID, SessionUpdate(.updateMetadata(creating), principal: target.owner, expect: [marker: .null, "kind": .null]))
+                    return true
+                } catch let error where error.apiError?.code == .preconditionFailed {
+                    continue
+                }
+            } catch let error where error.apiError?.code == .preconditionFailed {
+                switch try await self.mark(marker, in: target.storageID) {
+                case Self.answeredMark?: return false
+                case Self.cancelledMark?: return true
+                default: continue
+                }
+            }
+        }
+        throw SessionError.unavailable("the conversation kept changing while the task was being cancelled; try again")
     }
 }

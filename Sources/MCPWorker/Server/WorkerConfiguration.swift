@@ -40,6 +40,15 @@ public struct WorkerConfiguration: Sendable {
     public var requestReadTimeout: Duration = .seconds(30)
     /// Sign-in with the team's identity provider (OAuth 2.1); nil: client keys only.
     public var signIn: SignInConfiguration?
+    /// Tasks: seconds one is kept after its last change when the client asks for no `ttl`, the
+    /// longest `ttl` granted, how many one principal may have working, how long a runner holds
+    /// one without renewing (a lost runner's task is taken over after it), and how often an
+    /// indexing task asks Greptile how far it got.
+    public var taskTTL: Double = 3_600
+    public var taskTTLMax: Double = 86_400
+    public var tasksPerPrincipal = 20
+    public var taskLease: Double = 15
+    public var indexPollInterval: Duration = .seconds(5)
 
     public init(
         listen: ListenAddress = ListenAddress(host: "127.0.0.1", port: 8080),

@@ -32,6 +32,9 @@ final class WorkerDependencies: Sendable {
     /// Sign-in with the team's identity provider, when configured.
     let signIn: SignInService?
     let streamTiming: StreamTiming
+    /// Tasks in the durable hosts, and what runs them here.
+    let tasks: TaskStore
+    let taskRunner: TaskRunner
     let logger: Logger
     /// Time, as every part of the worker reads it.
     let clock: ServerClock
@@ -68,6 +71,15 @@ final class WorkerDependencies: Sendable {
                 catalog: ConversationCatalog(store: store, keys: keys), clock: clock),
             usage: usage, logger: logger, clock: clock)
         resources = ConversationResources(catalog: tools.conversations.catalog, pageSize: configuration.resourcePageSize)
+        var policy = TaskPolicy()
+        policy.defaultTTL = configuration.taskTTL
+        policy.maxTTL = configuration.taskTTLMax
+        policy.maxWorkingPerPrincipal = configuration.tasksPerPrincipal
+        policy.lease = configuration.taskLease
+        tasks = TaskStore(store: store, policy: policy, clock: clock)
+        taskRunner = TaskRunner(
+            tasks: tasks, tools: tools, supervisor: calls, runners: TaskRunners(), logger: logger, clock: clock,
+            indexPollInterval: configuration.indexPollInterval)
     }
 
     /// Whether a request's `Origin` may use the endpoint: absent, localhost, or configured.

@@ -49,6 +49,7 @@ public struct WorkerServer: Sendable {
             await signIn.prepare()
             services.append(signIn)
         }
+        services.append(state.taskRunner.runners)
         services.append(state.calls.background)
         services.append(application)
         self.services = services

@@ -26,7 +26,8 @@ struct GreptileTools: Sendable {
     /// Every failure becomes an `isError` result with a sentence a person can act on
     /// (`ToolFailure`); an unknown tool is a protocol error.
     func call(
-        _ name: String, arguments: JSONObject?, principal: String, progress: (any ProgressReporter)? = nil, admission: Admission = {}
+        _ name: String, arguments: JSONObject?, principal: String, progress: (any ProgressReporter)? = nil, admission: Admission = {},
+        task: TaskTurn? = nil
     ) async throws -> ToolResult {
         guard let declaration = ToolCatalog.declaration(named: name) else {
             Metrics.Counter(label: "worker_tool_calls_total", dimensions: [("tool", "unknown"), ("outcome", "unknown_tool")]).increment()
@@ -48,9 +49,9 @@ struct GreptileTools: Sendable {
             let input = try declaration.check(arguments)
             // Only a conversation's history is read before the session is known to be good.
             if name != ToolCatalog.queryRepository.name { try await admission() }
-            let value = try await run(declaration.name, input, principal: principal, progress: progress, admission: admission)
+            let value = try await run(declaration.name, input, principal: principal, progress: progress, admission: admission, task: task)
             outcome = "ok"
-            return .success(value)
+            return .success(value, links: SourceLinks.links(from: Self.sources(of: declaration.name, in: value)))
         } catch let refusal as SessionRefusal {
             // Not the tool's failure: the request's session is not one to serve.
             outcome = "session_refused"
@@ -72,16 +73,26 @@ struct GreptileTools: Sendable {
 
     /// The tool itself, given arguments its declaration checked.
     private func run(
-        _ name: String, _ input: ToolInput, principal: String, progress: (any ProgressReporter)?, admission: Admission
+        _ name: String, _ input: ToolInput, principal: String, progress: (any ProgressReporter)?, admission: Admission, task: TaskTurn?
     ) async throws -> JSONValue {
         switch name {
         case ToolCatalog.indexRepository.name: try await indexRepository(input)
-        case ToolCatalog.queryRepository.name: try await queryRepository(input, principal: principal, progress: progress, admission: admission)
+        case ToolCatalog.queryRepository.name:
+            try await queryRepository(input, principal: principal, progress: progress, admission: admission, task: task)
         case ToolCatalog.searchRepository.name: try await searchRepository(input, principal: principal)
         case ToolCatalog.repositoryInfo.name: try await repositoryInfo(input)
         case ToolCatalog.listConversations.name: try await listConversations(input, principal: principal)
         case ToolCatalog.shareConversation.name: try await shareConversation(input, principal: principal)
         default: try await unshareConversation(input, principal: principal)
+        }
+    }
+
+    /// The sources a tool's result names (an answer's, a search's results).
+    static func sources(of tool: String, in value: JSONValue) -> [JSONValue] {
+        switch tool {
+        case ToolCatalog.queryRepository.name: value.objectValue?["sources"]?.arrayValue ?? []
+        case ToolCatalog.searchRepository.name: value.objectValue?["results"]?.arrayValue ?? []
+        default: []
         }
     }
 
@@ -143,9 +154,11 @@ struct GreptileTools: Sendable {
         return .object(["results": .array(results), "count": .int(Int64(results.count))])
     }
 
-    private func queryRepository(_ input: ToolInput, principal: String, progress: (any ProgressReporter)?, admission: Admission) async throws -> JSONValue {
+    private func queryRepository(
+        _ input: ToolInput, principal: String, progress: (any ProgressReporter)?, admission: Admission, task: TaskTurn?
+    ) async throws -> JSONValue {
         let query = input.string("query")
-        let sessionID = input.optionalString("session_id") ?? Conversations.newSessionID()
+        let sessionID = input.optionalString("session_id") ?? task?.sessionID ?? Conversations.newSessionID()
         let stream = input.flag("stream")
         let genius = input.flag("genius")
         let timeout = input.seconds("timeout")
@@ -159,7 +172,7 @@ struct GreptileTools: Sendable {
         let answer = {
             try await answerTurn(
                 turn, query: query, sessionID: sessionID, principal: principal, askedAt: askedAt, inputs: inputs, previous: previous,
-                stream: stream, genius: genius, timeout: timeout, progress: progress)
+                stream: stream, genius: genius, timeout: timeout, progress: progress, task: task)
         }
         guard let interval = turn.keepAliveInterval else { return try await answer() }
         // Nothing in use expires: a conversation that lives less long than a call may take is
@@ -170,7 +183,7 @@ struct GreptileTools: Sendable {
 
     private func answerTurn(
         _ turn: Conversations.Turn, query: String, sessionID: String, principal: String, askedAt: Double, inputs: [RepositoryInput],
-        previous: [MessageInput]?, stream: Bool, genius: Bool, timeout: Duration?, progress: (any ProgressReporter)?
+        previous: [MessageInput]?, stream: Bool, genius: Bool, timeout: Duration?, progress: (any ProgressReporter)?, task: TaskTurn?
     ) async throws -> JSONValue {
         let repositories = try await resolve(inputs)
         let request = QueryRequest(
@@ -182,17 +195,58 @@ struct GreptileTools: Sendable {
             answer = try await greptile.query(request, timeout: timeout)
         }
         try Task.checkCancellation()
-        // Once the answer is whole it is stored whole, even if the caller cancels meanwhile:
-        // the exchange is recorded completely or (cancelled before this point) not at all.
+        let value: JSONValue = ["message": .string(answer.message), "sources": .array(answer.sources), "_session_id": .string(sessionID)]
+        // A task's answer is its outcome before it is a turn: a later runner of the task
+        // finishes this answer rather than asking again.
+        try await task?.answered(value)
+        try await store(
+            turn, principal: principal, query: query, askedAt: askedAt, answer: answer.message, previous: previous, repositories: repositories,
+            marker: task?.marker)
+        return value
+    }
+
+    /// Stores an answered exchange. Once the answer is whole it is stored whole, even if the
+    /// caller cancels meanwhile: the exchange is recorded completely or (cancelled before this
+    /// point) not at all.
+    private func store(
+        _ turn: Conversations.Turn, principal: String, query: String, askedAt: Double, answer: String, previous: [MessageInput]?,
+        repositories: [RepositoryRef], marker: String?
+    ) async throws {
         let conversations = self.conversations
         let usage = self.usage
         try await shielded {
             try await conversations.finish(
-                turn, principal: principal, query: query, askedAt: askedAt, answer: answer.message, previousMessages: previous,
-                repositories: repositories)
+                turn, principal: principal, query: query, askedAt: askedAt, answer: answer, previousMessages: previous,
+                repositories: repositories, marker: marker)
             usage.recordTurn(principal: principal, started: turn.title != nil && turn.target.pointer == nil)
         }
-        return .object(["message": .string(answer.message), "sources": .array(answer.sources), "_session_id": .string(sessionID)])
+    }
+
+    // MARK: Tasks
+
+    /// Stores the turn of a query task whose answer a runner stored before it was lost: the
+    /// same exchange, once (the conversation's mark of the task decides).
+    func finishTaskTurn(_ arguments: JSONObject, principal: String, answer: JSONValue, task: TaskTurn) async throws {
+        let input = try ToolCatalog.queryRepository.check(arguments)
+        let sessionID = input.optionalString("session_id") ?? task.sessionID
+        let previous = input.messages("previous_messages")
+        let query = input.string("query")
+        let turn = try await conversations.begin(principal: principal, sessionID: sessionID, query: query, previousMessages: previous)
+        let repositories = try await resolve(input.repositories("repositories"))
+        try await store(
+            turn, principal: principal, query: query, askedAt: clock.wallNow, answer: answer.objectValue?["message"]?.stringValue ?? "",
+            previous: previous, repositories: repositories, marker: task.marker)
+    }
+
+    /// Greptile's indexing status of the repository an `index_repository` call names (nil:
+    /// Greptile knows nothing of it).
+    func indexingStatus(_ arguments: JSONObject) async throws -> JSONObject? {
+        let input = try ToolCatalog.indexRepository.check(arguments)
+        do {
+            return try await greptile.status(of: try await resolve(input.repository))
+        } catch let error as GreptileError where error.kind == .notFound {
+            return nil
+        }
     }
 
     /// Runs `work` while `companion` runs beside it, cancelling the companion when work ends.
@@ -282,6 +336,16 @@ struct GreptileTools: Sendable {
 
     /// GitHub lookups one call runs at once.
     static let concurrentLookups = 4
+}
+
+/// What a query run as a task does besides answering: its turn is marked with the task in its
+/// conversation (`marker`), goes to the conversation the task chose (`sessionID`, when the
+/// call names none), and its answer is stored as the task's outcome (`answered`, a write the
+/// task's runner alone can make) before the turn is.
+struct TaskTurn: Sendable {
+    let marker: String
+    let sessionID: String
+    let answered: @Sendable (JSONValue) async throws -> Void
 }
 
 /// Told the text of a streamed answer as it grows (SSE progress notifications).

@@ -20,6 +20,15 @@ enum ToolCatalog {
     /// `tools/list`'s `tools`, made once.
     static let listing: JSONValue = .array(all.map(\.listing))
 
+    /// The same, for sessions of a revision with tasks: the long tools may run as tasks
+    /// (`execution.taskSupport`), the others only answer directly.
+    static let listingWithTasks: JSONValue = .array(
+        all.map { declaration in
+            guard var tool = declaration.listing.objectValue else { return declaration.listing }
+            tool["execution"] = ["taskSupport": TaskRecord.tools.contains(declaration.name) ? "optional" : "forbidden"]
+            return .object(tool)
+        })
+
     // MARK: The tools
 
     static let indexRepository = ToolDeclaration(
@@ -36,7 +45,7 @@ enum ToolCatalog {
                 ("notify", .flag(description: "E-mail the account when indexing is done.", default: false)),
             ], branch: "Branch to index; defaults to the repository's default branch."),
         annotations: .init(title: "Index a repository", readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: true),
-        callsUpstream: true)
+        callsUpstream: true, output: Outputs.indexing)
 
     static let queryRepository = ToolDeclaration(
         name: "query_repository",
@@ -69,7 +78,7 @@ enum ToolCatalog {
                 ),
             ], required: ["query", "repositories"]),
         annotations: .init(title: "Ask about a codebase", readOnlyHint: true, destructiveHint: false, openWorldHint: true),
-        callsUpstream: true)
+        callsUpstream: true, output: Outputs.answer)
 
     static let searchRepository = ToolDeclaration(
         name: "search_repository",
@@ -86,7 +95,7 @@ enum ToolCatalog {
                 ("genius", .flag(description: "Accepted for compatibility with the original server.", default: true)),
             ], required: ["query", "repositories"]),
         annotations: .init(title: "Search a codebase", readOnlyHint: true, destructiveHint: false, openWorldHint: true),
-        callsUpstream: true)
+        callsUpstream: true, output: Outputs.search)
 
     static let repositoryInfo = ToolDeclaration(
         name: "get_repository_info",
@@ -97,7 +106,7 @@ enum ToolCatalog {
             """,
         input: repositoryFields(extra: [], branch: "Branch; defaults to the default branch."),
         annotations: .init(title: "Repository indexing status", readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: true),
-        callsUpstream: true)
+        callsUpstream: true, output: Outputs.repositoryStatus)
 
     static let listConversations = ToolDeclaration(
         name: "list_conversations",
@@ -112,7 +121,8 @@ enum ToolCatalog {
             ("query", .text(.init(description: "Only conversations whose questions contain these words (any case)."))),
             ("limit", .whole(description: "Most conversations to return.", range: 1...100, default: 20)),
         ]),
-        annotations: .init(title: "Find past conversations", readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false))
+        annotations: .init(title: "Find past conversations", readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false),
+        output: Outputs.conversations)
 
     static let shareConversation = ToolDeclaration(
         name: "share_conversation",
@@ -133,7 +143,8 @@ enum ToolCatalog {
                             defaultValue: "read"))
                 ),
             ], required: ["session_id", "principal"]),
-        annotations: .init(title: "Share a conversation", readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false))
+        annotations: .init(title: "Share a conversation", readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false),
+        output: Outputs.share)
 
     static let unshareConversation = ToolDeclaration(
         name: "unshare_conversation",
@@ -144,7 +155,8 @@ enum ToolCatalog {
                 ("session_id", conversationID("Your shared conversation.")),
                 ("principal", .text(.init(description: "Who to stop sharing it with."))),
             ], required: ["session_id", "principal"]),
-        annotations: .init(title: "Stop sharing a conversation", readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false))
+        annotations: .init(title: "Stop sharing a conversation", readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false),
+        output: Outputs.unshare)
 
     // MARK: Shared argument shapes
 
@@ -192,4 +204,48 @@ enum ToolCatalog {
                     }
                 }))
     }
+}
+
+/// The JSON Schemas of the tools' structured results (`outputSchema`): what a client may rely
+/// on; Greptile's own objects are described by the fields the tools name, open to more.
+enum Outputs {
+    private static func object(_ properties: [(String, JSONValue)], required: [String] = []) -> JSONValue {
+        var fields: JSONObject = ["type": "object", "properties": .object(JSONObject(uniqueKeysWithValues: properties))]
+        if !required.isEmpty { fields["required"] = .array(required.map(JSONValue.string)) }
+        return .object(fields)
+    }
+
+    private static let string: JSONValue = ["type": "string"]
+    private static let anyObject: JSONValue = ["type": "object"]
+    private static let objects: JSONValue = ["type": "array", "items": anyObject]
+
+    static let indexing = object(
+        [
+            ("message", string), ("statusEndpoint", string), ("repository", string), ("remote", string), ("branch", string),
+            ("indexing", anyObject),
+        ], required: ["repository", "remote", "branch"])
+    static let answer = object([("message", string), ("sources", objects), ("_session_id", string)], required: ["message", "sources", "_session_id"])
+    static let search = object([("results", objects), ("count", ["type": "integer"])], required: ["results", "count"])
+    static let repositoryStatus = object([("status", ["type": ["string", "null"]]), ("sha", ["type": ["string", "null"]])])
+    static let conversations = object(
+        [
+            (
+                "conversations",
+                [
+                    "type": "array",
+                    "items": object(
+                        [
+                            ("session_id", string), ("title", string), ("repositories", ["type": "array", "items": string]),
+                            ("turns", ["type": "integer"]), ("last_updated", string), ("uri", string), ("owner", string),
+                            ("access", ["type": "string", "enum": ["read", "continue"]]),
+                        ], required: ["session_id", "title", "repositories", "turns", "last_updated", "uri"]),
+                ]
+            ),
+            ("count", ["type": "integer"]),
+        ], required: ["conversations", "count"])
+    static let share = object(
+        [("session_id", string), ("shared_with", string), ("access", string), ("their_session_id", string)],
+        required: ["session_id", "shared_with", "access", "their_session_id"])
+    static let unshare = object(
+        [("session_id", string), ("principal", string), ("was_shared", ["type": "boolean"])], required: ["session_id", "principal", "was_shared"])
 }

@@ -14,6 +14,8 @@ struct ToolDeclaration: Sendable {
     let annotations: Tool.Annotations
     /// Whether the tool asks Greptile (its calls count as a principal's usage).
     var callsUpstream = false
+    /// The JSON Schema of its result's `structuredContent` (every successful result has one).
+    var output: JSONValue? = nil
 
     /// The tool as `tools/list` lists it.
     var listing: JSONValue {
@@ -22,6 +24,7 @@ struct ToolDeclaration: Sendable {
         ]
         // The SDK's annotations, as the SDK writes them.
         if let encoded = try? JSONRPC.encoder.encode(annotations), let value = JSONValue.parse(encoded) { tool["annotations"] = value }
+        if let output { tool["outputSchema"] = output }
         return .object(tool)
     }
 

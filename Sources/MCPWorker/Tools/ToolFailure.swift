@@ -39,7 +39,7 @@ enum ToolFailure: Sendable {
         case let error as SessionError where error.isRejected: self = .storageRefused(error.message)
         case let error as SessionError: self = .storageUnavailable(error.message)
         case let error as RPCError: self = .protocolError(error)
-        case is CancellationError: self = .cancelled
+        case is CancellationError, is TaskStop: self = .cancelled
         default: self = .unexpected(detail: String(describing: error))
         }
     }

@@ -112,12 +112,16 @@ enum JSONRPC {
 
     /// The response to a `tools/call`, written directly: the generic encoder was a tenth of a
     /// call's CPU time. `extra` members (`resultType` of 2026-07-28) go into the result.
-    static func toolResult(id: ID, _ result: ToolResult, extra: [String: String] = [:]) -> Data {
+    static func toolResult(id: ID, _ result: ToolResult, extra: [String: String] = [:], links: Bool = true) -> Data {
         var output = "{\"id\":"
         write(id, to: &output)
         output += ",\"jsonrpc\":\"2.0\",\"result\":{\"content\":[{\"text\":"
         JSONValue.writeString(result.text, to: &output)
-        output += ",\"type\":\"text\"}],\"isError\":\(result.isError)"
+        output += ",\"type\":\"text\"}"
+        if links {
+            for link in result.links { output += "," + link.jsonText() }
+        }
+        output += "],\"isError\":\(result.isError)"
         for (key, value) in extra.sorted(by: { $0.key < $1.key }) {
             output += ","
             JSONValue.writeString(key, to: &output)

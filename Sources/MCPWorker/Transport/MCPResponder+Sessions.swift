@@ -29,9 +29,11 @@ extension MCPResponder {
         } catch {
             return Self.rpcError(.serviceUnavailable, id, .internalError("could not start a session: \(error.message)"))
         }
+        var capabilities: JSONObject = ["resources": ["subscribe": false, "listChanged": false], "tools": ["listChanged": false]]
+        if version == Self.taskRevision { capabilities["tasks"] = ["list": [:], "cancel": [:], "requests": ["tools": ["call": [:]]]] }
         let result: JSONValue = [
             "protocolVersion": .string(version),
-            "capabilities": ["resources": ["subscribe": false, "listChanged": false], "tools": ["listChanged": false]],
+            "capabilities": .object(capabilities),
             "serverInfo": ["name": "greptile-mcp", "version": .string(WorkerServer.version), "title": "Greptile code search"],
             "instructions": .string(Self.instructions),
         ]
@@ -44,6 +46,7 @@ extension MCPResponder {
     /// A message of a session-revision client, in the transport session it names.
     func sessionMessage(_ message: IncomingMessage, sessionID: String, principal: String) async -> Response {
         if case .request(let id, "tools/call", let params) = message {
+            if params?.objectValue?["task"] != nil { return await taskCall(id: id, params: params, sessionID: sessionID, principal: principal) }
             return await toolsCall(id: id, params: params, principal: principal, revision: .session(sessionID))
         }
         let session: TransportSession
@@ -61,7 +64,27 @@ extension MCPResponder {
         case .response:
             return Response(status: .accepted)
         case .request(let id, let method, let params):
-            return Self.json(bytes: await handle(method: method, id: id, params: params, principal: principal))
+            return Self.json(bytes: await handle(method: method, id: id, params: params, session: session))
+        }
+    }
+
+    /// The revision whose sessions have tasks (its experimental tasks).
+    static let taskRevision = "2025-11-25"
+
+    /// A `tools/call` that asks to run as a task (`params.task`): one under 2025-11-25, a plain
+    /// call under the older revisions, which know no tasks.
+    private func taskCall(id: ID, params: JSONValue?, sessionID: String, principal: String) async -> Response {
+        let session: TransportSession
+        switch await loadSession(sessionID, principal: principal) {
+        case .success(let found): session = found
+        case .failure(let refusal): return Self.refusing(refusal, id)
+        }
+        guard session.protocolVersion == Self.taskRevision else {
+            return await toolsCall(id: id, params: params, principal: principal, revision: .session(sessionID))
+        }
+        switch await createTask(id: id, params: params, principal: principal, family: .experimental) {
+        case .success(let task): return Self.json(bytes: JSONRPC.result(id: id, json: ["task": .object(task)]))
+        case .failure(let error): return Self.json(bytes: JSONRPC.error(id: id, error))
         }
     }
 
@@ -76,12 +99,22 @@ extension MCPResponder {
     }
 
     /// A request inside a session other than `tools/call`: its JSON-RPC answer.
-    private func handle(method: String, id: ID, params: JSONValue?, principal: String) async -> Data {
+    private func handle(method: String, id: ID, params: JSONValue?, session: TransportSession) async -> Data {
+        let principal = session.principal
+        let tasks = session.protocolVersion == Self.taskRevision
         switch method {
         case "ping":
             return JSONRPC.result(id: id, json: [:])
         case "tools/list":
-            return JSONRPC.result(id: id, json: ["tools": ToolCatalog.listing])
+            return JSONRPC.result(id: id, json: ["tools": tasks ? ToolCatalog.listingWithTasks : ToolCatalog.listing])
+        case "tasks/get" where tasks:
+            return Self.answer(id, await getTask(params, principal: principal, family: .experimental))
+        case "tasks/cancel" where tasks:
+            return Self.answer(id, await cancelTask(params, principal: principal, family: .experimental))
+        case "tasks/list" where tasks:
+            return Self.answer(id, await listTasks(params, principal: principal))
+        case "tasks/result" where tasks:
+            return await taskResult(id: id, params, principal: principal)
         case "resources/list", "resources/read", "resources/templates/list":
             do {
                 return JSONRPC.result(id: id, json: try await resources(method, principal: principal, params: params))
@@ -92,6 +125,13 @@ extension MCPResponder {
             return JSONRPC.error(id: id, .invalidRequest("initialize is not allowed inside a session"))
         default:
             return JSONRPC.error(id: id, .methodNotFound(method))
+        }
+    }
+
+    private static func answer(_ id: ID, _ outcome: Result<JSONObject, RPCError>) -> Data {
+        switch outcome {
+        case .success(let result): JSONRPC.result(id: id, json: .object(result))
+        case .failure(let error): JSONRPC.error(id: id, error)
         }
     }
 

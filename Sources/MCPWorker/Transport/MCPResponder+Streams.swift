@@ -24,17 +24,18 @@ extension MCPResponder {
         if let session {
             stoppers.request = (session.id, call.id)
         } else {
-            stoppers.clientGone = [events.readerGone] + (clientGone.map { [$0] } ?? [])
+            stoppers.latches = [events.readerGone] + (clientGone.map { [$0] } ?? [])
         }
         let supervisor = worker.calls
         let extra = session == nil ? ["resultType": "complete"] : [:]
+        let links = Self.hasResourceLinks(session?.protocolVersion)
         await events.prime()
         let started = supervisor.background.start { [stoppers] in
             do {
                 let result = try await supervisor.run(stoppers, companions: [{ await timing.heartbeat(events, reporter) }]) {
                     try await tools.call(call.name, arguments: call.arguments, principal: principal, progress: reporter)
                 }
-                await events.send(JSONRPC.toolResult(id: call.id, result, extra: extra))
+                await events.send(JSONRPC.toolResult(id: call.id, result, extra: extra, links: links))
             } catch let error as RPCError {
                 await events.send(JSONRPC.error(id: call.id, error))
             } catch {

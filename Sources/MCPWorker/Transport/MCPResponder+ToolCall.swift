@@ -54,7 +54,7 @@ extension MCPResponder {
             stoppers.request = (sessionID, call.id)
             check = (SessionCheck(), sessionID)
         case .stateless(let clientGone):
-            stoppers.clientGone = clientGone.map { [$0] } ?? []
+            stoppers.latches = clientGone.map { [$0] } ?? []
             check = nil
         }
         let tools = worker.tools
@@ -74,17 +74,29 @@ extension MCPResponder {
             }
             // A call refused before it looked at its session (bad arguments) is still answered
             // for the session first.
-            if let check, case .failure(let refusal) = await check.gate.outcome() { return Self.refusing(refusal, call.id) }
-            return Self.answer(outcome, id: call.id, revision: revision)
+            var version: String?
+            if let check {
+                switch await check.gate.outcome() {
+                case .failure(let refusal): return Self.refusing(refusal, call.id)
+                case .success(let session): version = session.protocolVersion
+                }
+            }
+            return Self.answer(outcome, id: call.id, revision: revision, links: Self.hasResourceLinks(version))
         }
+    }
+
+    /// Whether results carry `resource_link` items under a session of `version` (nil: the
+    /// stateless revision): every revision since 2025-06-18 has them.
+    static func hasResourceLinks(_ version: String?) -> Bool {
+        version != "2025-03-26"
     }
 
     /// A call's outcome as its revision answers it: the result (with `resultType` under
     /// 2026-07-28), a protocol error, or -32800 for a call that was stopped.
-    static func answer(_ outcome: Result<ToolResult, any Error>, id: ID, revision: CallRevision) -> Response {
+    static func answer(_ outcome: Result<ToolResult, any Error>, id: ID, revision: CallRevision, links: Bool = true) -> Response {
         switch (outcome, revision) {
         case (.success(let result), .session):
-            return json(bytes: JSONRPC.toolResult(id: id, result))
+            return json(bytes: JSONRPC.toolResult(id: id, result, links: links))
         case (.success(let result), .stateless):
             return json(bytes: JSONRPC.toolResult(id: id, result, extra: ["resultType": "complete"]))
         case (.failure(let error as RPCError), .session):

@@ -15,7 +15,9 @@ enum ModernTransport {
     static let clientInfoKey = "io.modelcontextprotocol/clientInfo"
 
     /// Methods whose named parameter is mirrored in `Mcp-Name`.
-    static let nameBearing = ["tools/call": "name", "prompts/get": "name", "resources/read": "uri"]
+    static let nameBearing = [
+        "tools/call": "name", "prompts/get": "name", "resources/read": "uri", "tasks/get": "taskId", "tasks/update": "taskId", "tasks/cancel": "taskId",
+    ]
 
     /// Error codes of this revision.
     static let headerMismatch = -32020
@@ -83,7 +85,10 @@ enum ModernTransport {
     static func discoverResult(instructions: String) -> JSONValue {
         [
             "supportedVersions": .array((versions + WorkerDependencies.protocolVersions).map(JSONValue.string)),
-            "capabilities": ["tools": ["listChanged": false], "resources": ["subscribe": false, "listChanged": false]],
+            "capabilities": [
+                "tools": ["listChanged": false], "resources": ["subscribe": false, "listChanged": false],
+                "extensions": .object([TaskFamily.tasksExtension.rawValue: [:]]),
+            ],
             "serverInfo": ["name": "greptile-mcp", "title": "Greptile code search", "version": .string(WorkerServer.version)],
             "instructions": .string(instructions),
             "ttlMs": 0,
