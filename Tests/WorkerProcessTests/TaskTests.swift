@@ -126,6 +126,25 @@ struct TaskTests {
         await tasks.stop()
     }
 
+    @Test("a worker stopped with SIGTERM gives its tasks' leases back, and the next look elsewhere takes the task over at once")
+    func gracefulShutdownReleases() async throws {
+        let tasks = try await TaskStack.start(arguments: ["--task-lease", "600"])
+        try await tasks.standIn.control(["delay_ms": 4_000])
+        let id = try await tasks.startQuery("released at shutdown", session: "released")
+        try await eventually("the first runner asks Greptile") { try await tasks.standIn.requests(to: "/v2/query").count == 1 }
+        tasks.stack.workers[0].process.signal(SIGTERM)
+        _ = try await tasks.stack.workers[0].process.waitForExit(timeout: .seconds(30))
+        let record = try await tasks.stack.host!.client().send(.get, "/sessions/task:\(id)").object
+        let metadata = (record["data"] as? [String: Any])?["metadata"] as? [String: Any] ?? [:]
+        #expect(metadata["status"] as? String == "working" && metadata["lease_until"] as? Double == 0, "\(record)")
+        // A lease of ten minutes, given back: worker 1 takes the task over at its first look.
+        let ended = try await tasks.ended(id, worker: 1, timeout: .seconds(30))
+        #expect(ended["status"] as? String == "completed", "\(ended)")
+        #expect(try await tasks.standIn.requests(to: "/v2/query").count == 2)
+        #expect(try await tasks.conversation("released").count == 2)
+        await tasks.stop()
+    }
+
     @Test("a stored answer whose turn was not written is finished by the next runner without asking again, and a second finisher writes nothing")
     func storedAnswerFinishedOnce() async throws {
         let tasks = try await TaskStack.start(workers: 1)

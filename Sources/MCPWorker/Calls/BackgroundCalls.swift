@@ -9,6 +9,8 @@ import Synchronization
 /// call keeps running when its client goes away, so that its answer is stored and the
 /// stream can be resumed from another connection.
 ///
+/// Tasks run the same way (`TaskRunner`), each stopping its call at graceful shutdown.
+///
 /// They run as children of one task group that this service owns, never as unowned tasks:
 /// graceful shutdown stops taking new ones and waits for those running (the HTTP server, the
 /// last service, has drained by then, so a call left is one whose client went away), and

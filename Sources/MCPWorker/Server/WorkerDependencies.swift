@@ -78,7 +78,7 @@ final class WorkerDependencies: Sendable {
         policy.lease = configuration.taskLease
         tasks = TaskStore(store: store, policy: policy, clock: clock)
         taskRunner = TaskRunner(
-            tasks: tasks, tools: tools, supervisor: calls, runners: TaskRunners(), logger: logger, clock: clock,
+            tasks: tasks, tools: tools, supervisor: calls, runners: BackgroundCalls(), logger: logger, clock: clock,
             indexPollInterval: configuration.indexPollInterval)
     }
 

@@ -22,7 +22,8 @@ struct TaskRunner: Sendable {
     let tasks: TaskStore
     let tools: GreptileTools
     let supervisor: CallSupervisor
-    let runners: TaskRunners
+    /// Where this worker's task runs are children.
+    let runners: BackgroundCalls
     let logger: Logger
     let clock: ServerClock
     /// How often an indexing task asks Greptile how far it got.
@@ -76,17 +77,23 @@ struct TaskRunner: Sendable {
 
     // MARK: Running
 
+    /// At graceful shutdown the call stops (its transfer aborted) and the run, not cancelled
+    /// itself, gives the lease back, for the next look on another worker to take the task at once.
     private func run(_ task: TaskRecord) async {
         let held = HeldState(task.state)
+        let stopping = Latch()
         do {
-            if task.state.answeredBy != nil {
-                try await finishAnswer(of: task, held: held)
-            } else {
-                try await execute(task, held: held)
+            try await withGracefulShutdownHandler {
+                if task.state.answeredBy != nil {
+                    try await finishAnswer(of: task, held: held)
+                } else {
+                    try await execute(task, held: held, stopping: stopping)
+                }
+            } onGracefulShutdown: {
+                stopping.open()
             }
         } catch {
-            if Task.isCancelled {
-                // The worker is stopping: the lease goes back, for another worker to take the task at once.
+            if stopping.isOpen || Task.isCancelled {
                 let state = held.state
                 _ = try? await tasks.change(task, from: state, to: state.released(), expecting: state.runnerExpects)
                 logger.info("task released: this worker is stopping", metadata: ["task": "\(task.id)"])
@@ -97,10 +104,10 @@ struct TaskRunner: Sendable {
     }
 
     /// Runs the call, watched, and stores its outcome.
-    private func execute(_ task: TaskRecord, held: HeldState) async throws {
+    private func execute(_ task: TaskRecord, held: HeldState, stopping: Latch) async throws {
         let stop = Latch()
         var stoppers = CallSupervisor.Stoppers()
-        stoppers.latches = [stop]
+        stoppers.latches = [stop, stopping]
         let result: ToolResult
         do {
             result = try await supervisor.run(stoppers, companions: [{ await self.watch(task, held: held, stop: stop) }]) {
@@ -309,35 +316,4 @@ final class HeldState: Sendable {
     var state: TaskState { current.withLock { $0 } }
 
     func update(_ change: (inout TaskState) -> Void) { current.withLock { change(&$0) } }
-}
-
-/// Where tasks run on this worker: children of one task group this service owns. Unlike
-/// calls whose clients left (`BackgroundCalls`), a task need not finish here: at graceful
-/// shutdown the runs are cancelled, each giving its lease back, and another worker takes the
-/// task over at its next look.
-final class TaskRunners: Service, Sendable {
-    typealias Job = @Sendable () async -> Void
-    private let jobs: AsyncStream<Job>
-    private let intake: AsyncStream<Job>.Continuation
-
-    init() {
-        (jobs, intake) = AsyncStream.makeStream(of: Job.self)
-    }
-
-    /// Starts `job`; false once the service is stopping.
-    func start(_ job: @escaping Job) -> Bool {
-        if case .enqueued = intake.yield(job) { return true }
-        return false
-    }
-
-    func run() async {
-        await withDiscardingTaskGroup { group in
-            await withGracefulShutdownHandler {
-                for await job in jobs { group.addTask { await job() } }
-            } onGracefulShutdown: { [intake] in
-                intake.finish()
-            }
-            group.cancelAll()
-        }
-    }
 }
