@@ -71,6 +71,7 @@ public struct DurableHostServer: Sendable {
         let lifetimes = Lifetimes(
             directory: directory, store: parts.store, isMine: { ownsAllItStores || ring.ownsNow($0) },
             retention: configuration.retention.secondsValue, now: now, stats: parts.stats)
+        Lifetimes.declareMetrics()
         // On a shared database, a new ring version drops every live object: each reloads
         // under the new version, so none serves a session another host wrote meanwhile.
         parts.ringChanges.set { _ in directory.forgetAll() }

@@ -4,6 +4,7 @@ import HTTPServing
 import HashRing
 import HostLink
 import Logging
+import Metrics
 import ServerRuntime
 import ServiceMetrics
 import SessionModel
@@ -64,6 +65,21 @@ final class HostDependencies: Sendable {
         guard let presented = bearerToken(in: header), constantTimeEqual(Array(presented.utf8), Array(token.utf8)) else {
             throw APIError(.unauthorized, "missing or wrong bearer token (Authorization: Bearer <token>)")
         }
+    }
+
+    /// Sets the gauges of the host's state, read when `/metrics` is: the ring version it serves
+    /// by, whether its last ring change has settled, and whether it serves (with membership in
+    /// a database, while it holds its lease; a host on its own storage always does).
+    func recordGauges() {
+        Gauges.ringVersion.record(ring.version)
+        Gauges.ringSettled.record(ring.isSettled ? 1 : 0)
+        Gauges.serving.record((membership?.isServing ?? true) ? 1 : 0)
+    }
+
+    private enum Gauges {
+        static let ringVersion = Gauge(label: "host_ring_version")
+        static let ringSettled = Gauge(label: "host_ring_settled")
+        static let serving = Gauge(label: "host_serving")
     }
 
     /// With membership in a database: refuses every session request while this host holds

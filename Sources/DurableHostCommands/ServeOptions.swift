@@ -28,6 +28,8 @@ public struct ServeOptions: ParsableArguments {
     var tokenFile: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (default info).")
     var logLevel: String?
+    @Option(name: .customLong("log-format"), help: "text (default) or json: one JSON object per line.")
+    var logFormat: String?
     @Option(help: "SQLite synchronous mode: full (fsync each commit, default) or normal.")
     var synchronous: String?
     @Option(name: .customLong("max-live-objects"), help: "Most sessions kept in memory (default 10000).")
@@ -77,7 +79,7 @@ public struct ServeOptions: ParsableArguments {
     var compressThreshold: Int?
 
     static let settingKeys: Set<String> = [
-        "listen", "node", "data", "peers", "ring_version", "token_file", "log_level", "synchronous", "max_live_objects",
+        "listen", "node", "data", "peers", "ring_version", "token_file", "log_level", "log_format", "synchronous", "max_live_objects",
         "idle_timeout", "idempotency_retention", "max_batch", "commits_in_flight", "max_id_length", "max_content_bytes",
         "max_messages_per_session", "max_session_bytes", "max_metadata_bytes", "max_body_bytes", "request_read_timeout",
         "storage", "database_url_file", "advertise", "lease_duration", "lease_renew_interval", "storage_timeout",
@@ -87,16 +89,16 @@ public struct ServeOptions: ParsableArguments {
     /// Runs the host until it is told to stop (SIGTERM, SIGINT). `commitsThrough` is what the
     /// group committer commits through: the store itself, unless a test holds commits back.
     public func run(commitsThrough: @escaping @Sendable (any SessionStore, Logger) -> any SessionStore = { store, _ in store }) async throws {
-        let (configuration, level): (HostConfiguration, Logger.Level)
+        let (configuration, log): (HostConfiguration, ServiceRunner.LogSettings)
         do {
-            (configuration, level) = try resolve()
+            (configuration, log) = try resolve()
             try configuration.validate()
         } catch let error as SettingsError {
             ServiceRunner.reportConfigurationError(program: "durable-host", error.message)
             throw ExitCode(2)
         }
 
-        let registry = ServiceRunner.bootstrap(logLevel: level)
+        let registry = ServiceRunner.bootstrap(log)
         let logger = {
             var logger = Logger(label: "durable-host")
             logger[metadataKey: "node"] = "\(configuration.node)"
@@ -125,7 +127,7 @@ public struct ServeOptions: ParsableArguments {
         try await ServiceRunner.run(server.services, logger: logger)
     }
 
-    private func resolve() throws -> (HostConfiguration, Logger.Level) {
+    private func resolve() throws -> (HostConfiguration, ServiceRunner.LogSettings) {
         let settings = try Settings(environmentPrefix: "DURABLE_HOST", configPath: config, knownKeys: Self.settingKeys)
         var configuration = HostConfiguration()
         if let text = settings.raw("listen", flag: listen) {
@@ -164,8 +166,10 @@ public struct ServeOptions: ParsableArguments {
             Int64(1000 * (try settings.seconds("expiry_interval", flag: expiryInterval, default: 60, in: 0.05...86_400))))
         configuration.compressThreshold = try settings.int(
             "compress_threshold", flag: compressThreshold, default: configuration.compressThreshold, in: 0...Int(Int32.max))
-        let level = try settings.logLevel("log_level", flag: logLevel, default: .info)
-        return (configuration, level)
+        let log = ServiceRunner.LogSettings(
+            level: try settings.logLevel("log_level", flag: logLevel, default: .info),
+            format: try settings.choice("log_format", flag: logFormat, default: .text))
+        return (configuration, log)
     }
 
     /// What a session may hold, and a request may carry.

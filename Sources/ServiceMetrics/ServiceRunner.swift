@@ -9,10 +9,21 @@ import UnixSignals
 /// Prometheus registry, and run the services in one group that shuts down gracefully on
 /// SIGTERM or SIGINT.
 public enum ServiceRunner {
-    /// Bootstraps logging at `level` and metrics; returns the registry `/metrics` exposes.
-    /// Call once per process.
-    public static func bootstrap(logLevel level: Logger.Level) -> PrometheusCollectorRegistry {
-        LoggingSystem.bootstrap { label in StandardErrorLogHandler(label: label, logLevel: level) }
+    /// How a process logs: `log_level` and `log_format`.
+    public struct LogSettings: Sendable {
+        public var level: Logger.Level
+        public var format: StandardErrorLogHandler.Format
+
+        public init(level: Logger.Level, format: StandardErrorLogHandler.Format) {
+            self.level = level
+            self.format = format
+        }
+    }
+
+    /// Bootstraps logging and metrics; returns the registry `/metrics` exposes. Call once per
+    /// process.
+    public static func bootstrap(_ log: LogSettings) -> PrometheusCollectorRegistry {
+        LoggingSystem.bootstrap { label in StandardErrorLogHandler(label: label, logLevel: log.level, format: log.format) }
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         return registry

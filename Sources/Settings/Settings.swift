@@ -152,6 +152,18 @@ public struct Settings: Sendable {
         return level
     }
 
+    /// One of a fixed set of names (`log_format`: `text` or `json`).
+    public func choice<Choice: RawRepresentable & CaseIterable>(
+        _ key: String, flag: String?, default value: Choice
+    ) throws(SettingsError) -> Choice where Choice.RawValue == String {
+        guard let (text, origin) = raw(key, flag: flag) else { return value }
+        guard let choice = Choice(rawValue: text.lowercased()) else {
+            let names = Choice.allCases.map(\.rawValue).joined(separator: ", ")
+            throw SettingsError("\(origin) must be one of \(names) (got '\(text)')")
+        }
+        return choice
+    }
+
     /// A secret read from a file named by `fileKey`, or else from the environment variable
     /// `variable`. Surrounding white space is dropped; an empty secret counts as none.
     public func secret(fileKey: String, fileFlag: String?, variable: String) throws(SettingsError) -> String? {

@@ -295,5 +295,9 @@ struct AuthorizationServer: Sendable {
         static let registered = Metrics.Counter(label: "worker_signin_clients_registered_total")
         static let signedIn = Metrics.Counter(label: "worker_signin_logins_total")
         static let refused = Metrics.Counter(label: "worker_signin_refused_total")
+
+        static func declare() {
+            _ = (registered, signedIn, refused)
+        }
     }
 }

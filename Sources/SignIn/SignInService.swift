@@ -12,6 +12,12 @@ import Synchronization
 /// and what erasure needs. A service of the worker: it keeps the signing keys and the
 /// revocations current.
 public final class SignInService: Service, Sendable {
+    /// Creates sign-in's counters (exported as 0 until something happens), so that a rate over
+    /// them is defined from a worker's start, sign-in configured or not.
+    public static func declareMetrics() {
+        AuthorizationServer.Counter.declare()
+    }
+
     public let configuration: SignInConfiguration
     let server: AuthorizationServer
     let tokens: AccessTokens

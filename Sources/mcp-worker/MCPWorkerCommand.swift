@@ -34,16 +34,16 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var options: WorkerOptions
 
     func run() async throws {
-        let (configuration, level): (WorkerConfiguration, Logger.Level)
+        let (configuration, log): (WorkerConfiguration, ServiceRunner.LogSettings)
         do {
-            (configuration, level) = try options.resolve()
+            (configuration, log) = try options.resolve()
             try configuration.validate()
         } catch let error as SettingsError {
             ServiceRunner.reportConfigurationError(program: "mcp-worker", error.message)
             throw ExitCode(2)
         }
 
-        let registry = ServiceRunner.bootstrap(logLevel: level)
+        let registry = ServiceRunner.bootstrap(log)
         let logger = Logger(label: "mcp-worker")
 
         if configuration.apiKeys.isEmpty && configuration.signIn == nil {
@@ -117,6 +117,8 @@ struct WorkerOptions: ParsableArguments {
     var config: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (default info).")
     var logLevel: String?
+    @Option(name: .customLong("log-format"), help: "text (default) or json: one JSON object per line.")
+    var logFormat: String?
     @Option(name: .customLong("api-keys-file"), help: "File of client keys, one NAME:KEY per line.")
     var apiKeysFile: String?
     @Option(name: .customLong("host-token-file"), help: "File holding the durable hosts' bearer token.")
@@ -182,7 +184,7 @@ struct WorkerOptions: ParsableArguments {
     var indexPollInterval: Double?
 
     static let settingKeys: Set<String> = [
-        "listen", "hosts", "ring_version", "log_level", "api_keys_file", "host_token_file", "allowed_origins", "history_window",
+        "listen", "hosts", "ring_version", "log_level", "log_format", "api_keys_file", "host_token_file", "allowed_origins", "history_window",
         "session_lifetime", "host_timeout", "host_attempts", "query_timeout", "upstream_timeout", "upstream_attempts",
         "max_body_bytes", "greptile_base_url", "github_api_url", "request_read_timeout", "admin_key_file", "resource_page_size", "api_keys_reload_interval",
         "public_url", "login_provider", "login_issuer", "login_client_id", "login_client_secret_file", "login_allow", "login_ca_file",
@@ -190,7 +192,7 @@ struct WorkerOptions: ParsableArguments {
         "index_poll_interval",
     ]
 
-    func resolve() throws -> (WorkerConfiguration, Logger.Level) {
+    func resolve() throws -> (WorkerConfiguration, ServiceRunner.LogSettings) {
         let settings = try Settings(environmentPrefix: "MCP_WORKER", configPath: config, knownKeys: Self.settingKeys)
         let environment = settings.environment
         var configuration = WorkerConfiguration()
@@ -246,8 +248,10 @@ struct WorkerOptions: ParsableArguments {
         configuration.taskLease = try settings.seconds("task_lease", flag: taskLease, default: 15, in: 1...600)
         configuration.indexPollInterval = .milliseconds(
             Int64(1000 * (try settings.seconds("index_poll_interval", flag: indexPollInterval, default: 5, in: 0.1...600))))
-        let level = try settings.logLevel("log_level", flag: logLevel, default: .info)
-        return (configuration, level)
+        let log = ServiceRunner.LogSettings(
+            level: try settings.logLevel("log_level", flag: logLevel, default: .info),
+            format: try settings.choice("log_format", flag: logFormat, default: .text))
+        return (configuration, log)
     }
 
     /// Sign-in, when `login_provider` names one: every setting it needs, or the one missing.

@@ -294,6 +294,33 @@ struct HostConfigurationTests {
         #expect(log.contains("DURABLE_HOST_SYNCHRONOUS must be full or normal"))
     }
 
+    @Test("log_format json: every line a JSON object with time, level, label, message and the metadata; a bad format refused naming the key")
+    func jsonLogs() async throws {
+        let directory = TemporaryDirectory("config")
+        let process = try ServiceProcess(
+            executable: BuiltProducts.path("durable-host"),
+            arguments: [
+                "--data", directory.file("d"), "--listen", "127.0.0.1:0", "--node", "json \"quoted\"\nnode", "--log-format", "json", "--log-level", "debug",
+            ],
+            logPath: directory.file("log"))
+        let base = try await process.waitForListening()
+        // A refused request is logged at debug with Hummingbird's request metadata.
+        _ = try await JSONClient(base: base).send(.post, "/sessions/x/update", body: Data("not json".utf8), headers: ["Content-Type": "application/json"])
+        await process.stop()
+        let lines = process.log.split(separator: "\n").filter { !$0.isEmpty }
+        #expect(lines.count >= 3, "\(process.log)")
+        for line in lines {
+            let object = try #require(try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "not a JSON object: \(line)")
+            #expect(["time", "level", "label", "message", "source"].allSatisfy { object[$0] is String }, "\(line)")
+        }
+        let objects = lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(objects.contains { $0["node"] as? String == "json \"quoted\"\nnode" && $0["label"] as? String == "durable-host" }, "metadata escaped and kept")
+
+        let (status, log) = try await refusal(["--listen", "127.0.0.1:0", "--log-format", "xml"])
+        #expect(status == 2)
+        #expect(log.contains("--log-format must be one of text, json (got 'xml')"), "\(log)")
+    }
+
     @Test("a flag beats the environment, which beats the config file")
     func precedence() async throws {
         let directory = TemporaryDirectory("config")

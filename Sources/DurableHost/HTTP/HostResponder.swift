@@ -50,6 +50,7 @@ public struct HostResponder: HTTPResponder {
         case .health:
             return Self.json(await host.health())
         case .metrics:
+            host.recordGauges()
             var response = Response(status: .ok, body: .init(byteBuffer: ByteBuffer(bytes: host.metrics.exposition())))
             response.headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             return response

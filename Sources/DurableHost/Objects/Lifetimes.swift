@@ -32,6 +32,11 @@ struct Lifetimes: Sendable {
     private static let expired = Metrics.Counter(label: "host_sessions_expired_total")
     private static let erased = Metrics.Counter(label: "host_sessions_erased_total")
 
+    /// Creates the counters when the host starts (exported as 0 until something happens).
+    static func declareMetrics() {
+        _ = (expired, erased)
+    }
+
     /// One pass over every expired session: deleted batch by batch; returns how many.
     func sweep() async throws -> Int {
         var removed = 0

@@ -5,6 +5,7 @@ import HTTPServing
 import HashRing
 import HostLink
 import Logging
+import Metrics
 import ServerRuntime
 import ServiceMetrics
 import SessionClient
@@ -80,6 +81,21 @@ final class WorkerDependencies: Sendable {
         taskRunner = TaskRunner(
             tasks: tasks, tools: tools, supervisor: calls, runners: BackgroundCalls(), logger: logger, clock: clock,
             indexPollInterval: configuration.indexPollInterval)
+        TaskRunner.declareMetrics()
+        SignInService.declareMetrics()
+    }
+
+    /// Sets the gauges of the worker's state, read when `/metrics` is: the ring version it
+    /// routes by, and the writes made in memory that still wait for their host.
+    func recordGauges() async {
+        let health = await store.health()
+        Gauges.pendingWrites.record(health.pendingReplays)
+        Gauges.ringVersion.record(ring.version)
+    }
+
+    private enum Gauges {
+        static let pendingWrites = Gauge(label: "worker_fallback_writes_pending")
+        static let ringVersion = Gauge(label: "worker_ring_version")
     }
 
     /// Whether a request's `Origin` may use the endpoint: absent, localhost, or configured.

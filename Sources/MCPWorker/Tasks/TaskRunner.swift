@@ -299,12 +299,18 @@ struct TaskRunner: Sendable {
 
     // MARK: Metrics
 
+    /// Created when the worker starts (`declareMetrics`), exported as 0 until something happens.
     static let takeovers = Counter(label: "worker_task_takeovers_total")
     static let ended = (
         completed: Counter(label: "worker_tasks_ended_total", dimensions: [("status", "completed")]),
         failed: Counter(label: "worker_tasks_ended_total", dimensions: [("status", "failed")]),
         cancelled: Counter(label: "worker_tasks_ended_total", dimensions: [("status", "cancelled")])
     )
+
+    static func declareMetrics() {
+        _ = (takeovers, ended)
+        for tool in TaskRecord.tools { _ = MCPResponder.tasksCreated(tool) }
+    }
 }
 
 /// A runner's view of its task's state, shared by the call and the watcher beside it.

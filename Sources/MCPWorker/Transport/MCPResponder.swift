@@ -69,6 +69,7 @@ public struct MCPResponder: HTTPResponder {
             return ("/ring", Self.json(worker.ring))
         case "/metrics":
             guard request.method == .get else { return ("/metrics", Self.plainError(.methodNotAllowed, "use GET", allow: "GET")) }
+            await worker.recordGauges()
             var metrics = Response(status: .ok, body: .init(byteBuffer: ByteBuffer(bytes: worker.metrics.exposition())))
             metrics.headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             return ("/metrics", metrics)
