@@ -63,7 +63,7 @@ let package = Package(
         .target(
             name: "ServiceMetrics",
             dependencies: [
-                "ServerRuntime",
+                "ServerRuntime", "SessionModel",
                 "CurlHTTP", "HTTPServing",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import SessionModel
 
 /// Log lines on standard error: in the format of swift-log's `StreamLogHandler`
 /// (`<time> <level> <label>: <key=value ...> [<source>] <message>`), or as JSON lines (`json`:
@@ -60,7 +61,9 @@ public struct StandardErrorLogHandler: LogHandler {
         func field(_ key: String, _ value: String) {
             line += first ? "" : ","
             first = false
-            line += quoted(key) + ":" + quoted(value)
+            JSONValue.writeString(key, to: &line)
+            line += ":"
+            JSONValue.writeString(value, to: &line)
         }
         field("time", time)
         field("level", level)
@@ -70,23 +73,6 @@ public struct StandardErrorLogHandler: LogHandler {
         let fixed: Set<String> = ["time", "level", "label", "message", "source"]
         for (key, value) in metadata.sorted(by: { $0.key < $1.key }) where !fixed.contains(key) { field(key, "\(value)") }
         return line + "}\n"
-    }
-
-    /// A JSON string: quotes, backslashes and control characters escaped.
-    static func quoted(_ text: String) -> String {
-        var output = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": output += "\\\""
-            case "\\": output += "\\\\"
-            case "\n": output += "\\n"
-            case "\r": output += "\\r"
-            case "\t": output += "\\t"
-            case _ where scalar.value < 0x20: output += String(format: "\\u%04x", scalar.value)
-            default: output.unicodeScalars.append(scalar)
-            }
-        }
-        return output + "\""
     }
 
     private static func timestamp() -> String {
