@@ -14,6 +14,8 @@ struct TaskStateTests {
         #expect(created.attempt == 1 && created.status == .working && created.leaseUntil == 1_015)
         #expect(created.step(now: 1_014.9, maxAttempts: 3) == .none)
         #expect(created.step(now: 1_015, maxAttempts: 3) == .takeOver(attempt: 2))
+        // A worker that runs this attempt itself never takes it from itself, however late its renewal.
+        #expect(created.step(now: 1_015, maxAttempts: 3, runningHere: true) == .none)
         let second = created.claimed(by: 2, now: 1_020, lease: 15)
         #expect(second.attempt == 2 && second.leaseUntil == 1_035)
         #expect(second.renewed(now: 1_030, lease: 15).step(now: 1_040, maxAttempts: 3) == .none)

@@ -24,6 +24,8 @@ struct TaskRunner: Sendable {
     let supervisor: CallSupervisor
     /// Where this worker's task runs are children.
     let runners: BackgroundCalls
+    /// The attempts running on this worker.
+    let local = LocalRuns()
     let logger: Logger
     let clock: ServerClock
     /// How often an indexing task asks Greptile how far it got.
@@ -42,7 +44,7 @@ struct TaskRunner: Sendable {
     /// (run again, or its stored answer finished), or ended as failed after too many losses.
     func look(at task: TaskRecord) async -> TaskRecord {
         let now = clock.wallNow
-        switch task.state.step(now: now, maxAttempts: policy.maxAttempts) {
+        switch task.state.step(now: now, maxAttempts: policy.maxAttempts, runningHere: local.attempt(of: task.id) == task.state.attempt) {
         case .none:
             return task
         case .giveUp where task.state.answeredBy != nil:
@@ -82,6 +84,8 @@ struct TaskRunner: Sendable {
     private func run(_ task: TaskRecord) async {
         let held = HeldState(task.state)
         let stopping = Latch()
+        local.started(task.id, attempt: task.state.attempt)
+        defer { local.ended(task.id, attempt: task.state.attempt) }
         do {
             try await withGracefulShutdownHandler {
                 if task.state.answeredBy != nil {
@@ -311,6 +315,20 @@ struct TaskRunner: Sendable {
         _ = (takeovers, ended)
         for tool in TaskRecord.tools { _ = MCPResponder.tasksCreated(tool) }
     }
+}
+
+/// The task attempts this worker runs now, by task id.
+final class LocalRuns: Sendable {
+    private let attempts = Mutex<[String: Int]>([:])
+
+    func started(_ id: String, attempt: Int) { attempts.withLock { $0[id] = attempt } }
+
+    /// Forgets the run of `attempt` (a later attempt of the same task started here stays).
+    func ended(_ id: String, attempt: Int) {
+        attempts.withLock { if $0[id] == attempt { $0[id] = nil } }
+    }
+
+    func attempt(of id: String) -> Int? { attempts.withLock { $0[id] } }
 }
 
 /// A runner's view of its task's state, shared by the call and the watcher beside it.

@@ -62,8 +62,11 @@ struct TaskState: Sendable, Hashable {
         case giveUp
     }
 
-    func step(now: Double, maxAttempts: Int) -> Step {
-        guard status == .working, leaseUntil <= now else { return .none }
+    /// `runningHere`: the looking worker runs this very attempt itself. Its lease lapsed only
+    /// because renewals came late (a loaded machine): the runner goes on, renewing or seeing
+    /// that it cannot, and nothing is asked twice.
+    func step(now: Double, maxAttempts: Int, runningHere: Bool = false) -> Step {
+        guard status == .working, leaseUntil <= now, !runningHere else { return .none }
         // A stored answer gets as many runners again to write its turn: nothing is asked again.
         if attempt >= (answeredBy == nil ? maxAttempts : 2 * maxAttempts) { return .giveUp }
         return .takeOver(attempt: attempt + 1)
