@@ -73,7 +73,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .target(name: "HostLink", dependencies: ["CurlHTTP", "HashRing", "SessionModel"], swiftSettings: strict),
+        .target(name: "HostLink", dependencies: ["CurlHTTP", "HashRing", "SessionModel", "ServiceMetrics"], swiftSettings: strict),
         .target(
             name: "SessionClient",
             dependencies: [

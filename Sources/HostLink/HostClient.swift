@@ -1,5 +1,6 @@
 import CurlHTTP
 import Foundation
+import ServiceMetrics
 import SessionModel
 
 /// One exchange with a durable host over libcurl: a route of the host API (`HostAPI.Route`),
@@ -30,6 +31,7 @@ public struct HostClient: Sendable {
         var headers: HTTPHeaders = [:]
         if let token { headers.add("Authorization", "Bearer \(token)") }
         if body != nil { headers.add("Content-Type", "application/json") }
+        if let id = RequestCorrelation.requestID { headers.add(RequestCorrelation.header, id) }
         for field in extra { headers.add(field.name, field.value) }
         return try await curl.execute(
             HTTPRequest(

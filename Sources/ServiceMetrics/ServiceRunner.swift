@@ -23,7 +23,9 @@ public enum ServiceRunner {
     /// Bootstraps logging and metrics; returns the registry `/metrics` exposes. Call once per
     /// process.
     public static func bootstrap(_ log: LogSettings) -> PrometheusCollectorRegistry {
-        LoggingSystem.bootstrap { label in StandardErrorLogHandler(label: label, logLevel: log.level, format: log.format) }
+        LoggingSystem.bootstrap { label in
+            StandardErrorLogHandler(label: label, logLevel: log.level, format: log.format, metadataProvider: RequestCorrelation.metadataProvider)
+        }
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         return registry

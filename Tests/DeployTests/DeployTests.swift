@@ -18,6 +18,15 @@ struct DeployTests {
         #expect(smoke.output.contains("database ok, 3 live hosts"), "\(smoke.output)")
         #expect(stack.pids["postgres"] != nil, "the stack runs its own PostgreSQL")
         #expect(stack.accessLog.contains { $0.contains("POST /mcp") && $0.contains("upstream=127.0.0.1:") })
+        // nginx's request id is on the worker's log line of the smoke test's session.
+        let logs = stack.directory.file("run/logs")
+        let workerLogs = ((try? FileManager.default.contentsOfDirectory(atPath: logs)) ?? []).filter { $0.hasPrefix("worker-") }
+            .map { (try? String(contentsOfFile: logs + "/" + $0, encoding: .utf8)) ?? "" }.joined()
+        let ids = stack.accessLog.filter { $0.contains("POST /mcp") }.compactMap { $0.split(separator: " ").first { $0.hasPrefix("request_id=") } }
+        #expect(ids.count >= 3 && ids.allSatisfy { $0.count == "request_id=".count + 32 }, "\(stack.accessLog)")
+        #expect(
+            ids.contains { id in workerLogs.split(separator: "\n").contains { $0.contains("session started") && $0.contains(id) } },
+            "the worker's 'session started' line carries nginx's request id: \(workerLogs)")
         #expect(try await stack.stack(["status"]).status == 0)
 
         // A host down: the smoke test says which, and fails.

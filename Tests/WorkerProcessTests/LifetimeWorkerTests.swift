@@ -73,15 +73,32 @@ struct LifetimeWorkerTests {
         try await bob.initialize()
         for index in 0..<6 { _ = try await alice.ask("question \(index)", in: "thread-\(index)") }
         for index in 0..<2 { _ = try await bob.ask("bob's question \(index)", in: "thread-\(index)") }
+        // Usage is written every second: wait for the day's record of each principal.
         var aliceRecords: [String] = []
-        for host in stack.hosts { aliceRecords += try await listed(host, principal: "alice") }
+        try await eventually("alice's and bob's usage are written") {
+            var alice: [String] = []
+            var bob: [String] = []
+            for host in stack.hosts {
+                alice += try await listed(host, principal: "alice")
+                bob += try await listed(host, principal: "bob")
+            }
+            aliceRecords = alice
+            return alice.count == 8 && bob.count == 4
+        }
         #expect(aliceRecords.count == 8, "six conversations, a transport session and a day of usage, spread over the hosts: \(aliceRecords)")
         #expect(Set(stack.hosts.map(\.node)).count == 3)
 
         let refused = try await TeamKeys.client(worker, key: TeamKeys.bob).send(.delete, "/admin/principals/alice")
         #expect(refused.status == 403, "a client deletes only its own data: \(refused.text)")
-        let answer = try await TeamKeys.client(worker, key: TeamKeys.admin).send(.delete, "/admin/principals/alice")
+        let answer = try await TeamKeys.client(worker, key: TeamKeys.admin).send(
+            .delete, "/admin/principals/alice", headers: ["X-Request-ID": "erase-alice_1"])
         #expect(answer.status == 200, "\(answer.text)")
+        // The request's id went on to every host, whose log line of the deletion carries it.
+        for host in stack.hosts {
+            #expect(
+                host.logs.split(separator: "\n").contains { $0.contains("a principal's data deleted") && $0.contains("request_id=erase-alice_1") },
+                "\(host.logs)")
+        }
         #expect(answer.object["removed"] as? Int == 8)
         #expect(answer.object["complete"] as? Bool == true)
         for host in stack.hosts {

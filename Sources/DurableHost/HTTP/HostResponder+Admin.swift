@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Logging
 import SessionModel
 
 /// `/sessions` (a listing) and `/principals/{principal}` (deleting a principal's sessions):
@@ -18,7 +19,9 @@ extension HostResponder {
         }
         try host.checkServing()
         do {
-            return Self.json(HostAPI.Erasure(removed: try await host.lifetimes.erase(principal: principal)))
+            let removed = try await host.lifetimes.erase(principal: principal)
+            host.logger.notice("a principal's data deleted", metadata: ["sessions": "\(removed)"])
+            return Self.json(HostAPI.Erasure(removed: removed))
         } catch {
             throw APIError(.storageUnavailable, "could not delete the sessions of '\(principal)'; retry (what was deleted stays deleted)")
         }

@@ -19,14 +19,17 @@ public struct HostResponder: HTTPResponder {
     /// label it carries in metrics.
     typealias Route = HostAPI.Route.Template
 
+    static let requestIDHeader = HTTPField.Name(RequestCorrelation.header)!
+
     public func respond(to request: Request, context: Context) async throws -> Response {
         let start = host.clock.now
         let (route, rawID) = HostAPI.Route.match(request.uri.path)
-        let response: Response
-        do throws(APIError) {
-            response = try await dispatch(route, rawID: rawID, request: request, context: context)
-        } catch {
-            response = Self.failure(error)
+        let response = await RequestCorrelation.with(request.headers[Self.requestIDHeader]) { () async -> Response in
+            do throws(APIError) {
+                return try await dispatch(route, rawID: rawID, request: request, context: context)
+            } catch {
+                return Self.failure(error)
+            }
         }
         host.metrics.record(route: route.rawValue, method: request.method.rawValue, status: response.status.code, duration: host.clock.elapsed(since: start))
         return response

@@ -39,6 +39,7 @@ public struct MCPResponder: HTTPResponder {
     static let methodHeader = HTTPField.Name("Mcp-Method")!
     static let nameHeader = HTTPField.Name("Mcp-Name")!
     static let lastEventHeader = HTTPField.Name("Last-Event-ID")!
+    static let requestIDHeader = HTTPField.Name(RequestCorrelation.header)!
     static let instructions = """
         Tools to ask questions about, and search, codebases indexed by Greptile. Index a repository \
         first (index_repository), check it is ready (get_repository_info), then query_repository; \
@@ -47,7 +48,9 @@ public struct MCPResponder: HTTPResponder {
 
     public func respond(to request: Request, context: Context) async throws -> Response {
         let start = worker.clock.now
-        let (route, response) = await route(request, channel: context.channel)
+        let (route, response) = await RequestCorrelation.with(request.headers[Self.requestIDHeader]) {
+            await self.route(request, channel: context.channel)
+        }
         worker.metrics.record(route: route, method: request.method.rawValue, status: response.status.code, duration: worker.clock.elapsed(since: start))
         return response
     }
