@@ -3,6 +3,7 @@ import DurableHost
 import Foundation
 import Logging
 import Prometheus
+import ServiceLifecycle
 import ServiceMetrics
 import SessionModel
 import Settings
@@ -104,6 +105,13 @@ public struct ServeOptions: ParsableArguments {
             logger[metadataKey: "node"] = "\(configuration.node)"
             return logger
         }()
+        let traces: (any Service)?
+        do {
+            traces = try TraceExport.bootstrap(serviceName: "durable-host", logger: logger)
+        } catch {
+            ServiceRunner.reportConfigurationError(program: "durable-host", "cannot export traces: \(error)")
+            throw ExitCode(2)
+        }
 
         let server: DurableHostServer
         do {
@@ -124,7 +132,8 @@ public struct ServeOptions: ParsableArguments {
                 "auth": "\(configuration.token == nil ? "none (loopback only)" : "bearer token")",
                 "synchronous": "\(configuration.synchronous.rawValue)",
             ])
-        try await ServiceRunner.run(server.services, logger: logger)
+        // The trace exporter stops last: it sends the spans of the requests that finish meanwhile.
+        try await ServiceRunner.run((traces.map { [$0] } ?? []) + server.services, logger: logger)
     }
 
     private func resolve() throws -> (HostConfiguration, ServiceRunner.LogSettings) {

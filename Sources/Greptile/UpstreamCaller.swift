@@ -2,6 +2,7 @@ import CurlHTTP
 import Foundation
 import Logging
 import ServerRuntime
+import Tracing
 
 /// One upstream service (Greptile, GitHub) behind the project's libcurl client: retries
 /// throttling (429), server errors (5xx) and lost connections with backoff, honouring
@@ -15,8 +16,41 @@ struct UpstreamCaller: Sendable {
     let clock: ServerClock
     let logger: Logger
 
-    /// Sends `request` until it gets an answer that is not worth retrying.
+    /// Sends `request` until it gets an answer that is not worth retrying, in one client span
+    /// (`Greptile POST /query`: status, retries, bytes) whose context goes out as `traceparent`.
     func call(_ request: HTTPRequest, what: String) async throws -> HTTPResponse {
+        try await Traces.span("\(service) \(request.method.rawValue) \(Self.path(of: request.url))", kind: .client) { span in
+            var request = request
+            for field in Traces.outgoingHeaders() { request.headers.add(field.name, field.value) }
+            span?.attributes["http.request.method"] = request.method.rawValue
+            span?.attributes["server.address"] = Self.host(of: request.url)
+            do {
+                let response = try await attempts(request, what: what, span: span)
+                span?.attributes["http.response.status_code"] = response.status
+                span?.attributes["http.response.body.size"] = response.body.count
+                if response.status >= 400 { Traces.fail(span, "HTTP \(response.status)") }
+                return response
+            } catch {
+                Traces.fail(span, "\(error)")
+                throw error
+            }
+        }
+    }
+
+    /// The path of `url`, without its query (which may carry names a trace need not keep).
+    static func path(of url: String) -> String {
+        guard let schemeEnd = url.range(of: "://") else { return url }
+        let rest = url[schemeEnd.upperBound...]
+        let path = rest.firstIndex(of: "/").map { rest[$0...] } ?? "/"
+        return String(path.prefix { $0 != "?" })
+    }
+
+    static func host(of url: String) -> String {
+        guard let schemeEnd = url.range(of: "://") else { return "" }
+        return String(url[schemeEnd.upperBound...].prefix { $0 != "/" })
+    }
+
+    private func attempts(_ request: HTTPRequest, what: String, span: (any Span)?) async throws -> HTTPResponse {
         var lastStatus: Int?
         var lastReason = ""
         for attempt in 1...retry.attempts {
@@ -38,6 +72,8 @@ struct UpstreamCaller: Sendable {
             }
             guard let backoff = retry.delay(afterAttempt: attempt, random: Double.random(in: 0...1)) else { break }
             let delay = max(wait ?? .zero, backoff)
+            span?.attributes["retries"] = attempt
+            Traces.event(span, "retry", ["attempt": "\(attempt)", "reason": lastReason, "retry_in": "\(delay)"])
             logger.warning(
                 "\(service) call failed; retrying",
                 metadata: ["call": "\(what)", "attempt": "\(attempt)/\(retry.attempts)", "reason": "\(lastReason)", "retry_in": "\(delay)"])

@@ -1,6 +1,8 @@
 import CurlHTTP
 import Foundation
+import ServerRuntime
 import ServiceMetrics
+import Tracing
 import SessionModel
 
 /// One exchange with a durable host over libcurl: a route of the host API (`HostAPI.Route`),
@@ -33,10 +35,24 @@ public struct HostClient: Sendable {
         if body != nil { headers.add("Content-Type", "application/json") }
         if let id = RequestCorrelation.requestID { headers.add(RequestCorrelation.header, id) }
         for field in extra { headers.add(field.name, field.value) }
-        return try await curl.execute(
-            HTTPRequest(
-                method: HTTPRequest.Method(rawValue: route.method) ?? .get, url: "http://\(address)\(route.target)", headers: headers,
-                body: body, timeout: timeout, connectTimeout: connectTimeout ?? min(timeout, .seconds(5))))
+        // Within a trace, each exchange is a client span, and the host's work continues it.
+        return try await Traces.childSpan("host \(route.method) \(HostAPI.Route.match(String(route.target.prefix { $0 != "?" })).0.rawValue)", kind: .client) { span in
+            for field in Traces.outgoingHeaders() { headers.add(field.name, field.value) }
+            span?.attributes["server.address"] = address
+            do {
+                let response = try await curl.execute(
+                    HTTPRequest(
+                        method: HTTPRequest.Method(rawValue: route.method) ?? .get, url: "http://\(address)\(route.target)", headers: headers,
+                        body: body, timeout: timeout, connectTimeout: connectTimeout ?? min(timeout, .seconds(5))))
+                span?.attributes["http.response.status_code"] = response.status
+                if let ring = response.headers[HostAPI.RingHeaders.version] { span?.attributes["host.ring_version"] = ring }
+                if response.status >= 400 { Traces.fail(span, "HTTP \(response.status) \(Self.apiError(from: response).code.rawValue)") }
+                return response
+            } catch {
+                Traces.fail(span, "no answer: \(error)")
+                throw error
+            }
+        }
     }
 
     /// What a host's error answer says: its code and sentence, or, for a body that is not a

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Metrics
+import OTel
 import Prometheus
 import ServiceLifecycle
 import UnixSignals
@@ -24,12 +25,16 @@ public enum ServiceRunner {
     /// process.
     public static func bootstrap(_ log: LogSettings) -> PrometheusCollectorRegistry {
         LoggingSystem.bootstrap { label in
-            StandardErrorLogHandler(label: label, logLevel: log.level, format: log.format, metadataProvider: RequestCorrelation.metadataProvider)
+            StandardErrorLogHandler(label: label, logLevel: log.level, format: log.format, metadataProvider: metadataProvider)
         }
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         return registry
     }
+
+    /// What every log line carries of the request under way: nginx's request id, and the trace
+    /// and span ids when tracing is on (`trace_id`, `span_id`, `trace_flags`).
+    static let metadataProvider = Logger.MetadataProvider.multiplex([RequestCorrelation.metadataProvider, OTel.makeLoggingMetadataProvider()])
 
     /// Runs `services` until a signal asks them to stop; the last ones stop first. A service
     /// still running `maximumShutdown` after the signal is cancelled.

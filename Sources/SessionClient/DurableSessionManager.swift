@@ -10,6 +10,7 @@ import ServiceMetrics
 import SessionModel
 import Settings
 import Synchronization
+import Tracing
 
 /// Sessions in the durable hosts, over HTTP: the seed's Durable Object client. Each call is
 /// driven by `HostCall` (owner, retries with backoff, 421s, the runner-up); every mutation
@@ -362,6 +363,7 @@ public final class DurableSessionManager: SessionManager, Service {
         fallbackCount.add(1, ordering: .relaxed)
         lastFallback.withLock { $0 = clock.now }
         fallbacks.increment()
+        Traces.mark("fallback: the session served from this worker's memory", ["operation": operation, "reason": reason])
         logger.error(
             "host unreachable after \(configuration.retry.attempts) attempts; session served from memory",
             metadata: ["session": "\(sessionID)", "operation": "\(operation)", "host": "\(owner(of: sessionID)?.name ?? "?")", "reason": "\(reason)"])
@@ -380,6 +382,29 @@ public final class DurableSessionManager: SessionManager, Service {
     /// changes; held by the owner's runner-up when the owner stays unreachable.
     private func send(
         _ route: HostAPI.Route, _ sessionID: String, body: Data?, key: String?, operation: String, attempts: Int? = nil
+    ) async -> Outcome {
+        // Within a trace: one span for the call, its attempts (client spans) below it.
+        await Traces.childSpan("host call \(operation)") { span in
+            let outcome = await drive(route, sessionID, body: body, key: key, operation: operation, attempts: attempts, span: span)
+            guard let span else { return outcome }
+            switch outcome {
+            case .answered(_, let holder?):
+                span.attributes["host.outcome"] = "held"
+                span.attributes["host.held_by"] = holder
+            case .answered: span.attributes["host.outcome"] = "answered"
+            case .refused(let error): span.attributes["host.outcome"] = "refused: \(error.code.rawValue)"
+            case .unreachable(let reason):
+                span.attributes["host.outcome"] = "unreachable"
+                Traces.fail(span, reason)
+            case .cancelled: span.attributes["host.outcome"] = "cancelled"
+            }
+            span.attributes["host.ring_version"] = membership.version
+            return outcome
+        }
+    }
+
+    private func drive(
+        _ route: HostAPI.Route, _ sessionID: String, body: Data?, key: String?, operation: String, attempts: Int?, span: (any Span)?
     ) async -> Outcome {
         var headers: HTTPHeaders = [:]
         if let key { headers.add(HostAPI.idempotencyKeyHeader, key) }
@@ -410,11 +435,14 @@ public final class DurableSessionManager: SessionManager, Service {
                     action = call.noAnswer("\(error)", random: .random(in: 0...1))
                 }
             case .readRing(let member):
+                Traces.event(span, "misdirected (421): reading the host's ring", ["host": member.name])
                 action = call.ringRead(await following.learn(from: member, refusing: sessionID), ring: membership, random: .random(in: 0...1))
             case .refreshRing(let failing):
+                Traces.event(span, "no answer: asking the other hosts for their ring", ["host": failing])
                 await following.refresh(except: failing)
                 action = call.ringsRefreshed(membership, random: .random(in: 0...1))
             case .seed(let member, let owner):
+                Traces.event(span, "hinted: seeding the owner's runner-up", ["holder": member.name, "owner": owner])
                 let (accepted, reason) = await seed(sessionID, at: member, owner: owner)
                 action = call.seeded(accepted: accepted, reason: reason)
             case .wait(let delay):
@@ -427,6 +455,7 @@ public final class DurableSessionManager: SessionManager, Service {
                         "host": "\(host?.name ?? "?")=\(host?.address ?? "?")", "operation": "\(operation)", "reason": "\(call.lastFailure)",
                         "retry_in": "\(delay)",
                     ])
+                Traces.event(span, "retry", ["attempt": "\(call.attempts - 1)", "reason": call.lastFailure, "retry_in": "\(delay)"])
                 do {
                     try await clock.sleep(for: delay)
                 } catch {
@@ -434,6 +463,7 @@ public final class DurableSessionManager: SessionManager, Service {
                 }
                 action = call.waited()
             case .finish(let outcome):
+                span?.attributes["host.attempts"] = call.attempts
                 following.availability.record(call.observed)
                 return finished(outcome, last: last, sessionID: sessionID, operation: operation)
             }

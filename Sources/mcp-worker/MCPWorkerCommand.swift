@@ -5,6 +5,7 @@ import Greptile
 import Logging
 import MCPWorker
 import Prometheus
+import ServiceLifecycle
 import ServiceMetrics
 import SessionModel
 import Settings
@@ -45,6 +46,13 @@ struct Serve: AsyncParsableCommand {
 
         let registry = ServiceRunner.bootstrap(log)
         let logger = Logger(label: "mcp-worker")
+        let traces: (any Service)?
+        do {
+            traces = try TraceExport.bootstrap(serviceName: "mcp-worker", logger: logger)
+        } catch {
+            ServiceRunner.reportConfigurationError(program: "mcp-worker", "cannot export traces: \(error)")
+            throw ExitCode(2)
+        }
 
         if configuration.apiKeys.isEmpty && configuration.signIn == nil {
             logger.warning("no API keys configured: /mcp is open to anyone who can reach \(configuration.listen) (allowed on loopback only)")
@@ -73,7 +81,8 @@ struct Serve: AsyncParsableCommand {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)
         }
-        try await ServiceRunner.run(server.services, logger: logger)
+        // The trace exporter stops last: it sends the spans of the requests that finish meanwhile.
+        try await ServiceRunner.run((traces.map { [$0] } ?? []) + server.services, logger: logger)
     }
 
 }

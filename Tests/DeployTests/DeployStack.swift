@@ -40,9 +40,10 @@ final class DeployStack: Sendable {
     /// `overrides` are `--set` items on top of the ports and directories chosen here; `prepare`
     /// is given the front's URL before anything starts, and returns more of them. Sign-in, which
     /// the shipped configurations carry, is off unless `signIn` (a test that has a provider for it
-    /// gives its settings in `prepare`).
+    /// gives its settings in `prepare`). `environment` reaches every process of the stack.
     static func up(
         _ config: String, standIn: UpstreamStandIn, overrides: [String] = [], tls: Bool = false, signIn: Bool = false,
+        environment extra: [String: String] = [:],
         prepare: (_ front: String) async throws -> [String] = { _ in [] }
     ) async throws -> DeployStack {
         let directory = TemporaryDirectory("stack")
@@ -60,6 +61,7 @@ final class DeployStack: Sendable {
         settings += try await prepare("\(tls ? "https" : "http")://127.0.0.1:\(frontPort)")
         var environment = standIn.workerEnvironment
         environment["GREPTILE_MCP_BIN_DIR"] = BuiltProducts.directory.path
+        environment.merge(extra) { $1 }
         let (status, output) = try await runScript(
             "deploy/stack", ["up", "deploy/\(config).json"] + settings.flatMap { ["--set", $0] }, environment: environment)
         guard status == 0, let line = output.split(separator: "\n").first(where: { $0.hasPrefix("MCP endpoint: ") }) else {

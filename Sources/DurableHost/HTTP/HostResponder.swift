@@ -1,4 +1,5 @@
 import Foundation
+import HTTPServing
 import HTTPTypes
 import HashRing
 import Hummingbird
@@ -7,6 +8,7 @@ import NIOCore
 import ServerRuntime
 import ServiceMetrics
 import SessionModel
+import Tracing
 
 /// The host's HTTP API (README, "Host API"): a small dispatcher, so that every path answers
 /// exactly 404 or 405 as it should, and each request costs one switch, not a router walk.
@@ -25,14 +27,30 @@ public struct HostResponder: HTTPResponder {
         let start = host.clock.now
         let (route, rawID) = HostAPI.Route.match(request.uri.path)
         let response = await RequestCorrelation.with(request.headers[Self.requestIDHeader]) { () async -> Response in
-            do throws(APIError) {
-                return try await dispatch(route, rawID: rawID, request: request, context: context)
-            } catch {
-                return Self.failure(error)
+            await traced(route, request: request) { () async -> Response in
+                do throws(APIError) {
+                    return try await dispatch(route, rawID: rawID, request: request, context: context)
+                } catch {
+                    return Self.failure(error)
+                }
             }
         }
         host.metrics.record(route: route.rawValue, method: request.method.rawValue, status: response.status.code, duration: host.clock.elapsed(since: start))
         return response
+    }
+
+    /// Runs `work` in a server span when the caller's trace came with the request
+    /// (`traceparent`): the host's part of a worker's call. Requests outside a trace (probes,
+    /// ring polls) start none.
+    private func traced(_ route: Route, request: Request, _ work: () async -> Response) async -> Response {
+        guard Traces.enabled, let parent = Traces.incoming(TraceHeaders.fields(request.headers)) else { return await work() }
+        return await Traces.span("host \(request.method.rawValue) \(route.rawValue)", kind: .server, parent: parent) { span in
+            span?.attributes["host.node"] = host.node
+            let response = await work()
+            span?.attributes["http.response.status_code"] = Int(response.status.code)
+            if response.status.code >= 500 { Traces.fail(span, "HTTP \(response.status.code)") }
+            return response
+        }
     }
 
     private func dispatch(_ route: Route, rawID: Substring?, request: Request, context: Context) async throws(APIError) -> Response {

@@ -31,6 +31,8 @@ public final class GroupCommitter: Service, Sendable {
     private let threadWake = DispatchSemaphore(value: 0)
     private let committedBatches = Atomic<Int>(0)
     private let store: any SessionStore
+    /// The storage's name in traces (`db.system`).
+    private let system: String
     /// Settles a commit in doubt so that it can never land: shared storage fences this host
     /// off from it (a new incarnation). Returns once done; then every live object reloads.
     private let settleDoubt: @Sendable () async -> Void
@@ -51,6 +53,7 @@ public final class GroupCommitter: Service, Sendable {
     ) {
         self.settleDoubt = settleDoubt
         self.store = store
+        system = store is PostgresSessionStore ? "postgresql" : "sqlite"
         state = Mutex(State(queue: CommitQueue(maxBatch: maxBatch, concurrency: store is any BlockingCommitStore ? 1 : concurrency)))
         self.onDoubtResolved = onDoubtResolved
         self.clock = clock
@@ -222,11 +225,13 @@ public final class GroupCommitter: Service, Sendable {
     private func finish(_ batch: [Entry], since start: ServerClock.Instant, result: Result<Void, any Error>) {
         switch result {
         case .success:
-            commitTimer.recordNanoseconds(clock.elapsed(since: start).nanosecondsValue)
+            let took = clock.elapsed(since: start)
+            commitTimer.recordNanoseconds(took.nanosecondsValue)
             batchSize.record(batch.count)
+            let committed = CommitTicket.Batch(size: batch.count, commitSeconds: took.secondsValue, system: system)
             stats.recordSuccess(sessionsDelta: batch.reduce(0) { $0 + $1.mutation.sessionsDelta })
             committedBatches.add(1, ordering: .relaxed)
-            for entry in batch { entry.ticket.resolve(.success(())) }
+            for entry in batch { entry.ticket.resolve(.success(()), batch: committed) }
         case .failure(let error):
             failures.increment()
             stats.recordFailure("\(error)", at: clock.wallNow)

@@ -1,6 +1,7 @@
 import Foundation
 import ServerRuntime
 import SessionModel
+import Tracing
 
 /// What every live object shares: where to commit, where to load from, the limits.
 struct ObjectContext: Sendable {
@@ -478,7 +479,14 @@ actor SessionObject {
 
     private func wait(for ticket: CommitTicket) async throws(APIError) {
         do {
-            try await ticket.wait()
+            // Within a trace: the wait for durability, and the batch that gave it.
+            try await Traces.childSpan("storage commit") { span in
+                try await ticket.wait()
+                guard let span, let batch = ticket.batch else { return }
+                span.attributes["db.system"] = batch.system
+                span.attributes["storage.batch_size"] = batch.size
+                span.attributes["storage.commit_ms"] = batch.commitSeconds * 1000
+            }
         } catch {
             poison()
             throw (error as? APIError) ?? APIError(.storageUnavailable, "storage could not commit the write; retry")

@@ -7,6 +7,7 @@ import ServiceLifecycle
 import SessionClient
 import SessionModel
 import Synchronization
+import Tracing
 
 /// Runs tasks. The worker that creates a task runs it first; whichever worker looks at a task
 /// whose runner was lost (its lease lapsed: the worker was killed, paused or cut off) takes it
@@ -36,7 +37,10 @@ struct TaskRunner: Sendable {
     /// Runs `task`, whose lease this worker holds, on this worker; a worker that cannot (it is
     /// shutting down) gives the lease back, for the next look to take the task over.
     func start(_ task: TaskRecord) async {
-        guard !runners.start({ await self.run(task) }) else { return }
+        // The run outlives the request that started it (or took it over): its span is that
+        // request's child all the same.
+        let parent = Traces.enabled ? InstrumentationContext.current : nil
+        guard !runners.start({ await self.traced(task, parent: parent) }) else { return }
         _ = try? await tasks.change(task, from: task.state, to: task.state.released(), expecting: task.state.runnerExpects)
     }
 
@@ -78,6 +82,15 @@ struct TaskRunner: Sendable {
     }
 
     // MARK: Running
+
+    private func traced(_ task: TaskRecord, parent: InstrumentationContext?) async {
+        guard let parent else { return await run(task) }
+        await Traces.span("task run \(task.tool)", parent: parent) { span in
+            span?.attributes["gen_ai.tool.name"] = task.tool
+            span?.attributes["mcp.task.attempt"] = task.state.attempt
+            await run(task)
+        }
+    }
 
     /// At graceful shutdown the call stops (its transfer aborted) and the run, not cancelled
     /// itself, gives the lease back, for the next look on another worker to take the task at once.

@@ -130,6 +130,13 @@ public struct MCPResponder: HTTPResponder {
         case .success(let read): message = read
         case .failure(let refusal): return refusal.response
         }
+        return await traced(message, request: request, principal: principal) {
+            await answer(message, request: request, principal: principal, channel: channel)
+        }
+    }
+
+    /// A POST's message, read: served under its revision.
+    private func answer(_ message: IncomingMessage, request: Request, principal: String, channel: any Channel) async -> Response {
         if ModernTransport.applies(
             versionHeader: request.headers[Self.versionHeader], sessionHeader: request.headers[Self.sessionHeader], params: message.params)
         {
