@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import ServerRuntime
 import SessionModel
+import Tracing
 
 /// Where the upstream services are and how patiently to call them.
 public struct UpstreamConfiguration: Sendable {
@@ -86,13 +87,19 @@ public final class GreptileClient: Sendable {
     public func queryStream(_ request: QueryRequest) async throws -> QueryChunks {
         var request = request
         request.stream = true
-        let http = try httpRequest(.post, "/query", body: request, timeout: nil)
-        let streaming = try await caller.client.stream(http)
-        if streaming.status != 200 {
-            let body = (try? await streaming.body.collect(upTo: 64 * 1024)) ?? Data()
-            throw failure(HTTPResponse(status: streaming.status, headers: streaming.headers, body: body), what: "querying")
+        var http = try httpRequest(.post, "/query", body: request, timeout: nil)
+        // The span covers the stream's opening; its chunks are read by the caller, later.
+        return try await Traces.span("Greptile POST \(UpstreamCaller.path(of: http.url)) (stream)", kind: .client) { span in
+            for field in Traces.outgoingHeaders() { http.headers.add(field.name, field.value) }
+            let streaming = try await caller.client.stream(http)
+            span?.attributes["http.response.status_code"] = streaming.status
+            if streaming.status != 200 {
+                Traces.fail(span, "HTTP \(streaming.status)")
+                let body = (try? await streaming.body.collect(upTo: 64 * 1024)) ?? Data()
+                throw failure(HTTPResponse(status: streaming.status, headers: streaming.headers, body: body), what: "querying")
+            }
+            return QueryChunks(events: streaming.body.serverSentEvents)
         }
-        return QueryChunks(events: streaming.body.serverSentEvents)
     }
 
     /// Reads one `data:` payload of a streamed answer.

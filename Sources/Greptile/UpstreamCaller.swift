@@ -19,11 +19,12 @@ struct UpstreamCaller: Sendable {
     /// Sends `request` until it gets an answer that is not worth retrying, in one client span
     /// (`Greptile POST /query`: status, retries, bytes) whose context goes out as `traceparent`.
     func call(_ request: HTTPRequest, what: String) async throws -> HTTPResponse {
-        try await Traces.span("\(service) \(request.method.rawValue) \(Self.path(of: request.url))", kind: .client) { span in
+        try await Traces.span("\(service) \(request.method.rawValue) \(Self.route(of: Self.path(of: request.url)))", kind: .client) { span in
             var request = request
             for field in Traces.outgoingHeaders() { request.headers.add(field.name, field.value) }
             span?.attributes["http.request.method"] = request.method.rawValue
             span?.attributes["server.address"] = Self.host(of: request.url)
+            span?.attributes["url.path"] = Self.path(of: request.url)
             do {
                 let response = try await attempts(request, what: what, span: span)
                 span?.attributes["http.response.status_code"] = response.status
@@ -43,6 +44,15 @@ struct UpstreamCaller: Sendable {
         let rest = url[schemeEnd.upperBound...]
         let path = rest.firstIndex(of: "/").map { rest[$0...] } ?? "/"
         return String(path.prefix { $0 != "?" })
+    }
+
+    /// A path as a span names it: what names one repository (`/repositories/{id}`,
+    /// `/repos/{id}`) generalised, so that one kind of call has one name.
+    static func route(of path: String) -> String {
+        for marker in ["/repositories/", "/repos/"] {
+            if let range = path.range(of: marker) { return path[..<range.upperBound] + "{id}" }
+        }
+        return path
     }
 
     static func host(of url: String) -> String {

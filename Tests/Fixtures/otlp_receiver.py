@@ -3,13 +3,14 @@
 Collector) would receive from the servers, decoded with the official `opentelemetry-proto`
 messages.
 
-    otlp_receiver.py [--port N]
+    otlp_receiver.py [--port N] [--discard]
 
 POST /v1/traces takes an `ExportTraceServiceRequest`, protobuf (`application/x-protobuf`, the
 exporters' default) or JSON (`application/json`), and keeps every span. GET /spans gives them
 as JSON: one object per span with its service, trace and span ids (hex), parent span id, name,
 kind, start and end (ns), attributes (a flat object), status and links. POST /reset forgets
-them. Prints "listening on http://127.0.0.1:PORT" once it listens.
+them. With --discard (for benchmarks) it keeps nothing: it counts the spans of each export and
+GET /count gives {"exports", "spans"}. Prints "listening on http://127.0.0.1:PORT" once it listens.
 """
 import argparse
 import json
@@ -23,6 +24,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 LOCK = threading.Lock()
 SPANS = []
+COUNTS = {"exports": 0, "spans": 0}
+DISCARD = False
 
 
 def value_of(any_value):
@@ -75,6 +78,9 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self):
+        if self.path == "/count":
+            with LOCK:
+                return self.reply(200, json.dumps(COUNTS).encode())
         if self.path != "/spans":
             return self.reply(404, b'{"error":"not found"}')
         with LOCK:
@@ -99,7 +105,13 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as error:  # noqa: BLE001 - a malformed export is answered 400, as a collector would
             return self.reply(400, json.dumps({"error": str(error)}).encode())
         with LOCK:
-            SPANS.extend(spans_of(request))
+            COUNTS["exports"] += 1
+            if DISCARD:
+                COUNTS["spans"] += sum(len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans)
+            else:
+                spans = spans_of(request)
+                COUNTS["spans"] += len(spans)
+                SPANS.extend(spans)
         if content_type.startswith("application/json"):
             return self.reply(200, b"{}")
         self.reply(200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
@@ -108,7 +120,10 @@ class Handler(BaseHTTPRequestHandler):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--discard", action="store_true", help="count spans, keep none")
     args = parser.parse_args()
+    global DISCARD
+    DISCARD = args.discard
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM, signal.SIGINT])
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     print("listening on http://127.0.0.1:%d" % server.server_address[1], flush=True)
