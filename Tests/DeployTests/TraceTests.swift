@@ -72,18 +72,22 @@ struct TraceTests {
 
     /// A stateless `tools/call` of query_repository through `front`, its `_meta` carrying the
     /// client's trace context.
-    static func query(_ front: String, _ text: String, session: String, traceparent: String) async throws -> [String: Any] {
+    static func query(
+        _ front: String, _ text: String, session: String, traceparent: String, header: String? = nil, asTask: Bool = false
+    ) async throws -> [String: Any] {
+        let capabilities: [String: Any] = asTask ? ["extensions": ["io.modelcontextprotocol/tasks": [String: Any]()]] : [:]
         let params: [String: Any] = [
             "name": "query_repository", "arguments": ["query": text, "session_id": session, "repositories": [repository]],
             "_meta": [
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": [String: Any](),
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": capabilities,
                 "traceparent": traceparent,
             ],
         ]
-        let headers: HTTPHeaders = [
+        var headers: HTTPHeaders = [
             "Content-Type": "application/json", "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2026-07-28",
             "Mcp-Method": "tools/call", "Mcp-Name": "query_repository",
         ]
+        if let header { headers.set("traceparent", header) }
         let body = try JSONSerialization.data(withJSONObject: ["jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params])
         let response = try await JSONClient(base: front).send(.post, "/mcp", body: body, headers: headers, timeout: .seconds(60))
         return response.object["result"] as? [String: Any] ?? response.object
@@ -103,7 +107,11 @@ struct TraceTests {
 
         let traceID = Self.randomHex(16)
         let clientSpan = Self.randomHex(8)
-        let answered = try await Self.query(stack.front, "what does the router do?", session: "traced", traceparent: "00-\(traceID)-\(clientSpan)-01")
+        // A traceparent header too (logged by nginx, passed on): the one in _meta wins.
+        let headerTrace = Self.randomHex(16)
+        let answered = try await Self.query(
+            stack.front, "what does the router do?", session: "traced", traceparent: "00-\(traceID)-\(clientSpan)-01",
+            header: "00-\(headerTrace)-\(Self.randomHex(8))-01")
         #expect(answered["isError"] as? Bool != true, "\(answered)")
 
         let spans = try await eventually("the trace's spans arrive", timeout: .seconds(30)) { () async throws -> [ReceivedSpan]? in
@@ -133,6 +141,22 @@ struct TraceTests {
         #expect(commit.attributes["db.system"] as? String == "sqlite")
         #expect((commit.attributes["storage.batch_size"] as? Int ?? 0) >= 1)
         #expect(Set(spans.map(\.traceID)) == [traceID])
+        #expect(try await receiver.spans(of: headerTrace).isEmpty)
+        #expect(stack.accessLog.contains { $0.contains("request_id=\(requestID)") && $0.contains("traceparent=00-\(headerTrace)-") }, "\(stack.accessLog)")
+
+        // A task: its run, which outlives the request, is still that request's child.
+        let taskTrace = Self.randomHex(16)
+        let created = try await Self.query(
+            stack.front, "as a task", session: "traced-task", traceparent: "00-\(taskTrace)-\(Self.randomHex(8))-01", asTask: true)
+        #expect(created["taskId"] is String, "\(created)")
+        let taskSpans = try await eventually("the task's spans arrive", timeout: .seconds(30)) { () async throws -> [ReceivedSpan]? in
+            let spans = try await receiver.spans(of: taskTrace)
+            return spans.contains { $0.name == "task run query_repository" } && spans.contains { $0.name.hasPrefix("Greptile") } ? spans : nil
+        }
+        let request = try #require(taskSpans.first { $0.name == "tools/call query_repository" }, "\(taskSpans)")
+        let run = try #require(taskSpans.first { $0.name == "task run query_repository" })
+        let asked = try #require(taskSpans.first { $0.name == "Greptile POST /v2/query" }, "\(taskSpans)")
+        #expect(taskSpans.descends(run, from: request) && taskSpans.descends(asked, from: run), "\(taskSpans)")
 
         // Both hosts gone: the next call's trace shows the attempts that failed, the retries and
         // the fallback to the worker's memory.
