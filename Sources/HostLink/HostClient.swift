@@ -2,8 +2,8 @@ import CurlHTTP
 import Foundation
 import ServerRuntime
 import ServiceMetrics
-import Tracing
 import SessionModel
+import Tracing
 
 /// One exchange with a durable host over libcurl: a route of the host API (`HostAPI.Route`),
 /// sent to a member's address with the hosts' bearer token, and the host's error body read
@@ -36,7 +36,7 @@ public struct HostClient: Sendable {
         if let id = RequestCorrelation.requestID { headers.add(RequestCorrelation.header, id) }
         for field in extra { headers.add(field.name, field.value) }
         // Within a trace, each exchange is a client span, and the host's work continues it.
-        return try await Traces.childSpan("host \(route.method) \(HostAPI.Route.match(String(route.target.prefix { $0 != "?" })).0.rawValue)", kind: .client) { span in
+        return try await Traces.childSpan(Self.spanName(route), kind: .client) { span in
             for field in Traces.outgoingHeaders() { headers.add(field.name, field.value) }
             span?.attributes["server.address"] = address
             do {
@@ -53,6 +53,11 @@ public struct HostClient: Sendable {
                 throw error
             }
         }
+    }
+
+    /// `host POST /sessions/{id}/update`: the route without its id, one name per kind of call.
+    static func spanName(_ route: HostAPI.Route) -> String {
+        "host \(route.method) \(HostAPI.Route.match(String(route.target.prefix { $0 != "?" })).0.rawValue)"
     }
 
     /// What a host's error answer says: its code and sentence, or, for a body that is not a

@@ -86,8 +86,11 @@ public enum Traces {
     /// continue its trace; nil with tracing off or when it sent none that is well formed.
     public static func incoming(_ fields: [String: String]) -> InstrumentationContext? {
         guard enabled, let parent = fields["traceparent"], TraceParent.isWellFormed(parent) else { return nil }
+        var accepted = ["traceparent": parent]
+        // A tracestate goes on to the hosts and upstream as a header: only a well-formed one.
+        if let state = fields["tracestate"], TraceParent.isWellFormedState(state) { accepted["tracestate"] = state }
         var context = InstrumentationContext.topLevel
-        InstrumentationSystem.instrument.extract(fields, into: &context, using: DictionaryExtractor())
+        InstrumentationSystem.instrument.extract(accepted, into: &context, using: DictionaryExtractor())
         return context
     }
 
@@ -101,7 +104,8 @@ public enum Traces {
 }
 
 /// W3C Trace Context's `traceparent`: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`,
-/// ids not all zeros. Anything else a caller sends is ignored (a new trace starts).
+/// ids not all zeros. Anything else a caller sends is ignored (a new trace starts), and so is a
+/// `tracestate` that could not be sent on as a header.
 public enum TraceParent {
     public static func isWellFormed(_ value: String) -> Bool {
         let parts = value.split(separator: "-", omittingEmptySubsequences: false)
@@ -110,5 +114,11 @@ public enum TraceParent {
         }
         let hex = parts.allSatisfy { part in part.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) } }
         return hex && parts[1].contains { $0 != "0" } && parts[2].contains { $0 != "0" }
+    }
+
+    /// A `tracestate` we may send on: at most 512 bytes of visible ASCII, spaces and tabs
+    /// (never a line break).
+    public static func isWellFormedState(_ value: String) -> Bool {
+        value.utf8.count <= 512 && value.utf8.allSatisfy { (0x20...0x7E).contains($0) || $0 == 0x09 }
     }
 }

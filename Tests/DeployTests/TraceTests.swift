@@ -97,7 +97,9 @@ struct TraceTests {
         (0..<bytes).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
     }
 
-    @Test("a client's _meta.traceparent is the root; the worker, its host call, the host, its commit and Greptile are children in order; an outage shows retries and the fallback")
+    @Test(
+        "a client's _meta.traceparent is the root; the worker, its host call, the host, its commit and Greptile are children in order; a task's run too; an outage shows retries and the fallback"
+    )
     func oneCallOneTrace() async throws {
         let receiver = try await OTLPReceiver.start()
         let standIn = try await UpstreamStandIn.startIndexed()

@@ -18,6 +18,16 @@ struct TraceContextTests {
         }
     }
 
+    @Test("a tracestate is sent on only when it is visible ASCII within 512 bytes: never a line break")
+    func traceStateShape() {
+        #expect(TraceParent.isWellFormedState("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"))
+        #expect(TraceParent.isWellFormedState(""))
+        #expect(!TraceParent.isWellFormedState("a=b\r\nX-Injected: 1"))
+        #expect(!TraceParent.isWellFormedState("a=\u{7F}"))
+        #expect(!TraceParent.isWellFormedState("a=é"))
+        #expect(!TraceParent.isWellFormedState(String(repeating: "a", count: 513)))
+    }
+
     @Test("traces are exported only when an OTLP endpoint is set, and not when the SDK or the traces exporter is switched off")
     func exportWanted() {
         #expect(!TraceExport.wanted(in: [:]))
