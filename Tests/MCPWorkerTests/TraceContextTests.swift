@@ -36,6 +36,11 @@ struct TraceContextTests {
         #expect(TraceExport.wanted(in: ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"]))
         #expect(!TraceExport.wanted(in: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_SDK_DISABLED": "true"]))
         #expect(!TraceExport.wanted(in: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_TRACES_EXPORTER": "none"]))
+        // Only OTLP over HTTP is built in: gRPC is refused with a sentence, not a crash.
+        #expect(TraceExport.problem(in: ["OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"]) == nil)
+        #expect(TraceExport.problem(in: ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"]) == nil)
+        #expect(TraceExport.problem(in: ["OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"])?.contains("http/protobuf") == true)
+        #expect(TraceExport.problem(in: ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "GRPC"]) != nil)
         // With tracing off (no bootstrap in this process), nothing is sent on.
         #expect(Traces.outgoingHeaders().isEmpty)
         #expect(Traces.incoming(["traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"]) == nil)
