@@ -37,7 +37,9 @@ struct TaskDeployTests {
         arguments: ["local", "staging"])
     func runnerKilled(config: String) async throws {
         let standIn = try await UpstreamStandIn.startIndexed()
-        try await standIn.control(["delay_ms": 3_000])
+        // worker-1's Greptile call is held until it is killed: it cannot be answered first on a
+        // slow machine. The takeover's is answered at once.
+        try await standIn.control(["fault": ["path_prefix": "/v2/query", "times": 1, "delay_ms": 120_000]])
         let stack = try await DeployStack.up(config, standIn: standIn, overrides: ["workers.tasks.lease=2"])
         let first = "http://127.0.0.1:\(stack.port("workers.first_port"))"
         let session = "nginx-kill-\(config)"

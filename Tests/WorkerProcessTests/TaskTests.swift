@@ -132,7 +132,9 @@ struct TaskTests {
     @Test("a worker stopped with SIGTERM gives its tasks' leases back, and the next look elsewhere takes the task over at once")
     func gracefulShutdownReleases() async throws {
         let tasks = try await TaskStack.start(arguments: ["--task-lease", "600"])
-        try await tasks.standIn.control(["delay_ms": 4_000])
+        // The first runner's Greptile call is held until its worker stops it (however slow the
+        // machine, it cannot be answered first); the takeover's is answered at once.
+        try await tasks.standIn.control(["fault": ["path_prefix": "/v2/query", "times": 1, "delay_ms": 120_000]])
         let id = try await tasks.startQuery("released at shutdown", session: "released")
         try await eventually("the first runner asks Greptile") { try await tasks.standIn.requests(to: "/v2/query").count == 1 }
         tasks.stack.workers[0].process.signal(SIGTERM)
