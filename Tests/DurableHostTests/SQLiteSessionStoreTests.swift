@@ -41,6 +41,30 @@ struct SQLiteSessionStoreTests {
         try await reopened.close()
     }
 
+    @Test("the WAL is checkpointed into the database by the checkpointer's thread, not by commits, and the data reads back")
+    func checkpointsOffTheCommitPath() async throws {
+        let directory = TemporaryDirectory("store")
+        let store = try SQLiteSessionStore(directory: directory.path)
+        let fileSize = { ((try? FileManager.default.attributesOfItem(atPath: store.path))?[.size] as? Int) ?? 0 }
+        let before = fileSize()
+        // About 2 MB of content that does not compress, in 100 commits: under SQLite's own
+        // automatic threshold (1000 pages, 4 MB), so only the checkpointer moves it.
+        var expected: [Message] = []
+        for batch in 0..<100 {
+            let messages = (0..<10).map { index in
+                Message(role: .user, content: (0..<64).map { _ in UUID().uuidString.prefix(32) }.joined(), timestamp: Double(batch * 10 + index))
+            }
+            try await store.commit([mutation("big", .append(messages, firstSeq: Int64(batch * 10)), count: (batch + 1) * 10)])
+            expected += messages
+        }
+        try await eventually("the database file holds what the WAL held", timeout: .seconds(10)) { fileSize() > before + 1_500_000 }
+        #expect(try await store.load("big", idempotencySince: 0)?.record?.messages == expected)
+        try await store.close()
+        let reopened = try SQLiteSessionStore(directory: directory.path)
+        #expect(try await reopened.load("big", idempotencySince: 0)?.record?.messages.count == 1000)
+        try await reopened.close()
+    }
+
     @Test("replacing messages, touching metadata and deleting do what they say")
     func replaceTouchDelete() async throws {
         let directory = TemporaryDirectory("store")

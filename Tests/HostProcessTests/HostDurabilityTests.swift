@@ -300,7 +300,12 @@ struct HostDurabilityTests {
         try disk.fill()
         try await host.start()
         #expect(try await history(host.client(), "kept") == ["m0", "m1", "m2"], "reads are served on a full disk")
-        let refused = try await append(host.client(), "kept", "no room")
+        // 800 KB of hex (about 400 KB once compressed): more than the WAL file the last run may
+        // leave (185 KB seen), whose room SQLite reuses once the WAL is checkpointed: a write
+        // that fits there succeeds on a full disk, durably. This one needs new room.
+        let large = (0..<4).map { _ in MessageInput(role: .user, content: (0..<6_250).map { _ in UUID().uuidString.prefix(32) }.joined()) }
+        let refused = try await host.client().send(
+            .post, "/sessions/kept/update", json: SessionOperation.appendMessages(large), timeout: .seconds(60))
         #expect(refused.status == 503)
         #expect(refused.errorCode == "storage_unavailable")
         let health = try await host.client().send(.get, "/health").object

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import SessionModel
+import Synchronization
 
 /// The embedded default store: one SQLite database in WAL mode under `--data DIR`.
 ///
@@ -18,6 +19,7 @@ public final class SQLiteSessionStore: LocalSessionStore, BlockingCommitStore {
     public let path: String
     private let pool: DatabasePool
     private let codec: ContentCodec
+    private let checkpointer: WALCheckpointer
 
     public var description: String { "sqlite \(path)" }
 
@@ -40,10 +42,13 @@ public final class SQLiteSessionStore: LocalSessionStore, BlockingCommitStore {
         configuration.maximumReaderCount = 4
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = \(synchronous.rawValue.uppercased())")
+            // No checkpoint inside a commit: the checkpointer's thread does them.
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
         }
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
             try Self.migrator.migrate(pool)
+            checkpointer = try WALCheckpointer(path: path)
         } catch {
             throw StoreError("cannot open \(path): \(error)")
         }
@@ -530,10 +535,48 @@ public final class SQLiteSessionStore: LocalSessionStore, BlockingCommitStore {
     public func close() async throws {
         // Closing checkpoints the WAL: disk work, kept off the cooperative pool.
         let pool = self.pool
+        let checkpointer = self.checkpointer
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             DispatchQueue.global().async {
+                checkpointer.stop()
                 continuation.resume(with: Result { try pool.close() })
             }
         }
+    }
+}
+
+/// Checkpoints the WAL on a thread of its own, with a connection of its own: a commit never
+/// waits for one (SQLite's automatic checkpoint runs inside the COMMIT that crosses its
+/// threshold, fsync of the database file included). PASSIVE: it copies what no reader still
+/// needs and never blocks the writer or the readers. Every 100 ms, or sooner when asked.
+final class WALCheckpointer: Sendable {
+    private let connection: DatabaseQueue
+    private let wake = DispatchSemaphore(value: 0)
+    private let finished = DispatchSemaphore(value: 0)
+    private let stopping = Atomic<Bool>(false)
+
+    init(path: String) throws {
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(10)
+        connection = try DatabaseQueue(path: path, configuration: configuration)
+        let thread = Thread { [self] in loop() }
+        thread.name = "wal-checkpointer"
+        thread.start()
+    }
+
+    private func loop() {
+        while !stopping.load(ordering: .relaxed) {
+            _ = wake.wait(timeout: .now() + .milliseconds(100))
+            _ = try? connection.writeWithoutTransaction { db in try db.checkpoint(.passive) }
+        }
+        finished.signal()
+    }
+
+    /// Stops the thread (after the checkpoint under way) and closes its connection. Blocking.
+    func stop() {
+        guard !stopping.exchange(true, ordering: .relaxed) else { return }
+        wake.signal()
+        finished.wait()
+        try? connection.close()
     }
 }
