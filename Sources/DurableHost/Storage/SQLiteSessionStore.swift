@@ -559,17 +559,22 @@ final class WALCheckpointer: Sendable {
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
         connection = try DatabaseQueue(path: path, configuration: configuration)
-        let thread = Thread { [self] in loop() }
+        // The thread holds the checkpointer only for one round at a time: a store dropped
+        // without `close` does not leave it running.
+        let thread = Thread { [weak self] in
+            while let checkpointer = self, !checkpointer.stopping.load(ordering: .relaxed) {
+                checkpointer.round()
+            }
+            self?.finished.signal()
+        }
         thread.name = "wal-checkpointer"
         thread.start()
     }
 
-    private func loop() {
-        while !stopping.load(ordering: .relaxed) {
-            _ = wake.wait(timeout: .now() + .milliseconds(100))
-            _ = try? connection.writeWithoutTransaction { db in try db.checkpoint(.passive) }
-        }
-        finished.signal()
+    private func round() {
+        _ = wake.wait(timeout: .now() + .milliseconds(100))
+        guard !stopping.load(ordering: .relaxed) else { return }
+        _ = try? connection.writeWithoutTransaction { db in try db.checkpoint(.passive) }
     }
 
     /// Stops the thread (after the checkpoint under way) and closes its connection. Blocking.
