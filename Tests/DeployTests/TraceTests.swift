@@ -106,7 +106,19 @@ struct TraceTests {
         let stack = try await DeployStack.up(
             "local", standIn: standIn, overrides: ["hosts.count=2"],
             environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": receiver.base, "OTEL_BSP_SCHEDULE_DELAY": "100"])
+        // The stack's processes are not this test's children: they are stopped whatever happens.
+        do {
+            try await Self.follow(stack: stack, standIn: standIn, receiver: receiver)
+        } catch {
+            await stack.down()
+            throw error
+        }
+        await stack.down()
+        await standIn.stop()
+        await receiver.stop()
+    }
 
+    private static func follow(stack: DeployStack, standIn: UpstreamStandIn, receiver: OTLPReceiver) async throws {
         let traceID = Self.randomHex(16)
         let clientSpan = Self.randomHex(8)
         // A traceparent header too (logged by nginx, passed on): the one in _meta wins.
@@ -178,9 +190,5 @@ struct TraceTests {
             .map { (try? String(contentsOfFile: logs + "/" + $0, encoding: .utf8)) ?? "" }.joined().split(separator: "\n")
         let traced = workerLines.filter { $0.contains("trace_id=\(outageTrace)") }
         #expect(!traced.isEmpty && traced.allSatisfy { $0.contains("request_id=") && $0.contains("span_id=") }, "\(workerLines.suffix(20))")
-
-        await stack.down()
-        await standIn.stop()
-        await receiver.stop()
     }
 }
