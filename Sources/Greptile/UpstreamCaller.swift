@@ -22,9 +22,12 @@ struct UpstreamCaller: Sendable {
         try await Traces.span("\(service) \(request.method.rawValue) \(Self.route(of: Self.path(of: request.url)))", kind: .client) { span in
             var request = request
             for field in Traces.outgoingHeaders() { request.headers.add(field.name, field.value) }
-            span?.attributes["http.request.method"] = request.method.rawValue
-            span?.attributes["server.address"] = Self.host(of: request.url)
-            span?.attributes["url.path"] = Self.path(of: request.url)
+            if let span, let url = URLComponents(string: request.url) {
+                span.attributes["http.request.method"] = request.method.rawValue
+                span.attributes["server.address"] = url.host
+                span.attributes["server.port"] = url.port
+                span.attributes["url.path"] = url.percentEncodedPath
+            }
             do {
                 let response = try await attempts(request, what: what, span: span)
                 span?.attributes["http.response.status_code"] = response.status
@@ -40,10 +43,7 @@ struct UpstreamCaller: Sendable {
 
     /// The path of `url`, without its query (which may carry names a trace need not keep).
     static func path(of url: String) -> String {
-        guard let schemeEnd = url.range(of: "://") else { return url }
-        let rest = url[schemeEnd.upperBound...]
-        let path = rest.firstIndex(of: "/").map { rest[$0...] } ?? "/"
-        return String(path.prefix { $0 != "?" })
+        URLComponents(string: url)?.percentEncodedPath ?? ""
     }
 
     /// A path as a span names it: what names one repository (`/repositories/{id}`,
@@ -53,11 +53,6 @@ struct UpstreamCaller: Sendable {
             if let range = path.range(of: marker) { return path[..<range.upperBound] + "{id}" }
         }
         return path
-    }
-
-    static func host(of url: String) -> String {
-        guard let schemeEnd = url.range(of: "://") else { return "" }
-        return String(url[schemeEnd.upperBound...].prefix { $0 != "/" })
     }
 
     private func attempts(_ request: HTTPRequest, what: String, span: (any Span)?) async throws -> HTTPResponse {

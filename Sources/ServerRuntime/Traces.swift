@@ -23,9 +23,9 @@ public enum Traces {
     /// Marks tracing on, once `InstrumentationSystem` holds the tracer.
     public static func markEnabled() { on.store(true, ordering: .relaxed) }
 
-    /// Runs `work` in a span named `name` (evaluated only with tracing on; a child of the span in force, or of `parent`), the
-    /// span current for what `work` calls; with tracing off, runs `work` with `nil`. A thrown
-    /// error is recorded on the span.
+    /// Runs `work` in a span named `name` (built only with tracing on), a child of the span in
+    /// force or of `parent`, and current for what `work` calls; with tracing off, runs `work`
+    /// with `nil`. A thrown error is recorded on the span.
     public static func span<Result>(
         _ name: @autoclosure () -> String, kind: SpanKind = .internal, parent: InstrumentationContext? = nil,
         isolation: isolated (any Actor)? = #isolation,
@@ -43,10 +43,8 @@ public enum Traces {
         _ name: @autoclosure () -> String, kind: SpanKind = .internal, isolation: isolated (any Actor)? = #isolation,
         _ work: (_ span: (any Span)?) async throws -> Result
     ) async rethrows -> Result {
-        guard enabled, InstrumentationContext.current != nil else { return try await work(nil) }
-        return try await withSpan(name(), context: .current ?? .topLevel, ofKind: kind) { span in
-            try await work(span)
-        }
+        guard InstrumentationContext.current != nil else { return try await work(nil) }
+        return try await span(name(), kind: kind, work)
     }
 
     /// Records that something happened within the trace under way, as a span of no length

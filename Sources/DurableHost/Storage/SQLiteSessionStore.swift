@@ -548,7 +548,7 @@ public final class SQLiteSessionStore: LocalSessionStore, BlockingCommitStore {
 /// Checkpoints the WAL on a thread of its own, with a connection of its own: a commit never
 /// waits for one (SQLite's automatic checkpoint runs inside the COMMIT that crosses its
 /// threshold, fsync of the database file included). PASSIVE: it copies what no reader still
-/// needs and never blocks the writer or the readers. Every 100 ms, or sooner when asked.
+/// needs and never blocks the writer or the readers. Every 100 ms.
 final class WALCheckpointer: Sendable {
     private let connection: DatabaseQueue
     private let wake = DispatchSemaphore(value: 0)

@@ -16,12 +16,12 @@ extension MCPResponder {
     func traced(_ message: IncomingMessage, request: Request, principal: String, _ work: () async -> Response) async -> Response {
         guard Traces.enabled else { return await work() }
         let method = message.method ?? "response"
-        let tool = method == "tools/call" ? message.params?.objectValue?["name"]?.stringValue : nil
+        let tool = method == "tools/call" ? message.params?.objectValue?["name"]?.stringValue.map { String($0.prefix(64)) } : nil
         let parent = Traces.incoming(Self.metaTraceFields(message.params)) ?? Traces.incoming(TraceHeaders.fields(request.headers))
-        return await Traces.span(tool.map { "\(method) \($0.prefix(64))" } ?? method, kind: .server, parent: parent) { span in
+        return await Traces.span(tool.map { "\(method) \($0)" } ?? method, kind: .server, parent: parent) { span in
             if let span {
                 span.attributes["mcp.method.name"] = method
-                if let tool { span.attributes["gen_ai.tool.name"] = String(tool.prefix(64)) }
+                if let tool { span.attributes["gen_ai.tool.name"] = tool }
                 if let version = request.headers[Self.versionHeader] { span.attributes["mcp.protocol.version"] = String(version.prefix(40)) }
                 if let id = RequestCorrelation.requestID { span.attributes["http.request.header.x-request-id"] = id }
                 span.attributes["enduser.hash"] = Self.principalHash(principal)
