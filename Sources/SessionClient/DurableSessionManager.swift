@@ -63,6 +63,8 @@ public final class DurableSessionManager: SessionManager, Service {
     private let failedAttempts = Metrics.Counter(label: "worker_host_failed_attempts_total")
     private let replayed = Metrics.Counter(label: "worker_session_replayed_writes_total")
     private let heldCalls = Metrics.Counter(label: "worker_session_held_calls_total")
+    private let turnViews = Metrics.Counter(label: "worker_session_remembered_turn_views_total")
+    private let staleViews = Metrics.Counter(label: "worker_session_history_changed_total")
 
     public init(configuration: Configuration, client: CurlClient, logger: Logger, clock: ServerClock = .system) {
         precondition(!configuration.hosts.isEmpty, "a durable session manager needs at least one host")
@@ -102,7 +104,7 @@ public final class DurableSessionManager: SessionManager, Service {
 
     public func history(_ sessionID: String, last: Int?) async throws(SessionError) -> SessionHistory {
         try validate(sessionID)
-        guard await drainJournal(of: sessionID) else { return await fallback.history(sessionID, last: last) }
+        guard await drainJournal(of: sessionID) else { return await fallbackHistory(sessionID, last: last) }
         // A conversation needs only its newest messages: asking for them spares the host
         // encoding, and this worker parsing, a history that only grows. What is remembered of
         // it then is that tail, which is what a fallback answers from.
@@ -112,6 +114,8 @@ public final class DurableSessionManager: SessionManager, Service {
                 throw .unavailable("host answered history of '\(sessionID)' with an unreadable body")
             }
             let now = clock.wallNow
+            let count = history.messageCount ?? history.data.count
+            let lifetime = history.lastUpdated.flatMap { written in history.expiresAt.map { max(0, $0 - written) } }
             lastKnown.store(
                 sessionID,
                 history.data.isEmpty && history.metadata.isEmpty && history.lastUpdated == nil
@@ -119,9 +123,10 @@ public final class DurableSessionManager: SessionManager, Service {
                     : SessionRecord(
                         id: sessionID, messages: history.data, metadata: history.metadata, createdAt: now,
                         lastUpdated: history.lastUpdated ?? now),
-                now: now)
+                now: now, messageCount: count, lifetime: lifetime)
             return SessionHistory(
-                messages: history.data, metadata: history.metadata, lastUpdated: history.lastUpdated, expiresAt: history.expiresAt)
+                messages: history.data, metadata: history.metadata, lastUpdated: history.lastUpdated, expiresAt: history.expiresAt,
+                messageCount: count)
         case .refused(let error):
             throw .rejected(error)
         case .cancelled:
@@ -129,8 +134,27 @@ public final class DurableSessionManager: SessionManager, Service {
         case .unreachable(let reason):
             noteFallback(sessionID, operation: "history", reason: reason)
             await fallback.seed(sessionID, lastKnown.state(of: sessionID))
-            return await fallback.history(sessionID, last: last)
+            return await fallbackHistory(sessionID, last: last)
         }
+    }
+
+    /// A history from this worker's memory, which may hold only the newest messages: how many
+    /// the whole history holds is not known there.
+    private func fallbackHistory(_ sessionID: String, last: Int?) async -> SessionHistory {
+        var history = await fallback.history(sessionID, last: last)
+        history.messageCount = nil
+        return history
+    }
+
+    /// A turn's view from this worker's memory when it has seen that it alone writes the
+    /// session (`LastKnownSessions.turnView`): no host exchange. Otherwise read.
+    public func turnView(_ sessionID: String, last: Int) async throws(SessionError) -> SessionHistory {
+        try validate(sessionID)
+        if !journal.withLock({ $0.isWaiting(sessionID) }), let view = lastKnown.turnView(of: sessionID, last: last, now: clock.wallNow) {
+            turnViews.increment()
+            return view
+        }
+        return try await history(sessionID, last: last)
     }
 
     public func record(_ sessionID: String) async throws(SessionError) -> SessionRecord? {
@@ -141,7 +165,7 @@ public final class DurableSessionManager: SessionManager, Service {
             guard let record = HostAPI.Record.parse(response.body) else {
                 throw .unavailable("host answered the record of '\(sessionID)' with an unreadable body")
             }
-            lastKnown.store(sessionID, record.data, now: clock.wallNow)
+            lastKnown.store(sessionID, record.data, now: clock.wallNow, lifetime: record.data.expiresAfter.flatMap { $0 > 0 ? $0 : nil })
             return record.data
         case .refused(let error) where error.code == .sessionNotFound:
             lastKnown.store(sessionID, nil, now: clock.wallNow)
@@ -294,6 +318,10 @@ public final class DurableSessionManager: SessionManager, Service {
 
     private func mutate(_ sessionID: String, _ update: SessionUpdate) async throws(SessionError) {
         try validate(sessionID)
+        // A message count is judged by the host alone: this worker's memory may hold only the
+        // newest messages, and a write kept for later replay must not be refused for a count.
+        var unconditional = update
+        unconditional.expectMessages = nil
         let key = UUID().uuidString
         // A write with a condition is judged by the session's holder only: never by this
         // worker's memory, which another worker's memory would judge differently.
@@ -301,8 +329,8 @@ public final class DurableSessionManager: SessionManager, Service {
         // A session with writes still in the journal keeps its order: this one queues behind them.
         if journal.withLock({ $0.isWaiting(sessionID) }) {
             if conditional { throw .unavailable("the host of '\(sessionID)' has writes to take back first; try again") }
-            try await fallback.apply(update, to: sessionID)
-            journal.withLock { $0.append(.init(update: update, key: key), for: sessionID) }
+            try await fallback.apply(unconditional, to: sessionID)
+            journal.withLock { $0.append(.init(update: unconditional, key: key), for: sessionID) }
             _ = await drainJournal(of: sessionID)
             return
         }
@@ -311,6 +339,10 @@ public final class DurableSessionManager: SessionManager, Service {
             lastKnown.apply(update, to: sessionID, now: clock.wallNow)
             return
         case .refused(let error):
+            if error.code == .historyChanged {
+                staleViews.increment()
+                lastKnown.distrust(sessionID)
+            }
             throw .rejected(error)
         case .cancelled:
             // The caller gave up: whether the write arrived is not known, and it does not ask.
@@ -319,8 +351,8 @@ public final class DurableSessionManager: SessionManager, Service {
             throw .unavailable("no host could take a conditional write to '\(sessionID)': \(reason)")
         case .unreachable(let reason):
             await fallback.seed(sessionID, lastKnown.state(of: sessionID))
-            try await fallback.apply(update, to: sessionID)
-            journal.withLock { $0.append(.init(update: update, key: key), for: sessionID) }
+            try await fallback.apply(unconditional, to: sessionID)
+            journal.withLock { $0.append(.init(update: unconditional, key: key), for: sessionID) }
             noteFallback(sessionID, operation: update.operation.name, reason: reason)
         }
     }

@@ -25,11 +25,11 @@ public actor InMemorySessionManager: SessionManager {
     }
 
     public func history(_ sessionID: String, last: Int?) -> SessionHistory {
-        guard let state = live(sessionID) else { return SessionHistory() }
+        guard let state = live(sessionID) else { return SessionHistory(messageCount: 0) }
         let messages = last.map { Array(state.record.messages.suffix($0)) } ?? state.record.messages
         return SessionHistory(
             messages: messages, metadata: state.record.metadata, lastUpdated: state.record.lastUpdated,
-            expiresAt: state.record.expiresAt(retention: retention))
+            expiresAt: state.record.expiresAt(retention: retention), messageCount: state.record.messages.count)
     }
 
     public func record(_ sessionID: String) -> SessionRecord? {

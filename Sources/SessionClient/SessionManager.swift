@@ -10,6 +10,12 @@ public protocol SessionManager: Sendable {
     /// The messages (only the newest `last`, when given) and metadata; empty for a session
     /// never written.
     func history(_ sessionID: String, last: Int?) async throws(SessionError) -> SessionHistory
+    /// What a conversation turn is asked with: the newest `last` messages, the metadata and how
+    /// many messages the whole history holds (`messageCount`), which the turn's write expects
+    /// (`SessionUpdate.expectMessages`). It may come from what this store last knew without
+    /// asking anyone: a write against a view that was out of date is refused
+    /// (`history_changed`), and the next view of that session is read.
+    func turnView(_ sessionID: String, last: Int) async throws(SessionError) -> SessionHistory
     /// The whole record, or nil when the session does not exist.
     func record(_ sessionID: String) async throws(SessionError) -> SessionRecord?
     /// Removes the session.
@@ -29,6 +35,10 @@ public protocol SessionManager: Sendable {
 }
 
 extension SessionManager {
+    public func turnView(_ sessionID: String, last: Int) async throws(SessionError) -> SessionHistory {
+        try await history(sessionID, last: last)
+    }
+
     public var ring: Membership? { nil }
     public func consider(_ info: RingInfo, from host: String) {}
     public var service: (any Service)? { nil }
@@ -107,12 +117,22 @@ public struct SessionHistory: Sendable, Hashable {
     public var lastUpdated: Double?
     /// When the session expires unless written again; nil: never, or not known.
     public var expiresAt: Double?
+    /// How many messages the whole history holds (`messages` may be only its newest); nil when
+    /// not known (a view from a fallback's memory).
+    public var messageCount: Int?
+    /// Whether this view is what the store remembered (`turnView`), not what a host answered now.
+    public var remembered: Bool
 
-    public init(messages: [Message] = [], metadata: JSONObject = [:], lastUpdated: Double? = nil, expiresAt: Double? = nil) {
+    public init(
+        messages: [Message] = [], metadata: JSONObject = [:], lastUpdated: Double? = nil, expiresAt: Double? = nil, messageCount: Int? = nil,
+        remembered: Bool = false
+    ) {
         self.messages = messages
         self.metadata = metadata
         self.lastUpdated = lastUpdated
         self.expiresAt = expiresAt
+        self.messageCount = messageCount
+        self.remembered = remembered
     }
 
     /// Whether the session exists: it was written, or holds something.

@@ -45,6 +45,9 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
     case notShared = "not_shared"
     /// A write's `expect` did not hold: another writer changed the session first.
     case preconditionFailed = "precondition_failed"
+    /// A write's `expect_messages` did not hold: the session's history is not the one the
+    /// writer read (another writer appended or replaced messages first).
+    case historyChanged = "history_changed"
     /// A write carrying data gathered before its principal's data was deleted.
     case principalErased = "principal_erased"
     case storageUnavailable = "storage_unavailable"
@@ -64,7 +67,7 @@ public enum ErrorCode: String, Sendable, Codable, CaseIterable {
         case .payloadTooLarge: 413
         case .unsupportedMediaType: 415
         case .misdirected: 421
-        case .hintSeedRequired, .sessionExists, .principalErased, .preconditionFailed: 409
+        case .hintSeedRequired, .sessionExists, .principalErased, .preconditionFailed, .historyChanged: 409
         case .limitExceeded, .idempotencyKeyReused: 422
         case .storageUnavailable, .shuttingDown, .ringChanging, .hintRefused: 503
         case .internalError: 500

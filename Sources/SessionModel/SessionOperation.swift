@@ -69,7 +69,7 @@ public enum SessionOperation: Sendable, Hashable {
 /// lifetime until a write changes them; a session's principal, once set, never changes.
 ///
 /// Wire form: the operation's, with `"principal"`, `"expires_after"`, `"must_exist"`,
-/// `"continued_by"`, `"as_of"` and `"expect"` beside `"operation"`.
+/// `"continued_by"`, `"as_of"`, `"expect"` and `"expect_messages"` beside `"operation"`.
 public struct SessionUpdate: Sendable, Hashable {
     public var operation: SessionOperation
     /// Who the session belongs to (1 to 64 of `principalAlphabet`).
@@ -89,12 +89,17 @@ public struct SessionUpdate: Sendable, Hashable {
     /// Metadata the session must hold for the write to commit: each key's value as given, a
     /// `null` for a key that must be absent (compare and set: one of several writers wins).
     public var expect: JSONObject?
+    /// How many messages the session must hold for the write to commit (0 for a session that
+    /// does not exist): a conversation turn written against the history it was asked with,
+    /// which no other turn has changed meanwhile.
+    public var expectMessages: Int?
 
     public init(
         _ operation: SessionOperation, principal: String? = nil, expiresAfter: Double? = nil, mustExist: Bool = false,
-        continuedBy: String? = nil, asOf: Double? = nil, expect: JSONObject? = nil
+        continuedBy: String? = nil, asOf: Double? = nil, expect: JSONObject? = nil, expectMessages: Int? = nil
     ) {
         self.expect = expect
+        self.expectMessages = expectMessages
         self.operation = operation
         self.principal = principal
         self.expiresAfter = expiresAfter
@@ -122,6 +127,7 @@ public struct SessionUpdate: Sendable, Hashable {
         if let continuedBy { object["continued_by"] = .string(continuedBy) }
         if let asOf { object["as_of"] = .double(asOf) }
         if let expect { object["expect"] = .object(expect) }
+        if let expectMessages { object["expect_messages"] = .int(Int64(expectMessages)) }
         return .object(object)
     }
 
@@ -323,8 +329,13 @@ extension SessionUpdate {
             throw APIError(.invalidField, "as_of must be a non-negative number of seconds since the epoch")
         }
         let expect = try fields.optionalObject("expect")
+        let expectMessages = try fields.optionalNumber("expect_messages")
+        if let expectMessages, !(expectMessages >= 0 && expectMessages <= Double(Int32.max) && expectMessages.rounded() == expectMessages) {
+            throw APIError(.invalidField, "expect_messages must be a whole number of messages, 0 or more")
+        }
         return SessionUpdate(
-            operation, principal: principal, expiresAfter: lifetime, mustExist: mustExist, continuedBy: continuedBy, asOf: asOf, expect: expect)
+            operation, principal: principal, expiresAfter: lifetime, mustExist: mustExist, continuedBy: continuedBy, asOf: asOf, expect: expect,
+            expectMessages: expectMessages.map { Int($0) })
     }
 }
 

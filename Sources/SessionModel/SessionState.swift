@@ -79,6 +79,12 @@ public struct SessionState: Sendable, Hashable {
         for (key, expected) in (update.expect ?? [:]).sorted(by: { $0.key < $1.key }) where (exists ? record.metadata[key] : nil) ?? .null != expected {
             throw APIError(.preconditionFailed, "session '\(record.id)' does not hold the expected '\(key.prefix(64))'; nothing was written")
         }
+        if let count = update.expectMessages, count != (exists ? record.messages.count : 0) {
+            throw APIError(
+                .historyChanged,
+                "session '\(record.id)' holds \(exists ? record.messages.count : 0) messages, not the \(count) expected: its history changed; nothing was written"
+            )
+        }
         guard let sharer = update.continuedBy else { return }
         // The owner's record is the authority at the moment of the write, not at the turn's start.
         guard record.metadata["share:\(sharer)"]?.stringValue == "continue" else {

@@ -134,7 +134,7 @@ struct DeployTests {
 
 @Suite("Behind nginx: three workers, three hosts, the official client, a worker killed, workers scaled", .serialized)
 struct FrontTests {
-    @Test("the official MCP Python client through nginx: one conversation spread over the workers keeps its whole history")
+    @Test("the official MCP Python client through nginx: a conversation keeps its whole history, its session's requests on one worker")
     func pythonClientThroughNginx() async throws {
         let standIn = try await UpstreamStandIn.startIndexed()
         let stack = try await DeployStack.up("staging", standIn: standIn, overrides: ["workers.count=3"])
@@ -147,7 +147,8 @@ struct FrontTests {
             stack.accessLog.filter { $0.contains("session=\(session)") }.compactMap { line in
                 line.split(separator: " ").first { $0.hasPrefix("upstream=") }
             })
-        #expect(upstreams.count == 3, "the session's requests went to \(upstreams)")
+        // nginx sends a session's requests to one worker (a hash of its id), so a conversation is continued from its memory.
+        #expect(upstreams.count == 1, "the session's requests went to \(upstreams)")
         await stack.down()
         await standIn.stop()
     }
@@ -262,6 +263,11 @@ struct FrontTests {
         #expect(stack.pids.keys.filter { $0.hasPrefix("worker-") }.count == 4)
         let scaledUp = answered.get()
         try await eventually("the load runs on four workers") { answered.get() >= scaledUp + 30 }
+        // Requests without a session (initialize) go round robin: new sessions start on the added workers too.
+        for _ in 0..<4 {
+            var client = MCPTestClient(base: stack.front)
+            try await client.initialize()
+        }
         let down = try await stack.stack(["scale", "workers", "1"])
         #expect(down.status == 0, "\(down.output)")
         #expect(stack.pids.keys.filter { $0.hasPrefix("worker-") }.count == 1)

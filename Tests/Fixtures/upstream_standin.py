@@ -32,7 +32,8 @@ STATE = {
     "connections": 0,
     "requests": [],  # every request received: method, path, headers, body
     "events": [],  # notable happenings: stream disconnects
-    "faults": [],  # queued faults: {"path_prefix", "status", "times", "retry_after", "delay_ms", "body"}
+    "faults": [],  # queued faults: {"path_prefix", "status", "times", "retry_after", "delay_ms", "hold", "body"}
+    "released": set(),  # the holds ({"release": name}) let go: a fault with "hold": name waits for it
     "delay_ms": 0,
     "github_delay_ms": 0,
     "chunk_interval_ms": 50,
@@ -102,11 +103,11 @@ class Handler(BaseHTTPRequestHandler):
         except (OSError, ValueError):
             return True
 
-    def pause(self, seconds, path):
-        """Sleeps, noticing a client that leaves meanwhile; returns False (and records the
-        disconnect) when it did."""
+    def pause(self, seconds, path, hold=None):
+        """Sleeps (and, with a `hold`, until that hold is released), noticing a client that
+        leaves meanwhile; returns False (and records the disconnect) when it did."""
         deadline = time.time() + seconds
-        while time.time() < deadline:
+        while time.time() < deadline or (hold is not None and hold not in STATE["released"]):
             if self.client_gone():
                 with LOCK:
                     STATE["events"].append({"event": "disconnect", "path": path, "time": time.time()})
@@ -153,7 +154,7 @@ class Handler(BaseHTTPRequestHandler):
                 return self.control(path, body)
             fault = self.take_fault(path)
             if fault:
-                if not self.pause(fault.get("delay_ms", 0) / 1000, path):
+                if not self.pause(fault.get("delay_ms", 0) / 1000, path, fault.get("hold")):
                     return None
                 if fault.get("status"):
                     headers = {}
@@ -240,6 +241,7 @@ class Handler(BaseHTTPRequestHandler):
                     STATE["requests"].clear()
                     STATE["events"].clear()
                     STATE["faults"].clear()
+                    STATE["released"].clear()
                     STATE["delay_ms"] = 0
                     STATE["github_delay_ms"] = 0
                     STATE["index_hold"] = False
@@ -249,6 +251,8 @@ class Handler(BaseHTTPRequestHandler):
                     INDEXED[key] = {"status": "completed", "polls": 3, "numFiles": len(FILES)}
                 if "fault" in command:
                     STATE["faults"].append(command["fault"])
+                if "release" in command:
+                    STATE["released"].add(command["release"])
                 if "delay_ms" in command:
                     STATE["delay_ms"] = command["delay_ms"]
                 if "github_delay_ms" in command:

@@ -344,6 +344,49 @@ struct ExpectTests {
         }
     }
 
+    @Test("expect_messages: a turn commits only onto the history it was asked with; a session that does not exist holds 0")
+    func expectMessages() throws {
+        let turn: (Int) -> SessionUpdate = { count in
+            SessionUpdate(.appendMessages([MessageInput(role: .user, content: "q"), MessageInput(role: .assistant, content: "a")]), expectMessages: count)
+        }
+        var state = SessionState(absent: "conv:alice:t")
+        _ = try state.apply(turn(0), now: 1, limits: .default)
+        var other = state
+        _ = try state.apply(turn(2), now: 2, limits: .default)
+        #expect(state.record.messages.count == 4)
+        // A second turn asked with the same two messages, stored second: refused, nothing written.
+        do {
+            _ = try state.apply(turn(2), now: 3, limits: .default)
+            Issue.record("a turn asked with a history that changed was stored")
+        } catch {
+            #expect(error.code == .historyChanged)
+            #expect(error.code.httpStatus == 409)
+            #expect(error.message.contains("holds 4 messages, not the 2 expected"))
+        }
+        #expect(state.record.messages.count == 4)
+        _ = try other.apply(turn(2), now: 3, limits: .default)
+        #expect(other.record.messages.count == 4, "against the history it was asked with, the same turn is stored")
+        var gone = SessionState(absent: "conv:alice:gone")
+        #expect(throws: APIError.self) { _ = try gone.apply(turn(2), now: 1, limits: .default) }
+    }
+
+    @Test("expect_messages rides on the wire and round-trips; anything but a whole number from 0 is refused naming it")
+    func expectMessagesWire() throws {
+        let update = SessionUpdate(.appendMessage(MessageInput(role: .user, content: "q")), principal: "alice", mustExist: true, expectMessages: 12)
+        let decoded = try SessionUpdate.decode(try #require(JSONValue.parse(update.canonicalJSON)))
+        #expect(decoded == update)
+        #expect(String(decoding: update.canonicalJSON, as: UTF8.self).contains(#""expect_messages":12"#))
+        for bad: JSONValue in [-1, 1.5, "3", true, .double(1e12)] {
+            do {
+                _ = try SessionUpdate.decode(["operation": "append_message", "message": ["role": "user", "content": "q"], "expect_messages": bad])
+                Issue.record("expect_messages \(bad) was taken")
+            } catch {
+                #expect(error.code == .invalidField)
+                #expect(error.message.hasPrefix("expect_messages must be a"), "\(error.message)")
+            }
+        }
+    }
+
     @Test("ids and principals take '@' and '+': an email address is a principal, and its conversations' ids are ids")
     func emailPrincipals() throws {
         #expect(SessionUpdate.isValidPrincipal("alice+work@example.com"))

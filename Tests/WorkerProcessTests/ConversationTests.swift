@@ -200,6 +200,89 @@ struct ConversationTests {
         await stack.stop()
     }
 
+    @Test(
+        "a conversation only one worker writes is continued from its memory, one host exchange a turn; another worker's turn in between is found when the stale turn is stored, and the question asked again"
+    )
+    func turnsFromMemory() async throws {
+        let stack = try await WorkerStack.start(workers: 2)
+        defer { Task { await stack.stop() } }
+        let client = try await stack.session()
+        let host = stack.host!.client()
+        func count(_ base: String, _ name: String, labels: String = "") async throws -> Double {
+            metric(try await JSONClient(base: base).send(.get, "/metrics").text, name, labels: labels) ?? 0
+        }
+        func historyReads() async throws -> Double {
+            try await count(stack.host!.base, "host_requests_total", labels: #"route="/sessions/{id}/history""#)
+        }
+        func ask(_ question: String, via worker: Int) async throws -> String {
+            let result = try await client.callTool(
+                "query_repository", ["query": question, "repositories": [WorkerStack.repository], "session_id": "alone"],
+                via: stack.workers[worker].base)
+            #expect(!result.isError, "\(result.text)")
+            return try #require(result.structured["message"] as? String)
+        }
+        var answers: [String] = []
+        // The first turn reads; the second reads too and finds what the first wrote, and nothing else.
+        answers.append(try await ask("q1", via: 0))
+        answers.append(try await ask("q2", via: 0))
+        let reads = try await historyReads()
+        answers.append(try await ask("q3", via: 0))
+        answers.append(try await ask("q4", via: 0))
+        #expect(try await historyReads() == reads, "turns from memory read no history")
+        #expect(try await count(stack.workers[0].base, "worker_session_remembered_turn_views_total") == 2)
+        #expect(answers[3].contains("after 3 earlier questions"), "\(answers[3])")
+
+        // A turn through the other worker, which reads.
+        answers.append(try await ask("q5", via: 1))
+        #expect(answers[4].contains("after 4 earlier questions"), "\(answers[4])")
+        // The first worker's memory is stale now: its turn's write is refused, the question asked again with the whole history.
+        let asked = try await stack.standIn.requests(to: "/v2/query").count
+        answers.append(try await ask("q6", via: 0))
+        #expect(answers[5].contains("after 5 earlier questions"), "\(answers[5])")
+        let queries = try await stack.standIn.requests(to: "/v2/query")
+        #expect(queries.count == asked + 2, "asked once with the stale history, once again")
+        #expect(
+            WorkerStack.turns(try queries.at(queries.count - 2)).filter { $0.hasPrefix("user:") } == [
+                "user: q1", "user: q2", "user: q3", "user: q4", "user: q6",
+            ], "the stale ask lacked q5")
+        #expect(try await count(stack.workers[0].base, "worker_session_history_changed_total") == 1)
+        // After a conflict the worker reads again: its next turn is no remembered view.
+        answers.append(try await ask("q7", via: 0))
+        #expect(try await count(stack.workers[0].base, "worker_session_remembered_turn_views_total") == 3)
+
+        let stored = try await host.send(.get, "/sessions/conv:local:alone/history").decode(HostAPI.History.self).data
+        let questions = (1...7).map { "q\($0)" }
+        #expect(stored.map(\.content) == zip(questions, answers).flatMap { [$0, $1] }, "every turn once, in order")
+    }
+
+    @Test("two turns of one conversation at once on two workers: the one answered second is asked again with the first, and both are kept, in order")
+    func concurrentTurns() async throws {
+        let stack = try await WorkerStack.start(workers: 2)
+        defer { Task { await stack.stop() } }
+        let client = try await stack.session()
+        let repository = WorkerStack.repository
+        let first = try await client.callTool("query_repository", ["query": "q0", "repositories": [repository], "session_id": "race"])
+        #expect(!first.isError, "\(first.text)")
+        // The next Greptile call is held until released: the turn through the first worker, asked first, is answered last.
+        try await stack.standIn.control(["fault": ["path_prefix": "/v2/query", "times": 1, "hold": "slow"]])
+        let before = try await stack.standIn.requests(to: "/v2/query").count
+        let slow = Task { () async throws -> (isError: Bool, message: String) in
+            let result = try await client.callTool("query_repository", ["query": "slow", "repositories": [WorkerStack.repository], "session_id": "race"])
+            return (result.isError, result.structured["message"] as? String ?? result.text)
+        }
+        try await eventually("the first turn asked Greptile") { try await stack.standIn.requests(to: "/v2/query").count > before }
+        let fast = try await client.callTool(
+            "query_repository", ["query": "fast", "repositories": [repository], "session_id": "race"], via: stack.workers[1].base)
+        #expect((fast.structured["message"] as? String)?.contains("after 1 earlier questions") == true, "\(fast.text)")
+        try await stack.standIn.control(["release": "slow"])
+        let late = try await slow.value
+        #expect(!late.isError, "\(late.message)")
+        #expect(late.message.contains("after 2 earlier questions"), "asked again with the fast turn: \(late.message)")
+        let stored = try await stack.host!.client().send(.get, "/sessions/conv:local:race/history").decode(HostAPI.History.self).data
+        #expect(stored.filter { $0.role == .user }.map(\.content) == ["q0", "fast", "slow"])
+        #expect(stored.last?.content == late.message)
+    }
+
     @Test("in-memory mode (no --hosts) serves the same tools, for local development")
     func inMemoryMode() async throws {
         let stack = try await WorkerStack.start(durable: false)

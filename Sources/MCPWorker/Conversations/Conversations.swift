@@ -93,6 +93,12 @@ struct Conversations: Sendable {
         let lastUpdated: Double?
         /// Marks of tasks' turns old enough to go (`taskMarker`): the turn's write removes them.
         var staleMarkers: [String] = []
+        /// The history's message count the turn was asked with, which its write expects; nil:
+        /// the write does not check (a streamed or a task's turn, whose answer cannot be asked
+        /// again unseen, or `previous_messages`, which replace the history).
+        var expectedMessages: Int?
+        /// Whether the history came from the worker's memory (`SessionManager.turnView`).
+        var remembered = false
 
         /// How often the turn must mark the conversation used while it runs; nil when it
         /// need not: a new conversation, or one that outlives any call (a day between marks).
@@ -115,13 +121,22 @@ struct Conversations: Sendable {
     /// What to send upstream: the newest messages of the history (or of `previousMessages`,
     /// which replace it), the user's turn last. Nothing is stored yet. A conversation shared
     /// with the caller is continued where it is, if its owner allows it.
+    ///
+    /// A `conditional` turn is written only onto the history it was asked with (its write
+    /// expects the message count): its history may then come from the worker's memory, with no
+    /// host asked, and a turn that finds the history changed when it is stored throws
+    /// `TurnConflict` and is asked again.
     func begin(
-        principal: String, sessionID: String, query: String, previousMessages: [MessageInput]?
+        principal: String, sessionID: String, query: String, previousMessages: [MessageInput]?, conditional: Bool = false
     ) async throws -> Turn {
         // One read: the caller's own history, or the pointer to a conversation shared with it.
         // Only the window goes upstream: only the window is read (previous_messages read nothing).
         let tail = previousMessages == nil ? window : 0
-        var stored = try await store.history(Self.storageID(principal: principal, sessionID: sessionID), last: tail)
+        let conditional = conditional && previousMessages == nil
+        let view: @Sendable (String) async throws(SessionError) -> SessionHistory = { [store, window] id throws(SessionError) in
+            conditional ? try await store.turnView(id, last: window) : try await store.history(id, last: tail)
+        }
+        var stored = try await view(Self.storageID(principal: principal, sessionID: sessionID))
         guard let target = try await catalog.target(principal: principal, sessionID: sessionID, ownMetadata: stored.metadata) else {
             throw ToolError("the conversation '\(sessionID)' is no longer shared with you: start a new one, or ask its owner again")
         }
@@ -134,7 +149,7 @@ struct Conversations: Sendable {
                     "previous_messages replaces a conversation's history, which only its owner (\(target.owner)) may do: "
                         + "ask without previous_messages to continue '\(sessionID)', or start a conversation of your own")
             }
-            stored = try await store.history(target.storageID, last: tail)
+            stored = try await view(target.storageID)
         }
         let history: [Message]
         if let previousMessages {
@@ -151,8 +166,18 @@ struct Conversations: Sendable {
             messages: turns.map { QueryMessage(id: nil, content: $0.content, role: $0.role.rawValue) },
             title: starts ? all.first { $0.role == .user }.map { Self.title(of: $0.content) } : nil, target: target,
             existed: stored.exists, lifetime: stored.lifetime, lastUpdated: stored.lastUpdated,
-            staleMarkers: Self.staleMarkers(in: stored.metadata, now: clock.wallNow))
+            staleMarkers: Self.staleMarkers(in: stored.metadata, now: clock.wallNow), expectedMessages: conditional ? stored.messageCount : nil,
+            remembered: stored.remembered)
     }
+
+    /// A conditional turn's write found the conversation changed since its history was read
+    /// (another turn was stored first, or, for a history from memory, the conversation was
+    /// deleted or expired): nothing was stored, and the turn is to be asked again.
+    struct TurnConflict: Error {}
+
+    /// How often a conditional turn is asked again after a conflict before it is stored as a
+    /// turn asked with an older history would have been (without the check).
+    static let conflictRetries = 2
 
     /// Keeps the turn's conversation from expiring while the turn runs (its lifetime may be
     /// shorter than a Greptile call): a write that changes nothing but its last use, every
@@ -208,11 +233,17 @@ struct Conversations: Sendable {
                 turn.target.storageID,
                 SessionUpdate(
                     operation, principal: turn.target.owner, mustExist: turn.existed, continuedBy: turn.target.pointer == nil ? nil : principal,
-                    expect: marker.map { [$0: .null] }))
+                    expect: marker.map { [$0: .null] }, expectMessages: turn.expectedMessages))
         } catch {
             refused = error
         }
         if let refused {
+            switch refused.apiError?.code {
+            case .historyChanged: throw TurnConflict()
+            // Remembered as there, the conversation was gone: what a read would have shown.
+            case .sessionNotFound where turn.remembered: throw TurnConflict()
+            default: break
+            }
             guard let marker, refused.apiError?.code == .preconditionFailed else { throw refused }
             guard try await mark(marker, in: turn.target.storageID) == Self.answeredMark else { throw TaskStop.cancelled }
             return

@@ -165,20 +165,36 @@ struct GreptileTools: Sendable {
         let previous = input.messages("previous_messages")
         let inputs = input.repositories("repositories")
 
-        let askedAt = clock.wallNow
-        let turn = try await conversations.begin(principal: principal, sessionID: sessionID, query: query, previousMessages: previous)
-        // Reading the history was the last thing done before the session is known to be good.
-        try await admission()
-        let answer = {
-            try await answerTurn(
-                turn, query: query, sessionID: sessionID, principal: principal, askedAt: askedAt, inputs: inputs, previous: previous,
-                stream: stream, genius: genius, timeout: timeout, progress: progress, task: task)
+        // A plain call's answer is seen by no one before it is stored: its turn is written only
+        // onto the history it was asked with, and asked again when another turn came first. A
+        // streamed answer (or a task's, which is its outcome) is not asked twice.
+        let conditional = !stream && progress == nil && task == nil
+        var conflicts = 0
+        while true {
+            let askedAt = clock.wallNow
+            let turn = try await conversations.begin(
+                principal: principal, sessionID: sessionID, query: query, previousMessages: previous,
+                conditional: conditional && conflicts < Conversations.conflictRetries)
+            // Reading the history was the last thing done before the session is known to be good.
+            if conflicts == 0 { try await admission() }
+            let answer = {
+                try await answerTurn(
+                    turn, query: query, sessionID: sessionID, principal: principal, askedAt: askedAt, inputs: inputs, previous: previous,
+                    stream: stream, genius: genius, timeout: timeout, progress: progress, task: task)
+            }
+            do {
+                guard let interval = turn.keepAliveInterval else { return try await answer() }
+                // Nothing in use expires: a conversation that lives less long than a call may take is
+                // kept while Greptile answers and the turn is stored.
+                let conversations = self.conversations
+                return try await beside({ await conversations.keepInUse(turn, every: interval) }, answer)
+            } catch is Conversations.TurnConflict {
+                conflicts += 1
+                logger.notice(
+                    "the conversation changed while Greptile answered; asking again with its history",
+                    metadata: ["session_id": "\(sessionID)", "remembered": "\(turn.remembered)", "conflicts": "\(conflicts)"])
+            }
         }
-        guard let interval = turn.keepAliveInterval else { return try await answer() }
-        // Nothing in use expires: a conversation that lives less long than a call may take is
-        // kept while Greptile answers and the turn is stored.
-        let conversations = self.conversations
-        return try await beside({ await conversations.keepInUse(turn, every: interval) }, answer)
     }
 
     private func answerTurn(
