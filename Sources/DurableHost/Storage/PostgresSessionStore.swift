@@ -182,127 +182,16 @@ public final class PostgresSessionStore: SessionStore {
         }
     }
 
-    /// A batch that only writes rows (appends, metadata, keys: the common case) as one
-    /// statement, which is its own transaction: the fence and every write in one round trip
-    /// instead of five (BEGIN, the fence, the writes, COMMIT). The fence is the statement's
-    /// first part, a CTE the others read (`WHERE EXISTS`, a one-time filter evaluated before
-    /// any row is written) and whose share locks are held until the statement commits; so it
-    /// guards exactly as the fence of a transaction does. The parts of one statement see one
-    /// snapshot and run in no set order, which is why a batch that deletes goes the long way:
-    /// here no two parts touch one row (`CommitPlan` keeps one row per session and per key).
+    /// A batch that only writes rows (appends, metadata, keys: the common case): one prepared
+    /// statement, fenced (`PostgresBatchStatement`).
     private func commitAtOnce(_ plan: CommitPlan, fence: Fence.State, ringVersion: Int64) async throws {
         guard let incarnation = fence.incarnation else { throw FenceError("this host holds no lease") }
-        var sql = PostgresQuery.StringInterpolation(literalCapacity: 2_048, interpolationCount: 32)
-        sql.appendLiteral("WITH fence AS (SELECT 1 FROM ring r, members m WHERE r.id = 1 AND r.version = ")
-        sql.appendInterpolation(ringVersion)
-        sql.appendLiteral(" AND m.name = ")
-        sql.appendInterpolation(fence.node)
-        sql.appendLiteral(" AND m.incarnation = ")
-        sql.appendInterpolation(incarnation)
-        sql.appendLiteral(" AND m.lease_until > clock_timestamp() FOR SHARE OF r FOR KEY SHARE OF m)")
-        if !plan.rowsWithMetadata.isEmpty { Self.appendRowsWithMetadata(plan.rowsWithMetadata, to: &sql) }
-        if !plan.rowsKeepingMetadata.isEmpty { Self.appendRowsKeepingMetadata(plan.rowsKeepingMetadata, to: &sql) }
-        if !plan.messages.isEmpty { Self.appendMessages(plan.messages, codec: codec, to: &sql) }
-        if !plan.idempotency.isEmpty { Self.appendKeys(plan.idempotency, to: &sql) }
-        sql.appendLiteral(" SELECT count(*) FROM fence")
+        let statement = PostgresBatchStatement(plan: plan, ringVersion: ringVersion, node: fence.node, incarnation: incarnation, codec: codec)
         var held = 0
-        for try await count in try await client.query(PostgresQuery(stringInterpolation: sql), logger: logger).decode(Int.self) { held = count }
+        for try await count in try await client.execute(statement, logger: logger) { held = count }
         guard held == 1 else {
             throw FenceError("this host's lease expired or its ring changed (version \(ringVersion)); nothing was written")
         }
-    }
-
-    /// `rows_with_metadata`: session rows written whole, metadata included.
-    private static func appendRowsWithMetadata(_ rows: [CommitPlan.Row], to sql: inout PostgresQuery.StringInterpolation) {
-        sql.appendLiteral(
-            """
-            , rows_with_metadata AS (INSERT INTO sessions (id, metadata, created_at, last_updated, message_count, principal, expires_after)
-            SELECT id, metadata, created_at, last_updated, message_count, NULLIF(principal, ''), NULLIF(expires_after, -1) FROM unnest(
-            """)
-        sql.appendInterpolation(rows.map(\.id))
-        sql.appendLiteral("::text[], ")
-        sql.appendInterpolation(rows.map { ByteBuffer(bytes: $0.metadata ?? Data("{}".utf8)) })
-        sql.appendLiteral("::bytea[], ")
-        appendRowColumns(rows, to: &sql)
-        sql.appendLiteral(
-            """
-            ) AS r(id, metadata, created_at, last_updated, message_count, principal, expires_after) WHERE EXISTS (SELECT 1 FROM fence)
-            ON CONFLICT (id) DO UPDATE SET metadata = excluded.metadata, created_at = excluded.created_at,
-            last_updated = excluded.last_updated, message_count = excluded.message_count,
-            principal = excluded.principal, expires_after = excluded.expires_after)
-            """)
-    }
-
-    /// `rows_keeping_metadata`: session rows whose metadata stays as stored.
-    private static func appendRowsKeepingMetadata(_ rows: [CommitPlan.Row], to sql: inout PostgresQuery.StringInterpolation) {
-        sql.appendLiteral(
-            """
-            , rows_keeping_metadata AS (INSERT INTO sessions (id, metadata, created_at, last_updated, message_count, principal, expires_after)
-            SELECT id, '\\x7b7d'::bytea, created_at, last_updated, message_count, NULLIF(principal, ''), NULLIF(expires_after, -1) FROM unnest(
-            """)
-        sql.appendInterpolation(rows.map(\.id))
-        sql.appendLiteral("::text[], ")
-        appendRowColumns(rows, to: &sql)
-        sql.appendLiteral(
-            """
-            ) AS r(id, created_at, last_updated, message_count, principal, expires_after) WHERE EXISTS (SELECT 1 FROM fence)
-            ON CONFLICT (id) DO UPDATE SET last_updated = excluded.last_updated, message_count = excluded.message_count,
-            principal = excluded.principal, expires_after = excluded.expires_after)
-            """)
-    }
-
-    /// `new_messages`: the appended messages, their content encoded.
-    private static func appendMessages(_ messages: [CommitPlan.StoredMessage], codec: ContentCodec, to sql: inout PostgresQuery.StringInterpolation) {
-        let encoded = messages.map { codec.encode($0.message.content) }
-        sql.appendLiteral(", new_messages AS (INSERT INTO messages (session_id, seq, role, content, timestamp, compressed) SELECT * FROM unnest(")
-        sql.appendInterpolation(messages.map(\.sessionID))
-        sql.appendLiteral("::text[], ")
-        sql.appendInterpolation(messages.map(\.seq))
-        sql.appendLiteral("::int8[], ")
-        sql.appendInterpolation(messages.map(\.message.role.rawValue))
-        sql.appendLiteral("::text[], ")
-        sql.appendInterpolation(encoded.map { ByteBuffer(bytes: $0.bytes) })
-        sql.appendLiteral("::bytea[], ")
-        sql.appendInterpolation(messages.map(\.message.timestamp))
-        sql.appendLiteral("::float8[], ")
-        sql.appendInterpolation(encoded.map(\.compressed))
-        sql.appendLiteral("::bool[]) WHERE EXISTS (SELECT 1 FROM fence))")
-    }
-
-    /// `new_keys`: the idempotency keys of the batch's writes, with their answers.
-    private static func appendKeys(_ keys: [CommitPlan.Key], to sql: inout PostgresQuery.StringInterpolation) {
-        sql.appendLiteral(", new_keys AS (INSERT INTO idempotency (session_id, key, request_hash, status, response, created_at) SELECT * FROM unnest(")
-        sql.appendInterpolation(keys.map(\.sessionID))
-        sql.appendLiteral("::text[], ")
-        sql.appendInterpolation(keys.map(\.record.key))
-        sql.appendLiteral("::text[], ")
-        sql.appendInterpolation(keys.map(\.record.requestHash))
-        sql.appendLiteral("::int8[], ")
-        sql.appendInterpolation(keys.map { Int32($0.record.status) })
-        sql.appendLiteral("::int4[], ")
-        sql.appendInterpolation(keys.map { ByteBuffer(bytes: $0.record.response) })
-        sql.appendLiteral("::bytea[], ")
-        sql.appendInterpolation(keys.map(\.record.createdAt))
-        sql.appendLiteral(
-            """
-            ::float8[]) WHERE EXISTS (SELECT 1 FROM fence) ON CONFLICT (session_id, key) DO UPDATE SET request_hash = excluded.request_hash,
-            status = excluded.status, response = excluded.response, created_at = excluded.created_at)
-            """)
-    }
-
-    /// The columns every session row carries, after its id (and metadata): created, updated,
-    /// count, principal, lifetime.
-    private static func appendRowColumns(_ rows: [CommitPlan.Row], to sql: inout PostgresQuery.StringInterpolation) {
-        sql.appendInterpolation(rows.map(\.createdAt))
-        sql.appendLiteral("::float8[], ")
-        sql.appendInterpolation(rows.map(\.lastUpdated))
-        sql.appendLiteral("::float8[], ")
-        sql.appendInterpolation(rows.map { Int32($0.messageCount) })
-        sql.appendLiteral("::int4[], ")
-        sql.appendInterpolation(rows.map(Self.principalColumn))
-        sql.appendLiteral("::text[], ")
-        sql.appendInterpolation(rows.map(Self.lifetimeColumn))
-        sql.appendLiteral("::float8[]")
     }
 
     /// The fence: this host holds a live lease (by the database's clock), as the incarnation
