@@ -65,6 +65,37 @@ struct SQLiteSessionStoreTests {
         try await reopened.close()
     }
 
+    @Test("under a steady stream of commits the WAL stays bounded: the checkpointer empties it past its size")
+    func walStaysBounded() async throws {
+        let directory = TemporaryDirectory("store")
+        // A log of 64 pages at most before it is emptied, so that a short test shows it.
+        // synchronous=normal: no fsync per commit, so a loaded machine still commits fast enough to show it.
+        let store = try SQLiteSessionStore(directory: directory.path, synchronous: .normal, walFrames: 64)
+        let walSize = { ((try? FileManager.default.attributesOfItem(atPath: store.path + "-wal"))?[.size] as? Int) ?? 0 }
+        var largest = 0
+        var grown = 0
+        var last = 0
+        var written = 0
+        let started = ContinuousClock.now
+        // Commits without a pause, over 15 checkpointer rounds at least and until the log was
+        // written many times its bound: passive checkpoints alone never find it wholly copied
+        // while a writer could start it over.
+        while (ContinuousClock.now - started < .seconds(1.5) || grown <= 10 * 64 * 4_096) && ContinuousClock.now - started < .seconds(60) {
+            let messages = (0..<4).map { Message(role: .user, content: UUID().uuidString + UUID().uuidString, timestamp: Double(written + $0)) }
+            try await store.commit([mutation("s\(written % 500)", .append(messages, firstSeq: Int64(written)), count: written + 4)])
+            written += 4
+            let size = walSize()
+            grown += max(0, size - last)
+            last = size
+            largest = max(largest, size)
+        }
+        // Without truncation the log only grows: its largest size is all that was written to it.
+        #expect(grown > 10 * 64 * 4_096, "enough written to outgrow the bound many times: \(grown) bytes")
+        #expect(largest < grown / 3, "the WAL reached \(largest) bytes of the \(grown) written to it")
+        try await eventually("the log is emptied once the commits stop", timeout: .seconds(5)) { walSize() < 64 * 4_200 }
+        try await store.close()
+    }
+
     @Test("replacing messages, touching metadata and deleting do what they say")
     func replaceTouchDelete() async throws {
         let directory = TemporaryDirectory("store")

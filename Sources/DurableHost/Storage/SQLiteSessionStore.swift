@@ -29,7 +29,11 @@ public final class SQLiteSessionStore: LocalSessionStore, BlockingCommitStore {
     }
 
     /// Opens (creating if needed) `DIR/sessions.sqlite`.
-    public init(directory: String, synchronous: Synchronous = .full, codec: ContentCodec = ContentCodec()) throws {
+    /// `walFrames`: the log's size, in pages, past which the checkpointer empties it (`WALCheckpointer`).
+    public init(
+        directory: String, synchronous: Synchronous = .full, codec: ContentCodec = ContentCodec(),
+        walFrames: Int = WALCheckpointer.defaultTruncateAfterFrames
+    ) throws {
         self.codec = codec
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -48,7 +52,7 @@ public final class SQLiteSessionStore: LocalSessionStore, BlockingCommitStore {
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
             try Self.migrator.migrate(pool)
-            checkpointer = try WALCheckpointer(path: path)
+            checkpointer = try WALCheckpointer(path: path, truncateAfterFrames: walFrames)
         } catch {
             throw StoreError("cannot open \(path): \(error)")
         }
@@ -549,13 +553,24 @@ public final class SQLiteSessionStore: LocalSessionStore, BlockingCommitStore {
 /// waits for one (SQLite's automatic checkpoint runs inside the COMMIT that crosses its
 /// threshold, fsync of the database file included). PASSIVE: it copies what no reader still
 /// needs and never blocks the writer or the readers. Every 100 ms.
-final class WALCheckpointer: Sendable {
+///
+/// Under a steady stream of commits a passive checkpoint never finds the whole log copied at a
+/// moment a writer could start it over, so the log would grow without end (1.6 GB in a 30 s
+/// churn). Past `truncateAfterFrames` frames the round ends with a TRUNCATE checkpoint: it
+/// copies what the passive one left (little), holding writers back meanwhile, and empties the
+/// log file. So the WAL stays near that size, and a commit waits for a checkpoint once per
+/// that many frames written, never for one of the whole log.
+public final class WALCheckpointer: Sendable {
     private let connection: DatabaseQueue
     private let wake = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
     private let stopping = Atomic<Bool>(false)
+    private let truncateAfterFrames: Int
+    /// Log frames (pages) past which a round truncates the log: 4096, 16 MB of 4 KB pages.
+    public static let defaultTruncateAfterFrames = 4_096
 
-    init(path: String) throws {
+    init(path: String, truncateAfterFrames: Int = WALCheckpointer.defaultTruncateAfterFrames) throws {
+        self.truncateAfterFrames = truncateAfterFrames
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
         connection = try DatabaseQueue(path: path, configuration: configuration)
@@ -574,7 +589,10 @@ final class WALCheckpointer: Sendable {
     private func round() {
         _ = wake.wait(timeout: .now() + .milliseconds(100))
         guard !stopping.load(ordering: .relaxed) else { return }
-        _ = try? connection.writeWithoutTransaction { db in try db.checkpoint(.passive) }
+        let log = try? connection.writeWithoutTransaction { db in try db.checkpoint(.passive) }
+        if let log, log.walFrameCount > truncateAfterFrames {
+            _ = try? connection.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
+        }
     }
 
     /// Stops the thread (after the checkpoint under way) and closes its connection. Blocking.
