@@ -65,7 +65,7 @@ struct SQLiteSessionStoreTests {
         try await reopened.close()
     }
 
-    @Test("under a steady stream of commits the WAL stays bounded: the checkpointer empties it past its size")
+    @Test("under a steady stream of commits the WAL stays bounded: past its size the writer finishes its checkpoint and starts it over")
     func walStaysBounded() async throws {
         let directory = TemporaryDirectory("store")
         // A log of 64 pages at most before it is emptied, so that a short test shows it.
@@ -92,7 +92,6 @@ struct SQLiteSessionStoreTests {
         // Without truncation the log only grows: its largest size is all that was written to it.
         #expect(grown > 10 * 64 * 4_096, "enough written to outgrow the bound many times: \(grown) bytes")
         #expect(largest < grown / 3, "the WAL reached \(largest) bytes of the \(grown) written to it")
-        try await eventually("the log is emptied once the commits stop", timeout: .seconds(5)) { walSize() < 64 * 4_200 }
         try await store.close()
     }
 

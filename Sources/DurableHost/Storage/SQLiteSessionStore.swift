@@ -48,6 +48,8 @@ public final class SQLiteSessionStore: LocalSessionStore, BlockingCommitStore {
             try db.execute(sql: "PRAGMA synchronous = \(synchronous.rawValue.uppercased())")
             // No checkpoint inside a commit: the checkpointer's thread does them.
             try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
+            // A log started over is cut back to its bound.
+            try db.execute(sql: "PRAGMA journal_size_limit = \(walFrames * 4_096)")
         }
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
@@ -185,6 +187,7 @@ public final class SQLiteSessionStore: LocalSessionStore, BlockingCommitStore {
                 try Self.apply(mutation, in: db, codec: codec)
             }
         }
+        if checkpointer.takeOversized() { _ = try? pool.writeWithoutTransaction { db in try db.checkpoint(.passive) } }
     }
 
     public func commit(_ batch: [SessionMutation]) async throws {
@@ -195,6 +198,8 @@ public final class SQLiteSessionStore: LocalSessionStore, BlockingCommitStore {
                 try Self.apply(mutation, in: db, codec: codec)
             }
         }
+        // The log outgrew its bound: the writer copies the rest of it, so its next commit starts it over (`WALCheckpointer`).
+        if checkpointer.takeOversized() { _ = try? await pool.writeWithoutTransaction { db in try db.checkpoint(.passive) } }
     }
 
     private static func apply(_ mutation: SessionMutation, in db: Database, codec: ContentCodec) throws {
@@ -556,16 +561,19 @@ public final class SQLiteSessionStore: LocalSessionStore, BlockingCommitStore {
 ///
 /// Under a steady stream of commits a passive checkpoint never finds the whole log copied at a
 /// moment a writer could start it over, so the log would grow without end (1.6 GB in a 30 s
-/// churn). Past `truncateAfterFrames` frames the round ends with a TRUNCATE checkpoint: it
-/// copies what the passive one left (little), holding writers back meanwhile, and empties the
-/// log file. So the WAL stays near that size, and a commit waits for a checkpoint once per
-/// that many frames written, never for one of the whole log.
+/// churn). A round that finds more than `truncateAfterFrames` frames says so (`takeOversized`):
+/// the writer then copies the remainder itself after its next commit (a passive checkpoint on
+/// its own connection, which no other writer can outrun), and its following commit starts the
+/// log over. No one waits on a lock for it, and a commit pays for a checkpoint of about 100 ms
+/// of log once per that many frames written. The log file's size is bounded by that too
+/// (`journal_size_limit`).
 public final class WALCheckpointer: Sendable {
     private let connection: DatabaseQueue
     private let wake = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
     private let stopping = Atomic<Bool>(false)
     private let truncateAfterFrames: Int
+    private let oversized = Atomic<Bool>(false)
     /// Log frames (pages) past which a round truncates the log: 4096, 16 MB of 4 KB pages.
     public static let defaultTruncateAfterFrames = 4_096
 
@@ -590,9 +598,12 @@ public final class WALCheckpointer: Sendable {
         _ = wake.wait(timeout: .now() + .milliseconds(100))
         guard !stopping.load(ordering: .relaxed) else { return }
         let log = try? connection.writeWithoutTransaction { db in try db.checkpoint(.passive) }
-        if let log, log.walFrameCount > truncateAfterFrames {
-            _ = try? connection.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
-        }
+        if let log, log.walFrameCount > truncateAfterFrames { oversized.store(true, ordering: .relaxed) }
+    }
+
+    /// Whether the log has outgrown its bound since the last time this was asked.
+    func takeOversized() -> Bool {
+        oversized.load(ordering: .relaxed) && oversized.exchange(false, ordering: .relaxed)
     }
 
     /// Stops the thread (after the checkpoint under way) and closes its connection. Blocking.
