@@ -339,8 +339,9 @@ public final class DurableSessionManager: SessionManager, Service {
             lastKnown.apply(update, to: sessionID, now: clock.wallNow)
             return
         case .refused(let error):
-            if error.code == .historyChanged {
-                staleViews.increment()
+            // A turn's write found the session other than it was remembered (changed, or gone).
+            if error.code == .historyChanged || (update.expectMessages != nil && error.code == .sessionNotFound) {
+                if error.code == .historyChanged { staleViews.increment() }
                 lastKnown.distrust(sessionID)
             }
             throw .rejected(error)

@@ -253,6 +253,17 @@ struct ConversationTests {
         let stored = try await host.send(.get, "/sessions/conv:local:alone/history").decode(HostAPI.History.self).data
         let questions = (1...7).map { "q\($0)" }
         #expect(stored.map(\.content) == zip(questions, answers).flatMap { [$0, $1] }, "every turn once, in order")
+
+        // Remembered again (q7 read it as its own write left it), then deleted behind the worker's back:
+        // the remembered turn is refused, asked once more with what a read shows (nothing), and starts anew.
+        _ = try await ask("q8", via: 0)
+        #expect(try await host.send(.delete, "/sessions/conv:local:alone/clear").status == 200)
+        let beforeDeleted = try await stack.standIn.requests(to: "/v2/query").count
+        let fresh = try await ask("q9", via: 0)
+        #expect(fresh.contains("after 0 earlier questions"), "\(fresh)")
+        #expect(try await stack.standIn.requests(to: "/v2/query").count == beforeDeleted + 2, "asked from memory once, then once again")
+        let restarted = try await host.send(.get, "/sessions/conv:local:alone/history").decode(HostAPI.History.self).data
+        #expect(restarted.map(\.content) == ["q9", fresh])
     }
 
     @Test("two turns of one conversation at once on two workers: the one answered second is asked again with the first, and both are kept, in order")
