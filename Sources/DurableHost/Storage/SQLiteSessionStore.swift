@@ -29,10 +29,10 @@ public final class SQLiteSessionStore: LocalSessionStore, BlockingCommitStore {
     }
 
     /// Opens (creating if needed) `DIR/sessions.sqlite`.
-    /// `walFrames`: the log's size, in pages, past which the checkpointer empties it (`WALCheckpointer`).
+    /// `walFrames`: the log's size, in pages, past which it is started over (`WALCheckpointer`).
     public init(
         directory: String, synchronous: Synchronous = .full, codec: ContentCodec = ContentCodec(),
-        walFrames: Int = WALCheckpointer.defaultTruncateAfterFrames
+        walFrames: Int = WALCheckpointer.defaultBoundFrames
     ) throws {
         self.codec = codec
         do {
@@ -54,7 +54,7 @@ public final class SQLiteSessionStore: LocalSessionStore, BlockingCommitStore {
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
             try Self.migrator.migrate(pool)
-            checkpointer = try WALCheckpointer(path: path, truncateAfterFrames: walFrames)
+            checkpointer = try WALCheckpointer(path: path, boundFrames: walFrames)
         } catch {
             throw StoreError("cannot open \(path): \(error)")
         }
@@ -187,6 +187,7 @@ public final class SQLiteSessionStore: LocalSessionStore, BlockingCommitStore {
                 try Self.apply(mutation, in: db, codec: codec)
             }
         }
+        // The log outgrew its bound: the writer copies the rest of it, so its next commit starts it over (`WALCheckpointer`).
         if checkpointer.takeOversized() { _ = try? pool.writeWithoutTransaction { db in try db.checkpoint(.passive) } }
     }
 
@@ -198,7 +199,7 @@ public final class SQLiteSessionStore: LocalSessionStore, BlockingCommitStore {
                 try Self.apply(mutation, in: db, codec: codec)
             }
         }
-        // The log outgrew its bound: the writer copies the rest of it, so its next commit starts it over (`WALCheckpointer`).
+        // As `commitBlocking`.
         if checkpointer.takeOversized() { _ = try? await pool.writeWithoutTransaction { db in try db.checkpoint(.passive) } }
     }
 
@@ -561,7 +562,7 @@ public final class SQLiteSessionStore: LocalSessionStore, BlockingCommitStore {
 ///
 /// Under a steady stream of commits a passive checkpoint never finds the whole log copied at a
 /// moment a writer could start it over, so the log would grow without end (1.6 GB in a 30 s
-/// churn). A round that finds more than `truncateAfterFrames` frames says so (`takeOversized`):
+/// churn). A round that finds more than `boundFrames` frames says so (`takeOversized`):
 /// the writer then copies the remainder itself after its next commit (a passive checkpoint on
 /// its own connection, which no other writer can outrun), and its following commit starts the
 /// log over. No one waits on a lock for it, and a commit pays for a checkpoint of about 100 ms
@@ -572,13 +573,13 @@ public final class WALCheckpointer: Sendable {
     private let wake = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
     private let stopping = Atomic<Bool>(false)
-    private let truncateAfterFrames: Int
+    private let boundFrames: Int
     private let oversized = Atomic<Bool>(false)
-    /// Log frames (pages) past which a round truncates the log: 4096, 16 MB of 4 KB pages.
-    public static let defaultTruncateAfterFrames = 4_096
+    /// Log frames (pages) past which the log is started over: 4096, 16 MB of 4 KB pages.
+    public static let defaultBoundFrames = 4_096
 
-    init(path: String, truncateAfterFrames: Int = WALCheckpointer.defaultTruncateAfterFrames) throws {
-        self.truncateAfterFrames = truncateAfterFrames
+    init(path: String, boundFrames: Int = WALCheckpointer.defaultBoundFrames) throws {
+        self.boundFrames = boundFrames
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
         connection = try DatabaseQueue(path: path, configuration: configuration)
@@ -598,7 +599,7 @@ public final class WALCheckpointer: Sendable {
         _ = wake.wait(timeout: .now() + .milliseconds(100))
         guard !stopping.load(ordering: .relaxed) else { return }
         let log = try? connection.writeWithoutTransaction { db in try db.checkpoint(.passive) }
-        if let log, log.walFrameCount > truncateAfterFrames { oversized.store(true, ordering: .relaxed) }
+        if let log, log.walFrameCount > boundFrames { oversized.store(true, ordering: .relaxed) }
     }
 
     /// Whether the log has outgrown its bound since the last time this was asked.
