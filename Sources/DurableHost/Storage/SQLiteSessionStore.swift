@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import GRDBSQLite
 import SessionModel
 import Synchronization
 
@@ -29,10 +30,10 @@ public final class SQLiteSessionStore: LocalSessionStore, BlockingCommitStore {
     }
 
     /// Opens (creating if needed) `DIR/sessions.sqlite`.
-    /// `walFrames`: the log's size, in pages, past which it is started over (`WALCheckpointer`).
+    /// `walFrames`: the log's size, in pages, past which it is started over (`WALBound`).
     public init(
         directory: String, synchronous: Synchronous = .full, codec: ContentCodec = ContentCodec(),
-        walFrames: Int = WALCheckpointer.defaultBoundFrames
+        walFrames: Int = WALBound.defaultFrames
     ) throws {
         self.codec = codec
         do {
@@ -41,20 +42,22 @@ public final class SQLiteSessionStore: LocalSessionStore, BlockingCommitStore {
             throw StoreError("cannot create data directory \(directory): \(error.localizedDescription)")
         }
         path = Self.databasePath(in: directory)
+        let bound = WALBound(frames: walFrames)
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
         configuration.maximumReaderCount = 4
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = \(synchronous.rawValue.uppercased())")
-            // No checkpoint inside a commit: the checkpointer's thread does them.
-            try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
+            // No automatic checkpoint inside a commit: the checkpointer's thread copies the log,
+            // and the writer only finishes a log past its bound.
+            bound.install(on: db)
             // A log started over is cut back to its bound.
             try db.execute(sql: "PRAGMA journal_size_limit = \(walFrames * 4_096)")
         }
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
             try Self.migrator.migrate(pool)
-            checkpointer = try WALCheckpointer(path: path, boundFrames: walFrames)
+            checkpointer = try WALCheckpointer(path: path, bound: bound)
         } catch {
             throw StoreError("cannot open \(path): \(error)")
         }
@@ -187,8 +190,6 @@ public final class SQLiteSessionStore: LocalSessionStore, BlockingCommitStore {
                 try Self.apply(mutation, in: db, codec: codec)
             }
         }
-        // The log outgrew its bound: the writer copies the rest of it, so its next commit starts it over (`WALCheckpointer`).
-        if checkpointer.takeOversized() { _ = try? pool.writeWithoutTransaction { db in try db.checkpoint(.passive) } }
     }
 
     public func commit(_ batch: [SessionMutation]) async throws {
@@ -199,8 +200,6 @@ public final class SQLiteSessionStore: LocalSessionStore, BlockingCommitStore {
                 try Self.apply(mutation, in: db, codec: codec)
             }
         }
-        // As `commitBlocking`.
-        if checkpointer.takeOversized() { _ = try? await pool.writeWithoutTransaction { db in try db.checkpoint(.passive) } }
     }
 
     private static func apply(_ mutation: SessionMutation, in db: Database, codec: ContentCodec) throws {
@@ -558,28 +557,16 @@ public final class SQLiteSessionStore: LocalSessionStore, BlockingCommitStore {
 /// Checkpoints the WAL on a thread of its own, with a connection of its own: a commit never
 /// waits for one (SQLite's automatic checkpoint runs inside the COMMIT that crosses its
 /// threshold, fsync of the database file included). PASSIVE: it copies what no reader still
-/// needs and never blocks the writer or the readers. Every 100 ms.
-///
-/// Under a steady stream of commits a passive checkpoint never finds the whole log copied at a
-/// moment a writer could start it over, so the log would grow without end (1.6 GB in a 30 s
-/// churn). A round that finds more than `boundFrames` frames says so (`takeOversized`):
-/// the writer then copies the remainder itself after its next commit (a passive checkpoint on
-/// its own connection, which no other writer can outrun), and its following commit starts the
-/// log over. No one waits on a lock for it, and a commit pays for a checkpoint of about 100 ms
-/// of log once per that many frames written. The log file's size is bounded by that too
-/// (`journal_size_limit`).
+/// needs and never blocks the writer or the readers. Every 100 ms, and at once when the
+/// writer finds the log past its bound (`WALBound`).
 public final class WALCheckpointer: Sendable {
     private let connection: DatabaseQueue
-    private let wake = DispatchSemaphore(value: 0)
+    private let bound: WALBound
     private let finished = DispatchSemaphore(value: 0)
     private let stopping = Atomic<Bool>(false)
-    private let boundFrames: Int
-    private let oversized = Atomic<Bool>(false)
-    /// Log frames (pages) past which the log is started over: 4096, 16 MB of 4 KB pages.
-    public static let defaultBoundFrames = 4_096
 
-    init(path: String, boundFrames: Int = WALCheckpointer.defaultBoundFrames) throws {
-        self.boundFrames = boundFrames
+    init(path: String, bound: WALBound) throws {
+        self.bound = bound
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
         connection = try DatabaseQueue(path: path, configuration: configuration)
@@ -596,22 +583,95 @@ public final class WALCheckpointer: Sendable {
     }
 
     private func round() {
-        _ = wake.wait(timeout: .now() + .milliseconds(100))
+        bound.waitForRound(atMost: .milliseconds(100))
         guard !stopping.load(ordering: .relaxed) else { return }
         let log = try? connection.writeWithoutTransaction { db in try db.checkpoint(.passive) }
-        if let log, log.walFrameCount > boundFrames { oversized.store(true, ordering: .relaxed) }
-    }
-
-    /// Whether the log has outgrown its bound since the last time this was asked.
-    func takeOversized() -> Bool {
-        oversized.load(ordering: .relaxed) && oversized.exchange(false, ordering: .relaxed)
+        if let log { bound.copied(log.walFrameCount) }
     }
 
     /// Stops the thread (after the checkpoint under way) and closes its connection. Blocking.
     func stop() {
         guard !stopping.exchange(true, ordering: .relaxed) else { return }
-        wake.signal()
+        bound.wakeRound()
         finished.wait()
         try? connection.close()
+    }
+}
+
+/// The WAL's bound, kept by the writer's connection with the checkpointer's help.
+///
+/// Under a steady stream of commits a passive checkpoint never finds the whole log copied at a
+/// moment a writer could start it over, so the log would grow without end (1.6 GB in a 30 s
+/// churn). Only the writer can finish it: a passive checkpoint on its own connection, which no
+/// other writer can outrun, after which its next commit starts the log over and
+/// `journal_size_limit` cuts the file back. SQLite's WAL hook (in place of its automatic
+/// checkpoint) tells the writer the log's length after each commit:
+/// - past the bound, the checkpointer's round is woken, to copy the log off the commit path;
+/// - once that round has copied it (`copied`), the writer's next commit copies the little
+///   committed since, itself: a commit pays for about a round's length of log once per bound;
+/// - past twice the bound (the round late, on a starved machine), the writer copies it all
+///   itself: the log's bound holds however late that thread runs.
+/// No one waits on a lock for any of it (a checkpoint that finds another under way gives up,
+/// and the next commit tries again).
+public final class WALBound: Sendable {
+    /// Log frames (pages) past which the log is started over: 4096, 16 MB of 4 KB pages.
+    public static let defaultFrames = 4_096
+
+    let frames: Int
+    private let wake = DispatchSemaphore(value: 0)
+    private let woken = Atomic<Bool>(false)
+    private let caughtUp = Atomic<Bool>(false)
+
+    init(frames: Int) {
+        self.frames = max(frames, 1)
+    }
+
+    enum Step: Equatable {
+        case none, wakeRound, finish
+    }
+
+    /// What a commit that left `length` frames in the log does.
+    func step(afterCommitLeaving length: Int) -> Step {
+        guard length > frames else { return .none }
+        if length > 2 * frames || (caughtUp.load(ordering: .relaxed) && caughtUp.exchange(false, ordering: .relaxed)) {
+            return .finish
+        }
+        return .wakeRound
+    }
+
+    /// Makes the writer's connection keep the bound (see the type's description).
+    /// `wal_autocheckpoint` shares the hook: it must not be set after this.
+    func install(on db: Database) {
+        // The connection's configuration holds this object as long as the connection lives,
+        // and the hook is called only on it.
+        sqlite3_wal_hook(
+            db.sqliteConnection,
+            { context, connection, name, length in
+                guard let context else { return SQLITE_OK }
+                let bound = Unmanaged<WALBound>.fromOpaque(context).takeUnretainedValue()
+                switch bound.step(afterCommitLeaving: Int(length)) {
+                case .none: break
+                case .wakeRound: bound.wakeRound()
+                case .finish: _ = sqlite3_wal_checkpoint_v2(connection, name, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
+                }
+                return SQLITE_OK
+            },
+            Unmanaged.passUnretained(self).toOpaque())
+    }
+
+    /// Wakes the checkpointer's round now, unless it is already woken.
+    func wakeRound() {
+        if !woken.exchange(true, ordering: .relaxed) { wake.signal() }
+    }
+
+    /// The checkpointer waits for its next round.
+    func waitForRound(atMost timeout: DispatchTimeInterval) {
+        _ = wake.wait(timeout: .now() + timeout)
+        woken.store(false, ordering: .relaxed)
+    }
+
+    /// A round copied a log `length` frames long.
+    func copied(_ length: Int) {
+        if length > frames { caughtUp.store(true, ordering: .relaxed) }
     }
 }
