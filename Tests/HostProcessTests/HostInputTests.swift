@@ -142,4 +142,33 @@ struct HostInputTests {
         #expect(try await host.client().send(.get, "/health").status == 200)
         await host.stop()
     }
+
+    @Test("a kept-alive connection whose requests each arrive in time stays open past the read timeout; a slow request on it is cut off")
+    func keptAliveConnectionThenSlowRequest() async throws {
+        let host = HostHarness(arguments: ["--request-read-timeout", "1"])
+        try await host.start()
+        let connection = try SlowConnection(port: host.port)
+        defer { connection.close() }
+        // Requests one after another for 2.5 read timeouts, each arriving in three parts over
+        // 300 ms: always one under way, each in time. The connection's timer, armed by the
+        // first, fires while a later one arrives, and must not cut it off.
+        var sent = 0
+        let started = ContinuousClock.now
+        while ContinuousClock.now - started < .milliseconds(2_500) {
+            for part in ["GET /health HTTP/1.1\r\n", "Host: x\r\n", "\r\n"] {
+                connection.write(Array(part.utf8))
+                if part != "\r\n" { try await Task.sleep(for: .milliseconds(150)) }
+            }
+            sent += 1
+            #expect(connection.awaitResponses(sent) == sent, "request \(sent) unanswered")
+        }
+        #expect(sent >= 5)
+        #expect(!connection.isClosedByPeer)
+        // Then a request that trickles in is cut off, a read timeout after its first byte.
+        let slow = Array("GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ".utf8) + Array(repeating: UInt8(ascii: "a"), count: 200)
+        let cutAfter = try await connection.trickle(slow, every: .milliseconds(200))
+        let bytes = try #require(cutAfter, "the host never closed the slow request's connection")
+        #expect(bytes < 60, "the connection stayed open for \(bytes) bytes")
+        await host.stop()
+    }
 }

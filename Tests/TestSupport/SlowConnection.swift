@@ -52,6 +52,25 @@ public final class SlowConnection: @unchecked Sendable {
         }
     }
 
+    /// Reads until `count` HTTP/1.1 responses have arrived in all (counting their status lines),
+    /// or the server closed the connection, or `timeout` passed. Returns the count.
+    public func awaitResponses(_ count: Int, timeout: Duration = .seconds(10)) -> Int {
+        let deadline = ContinuousClock.now + timeout
+        while responses < count, ContinuousClock.now < deadline {
+            var descriptor = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
+            guard poll(&descriptor, 1, 100) > 0 else { continue }
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let read = recv(socket, &buffer, buffer.count, 0)
+            guard read > 0 else { break }
+            received += buffer[..<read]
+            responses = String(decoding: received, as: UTF8.self).components(separatedBy: "HTTP/1.1 ").count - 1
+        }
+        return responses
+    }
+
+    private var received: [UInt8] = []
+    private var responses = 0
+
     /// Whether the server has closed its side (reading gives end of file or an error).
     public var isClosedByPeer: Bool {
         var descriptor = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
