@@ -12,8 +12,9 @@ import SessionModel
 /// filter evaluated before any row is written) and whose share locks are held until the
 /// statement commits; so it guards exactly as the fence of a transaction does. The parts of
 /// one statement see one snapshot and run in no set order, which is why a batch that deletes
-/// goes the long way: here no two parts touch one row (`CommitPlan` keeps one row per session
-/// and per key). Its one row is how many fence rows held: 1, or 0 when nothing was written.
+/// runs its deletes first, in a transaction that then runs this statement: here no two parts
+/// touch one row (`CommitPlan` keeps one row per session and per key). Its one row is how
+/// many fence rows held: 1, or 0 when nothing was written.
 struct PostgresBatchStatement: PostgresPreparedStatement {
     typealias Row = Int
 

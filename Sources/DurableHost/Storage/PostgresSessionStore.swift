@@ -175,9 +175,14 @@ public final class PostgresSessionStore: SessionStore {
             if plan.onlyWrites {
                 return try await self.commitAtOnce(plan, fence: fence, ringVersion: version)
             }
+            // A batch that deletes: the fence, the deletes, then the same statement's writes, in
+            // one transaction (the statement's own fence finds the locks this one holds).
             try await client.withTransaction(logger: logger) { connection in
                 try await Self.checkFence(fence, ringVersion: version, on: connection, logger: logger)
-                try await Self.apply(plan, on: connection, codec: codec, logger: logger)
+                try await Self.delete(plan, on: connection, logger: logger)
+                try await Self.write(Self.statement(plan, fence: fence, ringVersion: version, codec: codec), version: version) {
+                    try await connection.execute($0, logger: logger)
+                }
             }
         }
     }
@@ -185,12 +190,26 @@ public final class PostgresSessionStore: SessionStore {
     /// A batch that only writes rows (appends, metadata, keys: the common case): one prepared
     /// statement, fenced (`PostgresBatchStatement`).
     private func commitAtOnce(_ plan: CommitPlan, fence: Fence.State, ringVersion: Int64) async throws {
+        let (client, logger) = (client, logger)
+        try await Self.write(Self.statement(plan, fence: fence, ringVersion: ringVersion, codec: codec), version: ringVersion) {
+            try await client.execute($0, logger: logger)
+        }
+    }
+
+    private static func statement(_ plan: CommitPlan, fence: Fence.State, ringVersion: Int64, codec: ContentCodec) throws -> PostgresBatchStatement {
         guard let incarnation = fence.incarnation else { throw FenceError("this host holds no lease") }
-        let statement = PostgresBatchStatement(plan: plan, ringVersion: ringVersion, node: fence.node, incarnation: incarnation, codec: codec)
+        return PostgresBatchStatement(plan: plan, ringVersion: ringVersion, node: fence.node, incarnation: incarnation, codec: codec)
+    }
+
+    /// Runs the batch statement through `execute` (the pool's or a transaction's connection);
+    /// throws unless its fence held.
+    private static func write<Rows: AsyncSequence>(
+        _ statement: PostgresBatchStatement, version: Int64, execute: (PostgresBatchStatement) async throws -> Rows
+    ) async throws where Rows.Element == Int {
         var held = 0
-        for try await count in try await client.execute(statement, logger: logger) { held = count }
+        for try await count in try await execute(statement) { held = count }
         guard held == 1 else {
-            throw FenceError("this host's lease expired or its ring changed (version \(ringVersion)); nothing was written")
+            throw FenceError("this host's lease expired or its ring changed (version \(version)); nothing was written")
         }
     }
 
@@ -214,7 +233,8 @@ public final class PostgresSessionStore: SessionStore {
         guard held else { throw FenceError("this host's lease expired or its ring changed (version \(ringVersion)); nothing was written") }
     }
 
-    private static func apply(_ plan: CommitPlan, on connection: PostgresConnection, codec: ContentCodec, logger: Logger) async throws {
+    /// A batch's deletes, before its writes.
+    private static func delete(_ plan: CommitPlan, on connection: PostgresConnection, logger: Logger) async throws {
         if !plan.clearMessages.isEmpty {
             try await connection.query("DELETE FROM messages WHERE session_id = ANY(\(plan.clearMessages))", logger: logger)
         }
@@ -224,64 +244,7 @@ public final class PostgresSessionStore: SessionStore {
         if !plan.eraseKeys.isEmpty {
             try await connection.query("DELETE FROM idempotency WHERE session_id = ANY(\(plan.eraseKeys))", logger: logger)
         }
-        if !plan.rowsWithMetadata.isEmpty {
-            let rows = plan.rowsWithMetadata
-            try await connection.query(
-                """
-                INSERT INTO sessions (id, metadata, created_at, last_updated, message_count, principal, expires_after)
-                SELECT id, metadata, created_at, last_updated, message_count, NULLIF(principal, ''), NULLIF(expires_after, -1)
-                FROM unnest(\(rows.map(\.id))::text[], \(rows.map { ByteBuffer(bytes: $0.metadata ?? Data("{}".utf8)) })::bytea[],
-                    \(rows.map(\.createdAt))::float8[], \(rows.map(\.lastUpdated))::float8[], \(rows.map { Int32($0.messageCount) })::int4[],
-                    \(rows.map(Self.principalColumn))::text[], \(rows.map(Self.lifetimeColumn))::float8[])
-                    AS r(id, metadata, created_at, last_updated, message_count, principal, expires_after)
-                ON CONFLICT (id) DO UPDATE SET metadata = excluded.metadata, created_at = excluded.created_at,
-                    last_updated = excluded.last_updated, message_count = excluded.message_count,
-                    principal = excluded.principal, expires_after = excluded.expires_after
-                """, logger: logger)
-        }
-        if !plan.rowsKeepingMetadata.isEmpty {
-            let rows = plan.rowsKeepingMetadata
-            try await connection.query(
-                """
-                INSERT INTO sessions (id, metadata, created_at, last_updated, message_count, principal, expires_after)
-                SELECT id, '\\x7b7d'::bytea, created_at, last_updated, message_count, NULLIF(principal, ''), NULLIF(expires_after, -1)
-                FROM unnest(\(rows.map(\.id))::text[], \(rows.map(\.createdAt))::float8[], \(rows.map(\.lastUpdated))::float8[],
-                    \(rows.map { Int32($0.messageCount) })::int4[], \(rows.map(Self.principalColumn))::text[],
-                    \(rows.map(Self.lifetimeColumn))::float8[])
-                    AS r(id, created_at, last_updated, message_count, principal, expires_after)
-                ON CONFLICT (id) DO UPDATE SET last_updated = excluded.last_updated, message_count = excluded.message_count,
-                    principal = excluded.principal, expires_after = excluded.expires_after
-                """, logger: logger)
-        }
-        if !plan.messages.isEmpty {
-            let messages = plan.messages
-            let encoded = messages.map { codec.encode($0.message.content) }
-            try await connection.query(
-                """
-                INSERT INTO messages (session_id, seq, role, content, timestamp, compressed)
-                SELECT * FROM unnest(\(messages.map(\.sessionID))::text[], \(messages.map(\.seq))::int8[],
-                    \(messages.map(\.message.role.rawValue))::text[], \(encoded.map { ByteBuffer(bytes: $0.bytes) })::bytea[],
-                    \(messages.map(\.message.timestamp))::float8[], \(encoded.map(\.compressed))::bool[])
-                """, logger: logger)
-        }
-        if !plan.idempotency.isEmpty {
-            let keys = plan.idempotency
-            try await connection.query(
-                """
-                INSERT INTO idempotency (session_id, key, request_hash, status, response, created_at)
-                SELECT * FROM unnest(\(keys.map(\.sessionID))::text[], \(keys.map(\.record.key))::text[],
-                    \(keys.map(\.record.requestHash))::int8[], \(keys.map { Int32($0.record.status) })::int4[],
-                    \(keys.map { ByteBuffer(bytes: $0.record.response) })::bytea[], \(keys.map(\.record.createdAt))::float8[])
-                ON CONFLICT (session_id, key) DO UPDATE SET request_hash = excluded.request_hash, status = excluded.status,
-                    response = excluded.response, created_at = excluded.created_at
-                """, logger: logger)
-        }
     }
-
-    /// An absent principal or lifetime in an array bound to a statement: a value no row can
-    /// hold ('' and -1), turned back into NULL by the statement (arrays carry no NULLs here).
-    private static func principalColumn(_ row: CommitPlan.Row) -> String { row.principal ?? "" }
-    private static func lifetimeColumn(_ row: CommitPlan.Row) -> Double { row.expiresAfter ?? -1 }
 
     public func sessionCount() async throws -> Int {
         try await bounded("counting sessions") { [client, logger] in
