@@ -222,7 +222,7 @@ let package = Package(
             name: "host-hop-bench",
             dependencies: [
                 "CurlHTTP", .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             path: "bench/HostHop", swiftSettings: strict),
 

@@ -8,7 +8,6 @@ import AsyncHTTPClient
 import CurlHTTP
 import Foundation
 import NIOCore
-import NIOHTTP1
 
 let arguments = CommandLine.arguments.dropFirst()
 func option(_ name: String, _ fallback: String) -> String {
@@ -19,7 +18,6 @@ let url = option("--url", "http://127.0.0.1:7401/health")
 let clientName = option("--client", "curl")
 let concurrency = Int(option("--concurrency", "16")) ?? 16
 let seconds = Double(option("--seconds", "5")) ?? 5
-let headers = option("--header", "").split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
 
 func cpuSeconds() -> Double {
     var usage = rusage()
@@ -34,14 +32,10 @@ enum Client {
     func get(_ url: String) async throws -> Int {
         switch self {
         case .curl(let client):
-            var request = CurlHTTP.HTTPRequest(url: url, timeout: .seconds(2))
-            if headers.count == 2 { request.headers.add(headers[0], headers[1]) }
-            let response = try await client.execute(request)
+            let response = try await client.execute(CurlHTTP.HTTPRequest(url: url, timeout: .seconds(2)))
             return response.body.count
         case .nio(let client):
-            var request = HTTPClientRequest(url: url)
-            if headers.count == 2 { request.headers.add(name: headers[0], value: headers[1]) }
-            let response = try await client.execute(request, timeout: .seconds(2))
+            let response = try await client.execute(HTTPClientRequest(url: url), timeout: .seconds(2))
             return try await response.body.collect(upTo: 1 << 24).readableBytes
         }
     }
