@@ -7,8 +7,11 @@ private let curlGlobalInit: CURLcode = ccurl_global_init()
 
 /// The thread that owns a curl multi handle and drives every transfer on it.
 ///
-/// Other threads talk to it only through `submit`, which queues a command and wakes the
-/// thread from `curl_multi_poll`. Everything else here runs on that thread alone.
+/// The loop waits with epoll on the sockets curl names through its socket callback and on an
+/// eventfd, and tells curl only about the socket that is ready (`curl_multi_socket_action`),
+/// so a wake costs the same with one transfer under way or sixty-four. Other threads talk to
+/// it only through `submit`, which queues a command and signals the eventfd when the queue was
+/// empty. Everything else here runs on that thread alone.
 final class CurlMultiLoop: @unchecked Sendable {
     enum Command {
         case start(Transfer)
@@ -24,32 +27,65 @@ final class CurlMultiLoop: @unchecked Sendable {
 
     private let inbox = Mutex(Inbox())
     private let multi: UnsafeMutableRawPointer
+    private let epoll: Int32
+    private let wake: Int32
     // Loop-thread state.
     private var active: [UnsafeMutableRawPointer: Transfer] = [:]
     private var idleHandles: [UnsafeMutableRawPointer] = []
     private var running = true
+    /// The descriptors epoll watches: for what (`CURL_POLL_*`), and whether curl still waits on
+    /// them. A connection's socket that curl stops waiting on (idle between two requests) stays
+    /// watched, so that its next request costs no epoll call; should it turn ready while idle
+    /// (the server closed it), the watch ends then. Other descriptors (a resolver's) are
+    /// unwatched when curl says so.
+    private var watched: [Int32: (what: Int32, wanted: Bool)] = [:]
+    /// Connections' sockets, from the moment curl opens one to the moment it closes it (both
+    /// through callbacks): only these are kept watched while idle, since only for these does
+    /// the loop learn that a number now names another socket, which epoll does not watch.
+    private var connectionSockets: Set<Int32> = []
+    /// How many times the loop has woken from epoll, for tests: an idle loop wakes once a second.
+    let wakeups = Atomic<Int>(0)
+    /// When curl wants `CURL_SOCKET_TIMEOUT` handled (its timer callback); nil for never.
+    private var timerDeadline: ContinuousClock.Instant?
 
     init(maxConnections: Int) {
         precondition(curlGlobalInit == CURLE_OK, "curl_global_init failed")
         guard let multi = curl_multi_init() else { fatalError("curl_multi_init failed") }
         self.multi = multi
+        epoll = ccurl_epoll_create()
+        precondition(epoll >= 0, "epoll_create1 failed")
+        wake = ccurl_wake_create(epoll)
+        precondition(wake >= 0, "eventfd failed")
         _ = ccurl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, maxConnections)
+        let opaque = Unmanaged.passUnretained(self).toOpaque()
+        _ = ccurl_multi_setopt_socket_callback(multi, curlSocketCallback)
+        _ = ccurl_multi_setopt_pointer(multi, CURLMOPT_SOCKETDATA, opaque)
+        _ = ccurl_multi_setopt_timer_callback(multi, curlTimerCallback)
+        _ = ccurl_multi_setopt_pointer(multi, CURLMOPT_TIMERDATA, opaque)
         let thread = Thread { [self] in self.run() }
         thread.name = "curl-multi"
         thread.start()
     }
 
+    deinit {
+        // Here, not when the loop ends: a `submit` racing the shutdown may still signal `wake`.
+        ccurl_close(wake)
+        ccurl_close(epoll)
+    }
+
     /// Queues a command for the loop thread. After shutdown, new transfers fail at once.
     func submit(_ command: Command) {
-        let accepted = inbox.withLock { inbox -> Bool in
-            guard !inbox.closed else { return false }
+        let (accepted, signal) = inbox.withLock { inbox -> (Bool, Bool) in
+            guard !inbox.closed else { return (false, false) }
+            // A queue that was not empty has had its signal already; the loop takes it whole.
+            let signal = inbox.commands.isEmpty
             inbox.commands.append(command)
             if case .shutdown = command { inbox.closed = true }
-            return true
+            return (true, signal)
         }
-        if accepted {
-            curl_multi_wakeup(multi)
-        } else if case .start(let transfer) = command {
+        if signal {
+            ccurl_wake_signal(wake)
+        } else if !accepted, case .start(let transfer) = command {
             transfer.finish(.failure(CurlError.shutDown))
         }
     }
@@ -57,6 +93,10 @@ final class CurlMultiLoop: @unchecked Sendable {
     // MARK: Loop thread
 
     private func run() {
+        let capacity = 64
+        var fds = [Int32](repeating: 0, count: capacity)
+        var readiness = [Int32](repeating: 0, count: capacity)
+        var stillRunning: Int32 = 0
         while running {
             let commands = inbox.withLock { inbox in
                 defer { inbox.commands.removeAll(keepingCapacity: true) }
@@ -64,16 +104,80 @@ final class CurlMultiLoop: @unchecked Sendable {
             }
             for command in commands { handle(command) }
             guard running else { break }
-
-            var stillRunning: Int32 = 0
-            curl_multi_perform(multi, &stillRunning)
+            if let deadline = timerDeadline, deadline <= .now {
+                timerDeadline = nil
+                curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &stillRunning)
+            }
             collectFinished()
-            curl_multi_poll(multi, nil, 0, 1000, nil)
+
+            let ready = ccurl_epoll_wait(epoll, &fds, &readiness, Int32(capacity), waitMilliseconds())
+            wakeups.add(1, ordering: .relaxed)
+            for index in 0..<Int(ready) where fds[index] != wake {
+                let fd = fds[index]
+                if watched[fd]?.wanted == false {
+                    watched[fd] = nil
+                    _ = ccurl_epoll_watch(epoll, fd, CURL_POLL_REMOVE, 0)
+                    continue
+                }
+                curl_multi_socket_action(multi, fd, readiness[index], &stillRunning)
+            }
+            if fds[0..<Int(ready)].contains(wake) { ccurl_wake_drain(wake) }
+            collectFinished()
         }
         for (_, transfer) in active { end(transfer, .failure(CurlError.shutDown)) }
         for easy in idleHandles { curl_easy_cleanup(easy) }
         idleHandles.removeAll()
         curl_multi_cleanup(multi)
+    }
+
+    /// How long the loop may wait for a socket: until curl's timer, at most a second.
+    private func waitMilliseconds() -> Int32 {
+        guard let deadline = timerDeadline else { return 1000 }
+        let (seconds, attoseconds) = (deadline - .now).components
+        guard seconds >= 0, attoseconds >= 0 else { return 0 }
+        // Rounded up: waking before curl's deadline would only wait again.
+        return Int32(min(1000, seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000))
+    }
+
+    /// curl's timer callback: call back after `milliseconds` (0: at once), or never (-1).
+    fileprivate func setTimer(_ milliseconds: Int) {
+        timerDeadline = milliseconds < 0 ? nil : .now + .milliseconds(milliseconds)
+    }
+
+    /// curl's socket callback: wait on `fd` for `what`, or no longer.
+    fileprivate func watch(_ fd: Int32, _ what: Int32) {
+        let current = watched[fd]
+        if what == CURL_POLL_REMOVE {
+            guard let current else { return }
+            if connectionSockets.contains(fd) {
+                watched[fd] = (current.what, false)
+            } else {
+                watched[fd] = nil
+                _ = ccurl_epoll_watch(epoll, fd, CURL_POLL_REMOVE, 0)
+            }
+        } else {
+            if current?.what != what || !connectionSockets.contains(fd) {
+                _ = ccurl_epoll_watch(epoll, fd, what, current == nil ? 1 : 0)
+            }
+            watched[fd] = (what, true)
+        }
+    }
+
+    /// curl opened a connection's socket (its sockopt callback).
+    fileprivate func opened(_ fd: Int32) {
+        // Not inherited by a process this one starts: epoll would go on watching a socket
+        // closed here but open there.
+        ccurl_set_cloexec(fd)
+        // The number's previous socket is closed, and epoll's watch of it with it.
+        watched[fd] = nil
+        connectionSockets.insert(fd)
+    }
+
+    /// curl's close-socket callback: closing a descriptor ends its watch in the kernel too.
+    fileprivate func close(_ fd: Int32) {
+        watched[fd] = nil
+        connectionSockets.remove(fd)
+        ccurl_close(fd)
     }
 
     private func handle(_ command: Command) {
@@ -128,6 +232,11 @@ final class CurlMultiLoop: @unchecked Sendable {
         var code = ccurl_easy_setopt_string(easy, CURLOPT_URL, request.url)
         guard code == CURLE_OK else { return .invalidRequest("invalid URL '\(request.url.prefix(80))'", curlCode: Int(code.rawValue)) }
         _ = ccurl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
+        let loop = Unmanaged.passUnretained(self).toOpaque()
+        _ = ccurl_easy_setopt_sockopt(easy, curlSocketOpenedCallback)
+        _ = ccurl_easy_setopt_pointer(easy, CURLOPT_SOCKOPTDATA, loop)
+        _ = ccurl_easy_setopt_close_socket(easy, curlCloseSocketCallback)
+        _ = ccurl_easy_setopt_pointer(easy, CURLOPT_CLOSESOCKETDATA, loop)
         _ = ccurl_easy_setopt_pointer(easy, CURLOPT_ERRORBUFFER, transfer.errorBuffer)
         _ = ccurl_easy_setopt_data_callback(easy, CURLOPT_WRITEFUNCTION, curlWriteCallback)
         _ = ccurl_easy_setopt_pointer(easy, CURLOPT_WRITEDATA, opaque)
@@ -258,6 +367,30 @@ private func milliseconds(_ duration: Duration) -> Int {
     return max(1, Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000))
 }
 
+private let curlSocketCallback: curl_socket_callback = { _, fd, what, userdata, _ in
+    guard let userdata else { return -1 }
+    Unmanaged<CurlMultiLoop>.fromOpaque(userdata).takeUnretainedValue().watch(fd, what)
+    return 0
+}
+
+private let curlTimerCallback: curl_multi_timer_callback = { _, milliseconds, userdata in
+    guard let userdata else { return -1 }
+    Unmanaged<CurlMultiLoop>.fromOpaque(userdata).takeUnretainedValue().setTimer(milliseconds)
+    return 0
+}
+
+private let curlSocketOpenedCallback: curl_sockopt_callback = { userdata, fd, _ in
+    guard let userdata else { return CURL_SOCKOPT_ERROR }
+    Unmanaged<CurlMultiLoop>.fromOpaque(userdata).takeUnretainedValue().opened(fd)
+    return CURL_SOCKOPT_OK
+}
+
+private let curlCloseSocketCallback: curl_closesocket_callback = { userdata, fd in
+    guard let userdata else { return 1 }
+    Unmanaged<CurlMultiLoop>.fromOpaque(userdata).takeUnretainedValue().close(fd)
+    return 0
+}
+
 private let curlWriteCallback: ccurl_data_callback = { buffer, size, count, userdata in
     guard let userdata, let buffer else { return 0 }
     let transfer = Unmanaged<Transfer>.fromOpaque(userdata).takeUnretainedValue()
@@ -274,7 +407,6 @@ private let curlHeaderCallback: ccurl_data_callback = { buffer, size, count, use
     guard let userdata, let buffer else { return 0 }
     let transfer = Unmanaged<Transfer>.fromOpaque(userdata).takeUnretainedValue()
     let length = size * count
-    let line = String(decoding: UnsafeRawBufferPointer(start: buffer, count: length), as: UTF8.self)
-    transfer.receiveHeaderLine(line)
+    transfer.receiveHeaderLine(UnsafeRawBufferPointer(start: buffer, count: length))
     return length
 }

@@ -51,35 +51,39 @@ final class Transfer: @unchecked Sendable {
     // MARK: Loop-thread only
 
     /// A header line as curl hands it over, CRLF included.
-    func receiveHeaderLine(_ line: String) {
-        // Byte-level trimming: Foundation's CharacterSet trimming costs more than the rest of
-        // a small request together (bench/ANALYSIS.md).
-        let trimmed = Self.trimmed(Substring(line))
-        if trimmed.hasPrefix("HTTP/") {
+    ///
+    /// Read as bytes: only a field's name and value become strings (a string per line, and
+    /// Foundation's trimming before that, cost more than the rest of a small exchange).
+    func receiveHeaderLine(_ line: UnsafeRawBufferPointer) {
+        let line = Self.trimmed(line)
+        if line.starts(with: "HTTP/".utf8) {
             // A new response head (after a 1xx or a redirect): start over.
-            let parts = trimmed.split(separator: " ", maxSplits: 2)
-            status = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
+            let parts = line.split(separator: 0x20, maxSplits: 2)
+            status = parts.count > 1 ? Int(String(decoding: parts[1], as: UTF8.self)) ?? 0 : 0
             headers = HTTPHeaders()
             headComplete = false
-        } else if trimmed.isEmpty {
+        } else if line.isEmpty {
             if status >= 200 {
                 headComplete = true
                 deliverHead()
             }
-        } else if let colon = trimmed.firstIndex(of: ":") {
-            let name = String(trimmed[..<colon])
-            let value = String(Self.trimmed(trimmed[trimmed.index(after: colon)...]))
+        } else if let colon = line.firstIndex(of: UInt8(ascii: ":")) {
+            let name = String(decoding: line[..<colon], as: UTF8.self)
+            let value = String(decoding: Self.trimmed(line[(colon + 1)...]), as: UTF8.self)
             headers.add(name, value)
         }
     }
 
-    /// `text` without leading and trailing spaces, tabs, CR and LF.
-    static func trimmed(_ text: Substring) -> Substring {
-        let utf8 = text.utf8
+    /// `bytes` without leading and trailing spaces, tabs, CR and LF.
+    static func trimmed(_ bytes: Slice<UnsafeRawBufferPointer>) -> Slice<UnsafeRawBufferPointer> {
         let isSpace: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x09 || $0 == 0x0D || $0 == 0x0A }
-        guard let first = utf8.firstIndex(where: { !isSpace($0) }) else { return text[text.endIndex...] }
-        let last = utf8.lastIndex(where: { !isSpace($0) })!
-        return text[first...last]
+        guard let first = bytes.firstIndex(where: { !isSpace($0) }) else { return bytes[bytes.endIndex...] }
+        let last = bytes.lastIndex(where: { !isSpace($0) })!
+        return bytes[first...last]
+    }
+
+    static func trimmed(_ bytes: UnsafeRawBufferPointer) -> Slice<UnsafeRawBufferPointer> {
+        trimmed(bytes[...])
     }
 
     /// Body bytes; returns false when the transfer must pause because the reader is behind.

@@ -1,7 +1,9 @@
-import CurlHTTP
 import Foundation
+import Synchronization
 import TestSupport
 import Testing
+
+@testable import CurlHTTP
 
 @Suite("CurlClient against a real local server")
 struct CurlClientTests {
@@ -55,6 +57,42 @@ struct CurlClientTests {
         #expect(opened == 1, "20 requests opened \(opened) connections")
         #expect(reused.first == false)
         #expect(reused.dropFirst().allSatisfy { $0 })
+        await server.stop()
+    }
+
+    @Test("a kept-alive connection the server closes while idle is not waited on, and the next request opens another")
+    func serverClosesIdleConnection() async throws {
+        let server = try await UpstreamStandIn.start()
+        let client = CurlClient()
+        let first = try await client.execute(HTTPRequest(url: server.base + "/echo?hangup=1"))
+        #expect(first.status == 200)
+        // The server's close reaches the idle socket, which the loop still watches (it keeps a
+        // connection's socket watched between requests): it must stop watching it, not spin.
+        try await Task.sleep(for: .milliseconds(300))
+        let before = client.loop.wakeups.load(ordering: .relaxed)
+        try await Task.sleep(for: .milliseconds(500))
+        let woke = client.loop.wakeups.load(ordering: .relaxed) - before
+        #expect(woke <= 10, "the idle loop woke \(woke) times in 500 ms")
+        let second = try await client.execute(HTTPRequest(url: server.base + "/echo", timeout: .seconds(5)))
+        #expect(second.status == 200)
+        #expect(!second.reusedConnection)
+        await server.stop()
+    }
+
+    @Test("requests each on a connection the server closes all succeed, each socket watched afresh")
+    func connectionPerRequest() async throws {
+        let server = try await UpstreamStandIn.start()
+        let client = CurlClient()
+        let before = try await server.connections()
+        for index in 0..<30 {
+            // Each new socket is likely to get the number of the one closed before it.
+            let path = index % 2 == 0 ? "/echo?close=1&n=\(index)" : "/echo?hangup=1&n=\(index)"
+            let response = try await client.execute(HTTPRequest(url: server.base + path, timeout: .seconds(5)))
+            #expect(response.object["path"] as? String == path)
+            #expect(!response.reusedConnection)
+        }
+        let opened = try await server.connections() - before - 1  // the counting request's own connection
+        #expect(opened == 30)
         await server.stop()
     }
 

@@ -185,13 +185,18 @@ class Handler(BaseHTTPRequestHandler):
 
     def generic(self, path, query, body):
         if path == "/echo":
-            return self.send_json(200, {
+            # close=1 answers "Connection: close"; hangup=1 closes the connection after a
+            # keep-alive answer, as a server ending an idle connection does.
+            ending = query.get("close") == "1" or query.get("hangup") == "1"
+            self.send_json(200, {
                 "method": self.command,
                 "path": self.path,
                 "headers": {k.lower(): v for k, v in self.headers.items()},
                 "body": body.decode("latin-1"),
                 "length": len(body),
-            })
+            }, {"Connection": "close"} if query.get("close") == "1" else None)
+            self.close_connection = self.close_connection or ending
+            return None
         if path == "/slow":
             if not self.pause(int(query.get("ms", "1000")) / 1000, path):
                 return None
