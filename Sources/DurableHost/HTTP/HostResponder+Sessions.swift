@@ -45,7 +45,7 @@ extension HostResponder {
         case .history:
             let last = try Self.window(request.uri.queryParameters["last"].map(String.init))
             let body = try await host.directory.withObject(objectID) { object throws(APIError) in try await object.historyJSON(last: last) }
-            return Self.json(bytes: body)
+            return Self.json(buffer: body)
         case .record:
             let state = try await host.directory.withObject(objectID) { object throws(APIError) in try await object.read() }
             guard state.exists else { throw APIError(.sessionNotFound, "no session '\(id)'") }

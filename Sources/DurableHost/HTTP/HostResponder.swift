@@ -163,7 +163,11 @@ public struct HostResponder: HTTPResponder {
     }
 
     static func json(bytes: Data, status: HTTPResponse.Status = .ok) -> Response {
-        var response = Response(status: status, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+        json(buffer: ByteBuffer(bytes: bytes), status: status)
+    }
+
+    static func json(buffer: ByteBuffer, status: HTTPResponse.Status = .ok) -> Response {
+        var response = Response(status: status, body: .init(byteBuffer: buffer))
         response.headers[.contentType] = "application/json"
         return response
     }

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import ServerRuntime
 import SessionModel
 import Tracing
@@ -154,8 +155,9 @@ actor SessionObject {
 
     /// The `GET /history` answer, newest `last` messages only when given, once everything it
     /// reflects is durable. Kept until the session changes: a conversation is read before
-    /// each turn, and most reads find it as the last one left it.
-    func historyJSON(last: Int?) async throws(APIError) -> Data {
+    /// each turn, and most reads find it as the last one left it; kept as the buffer a response
+    /// sends, so that a read shares it rather than copying it.
+    func historyJSON(last: Int?) async throws(APIError) -> ByteBuffer {
         let state = try await read()
         if let cached = cachedHistory, cached.version == version, cached.last == last, state.exists { return cached.body }
         let messages = last.map { Array(state.record.messages.suffix($0)) } ?? state.record.messages
@@ -165,14 +167,15 @@ actor SessionObject {
             lastUpdated: state.exists && last != nil ? state.record.lastUpdated : nil,
             expiresAt: state.exists && last != nil ? state.record.expiresAt(retention: context.retention) : nil
         ).encodedJSON()
-        if state.exists { cachedHistory = (version, last, body) }
-        return body
+        let buffer = ByteBuffer(bytes: body)
+        if state.exists { cachedHistory = (version, last, buffer) }
+        return buffer
     }
 
     /// Bumped whenever the in-memory state changes (a write, an erasure, a load): what a
     /// cached answer was made from.
     private var version: UInt64 = 0
-    private var cachedHistory: (version: UInt64, last: Int?, body: Data)?
+    private var cachedHistory: (version: UInt64, last: Int?, body: ByteBuffer)?
 
     /// The session's state once everything it reflects is durable; an expired session reads as
     /// one that never existed.
