@@ -112,16 +112,17 @@ final class CurlMultiLoop: @unchecked Sendable {
 
             let ready = ccurl_epoll_wait(epoll, &fds, &readiness, Int32(capacity), waitMilliseconds())
             wakeups.add(1, ordering: .relaxed)
-            for index in 0..<Int(ready) where fds[index] != wake {
+            for index in 0..<Int(ready) {
                 let fd = fds[index]
-                if watched[fd]?.wanted == false {
+                if fd == wake {
+                    ccurl_wake_drain(wake)
+                } else if watched[fd]?.wanted == false {
                     watched[fd] = nil
                     _ = ccurl_epoll_watch(epoll, fd, CURL_POLL_REMOVE, 0)
-                    continue
+                } else {
+                    curl_multi_socket_action(multi, fd, readiness[index], &stillRunning)
                 }
-                curl_multi_socket_action(multi, fd, readiness[index], &stillRunning)
             }
-            if fds[0..<Int(ready)].contains(wake) { ccurl_wake_drain(wake) }
             collectFinished()
         }
         for (_, transfer) in active { end(transfer, .failure(CurlError.shutDown)) }

@@ -55,7 +55,7 @@ final class Transfer: @unchecked Sendable {
     /// Read as bytes: only a field's name and value become strings (a string per line, and
     /// Foundation's trimming before that, cost more than the rest of a small exchange).
     func receiveHeaderLine(_ line: UnsafeRawBufferPointer) {
-        let line = Self.trimmed(line)
+        let line = Self.trimmed(line[...])
         if line.starts(with: "HTTP/".utf8) {
             // A new response head (after a 1xx or a redirect): start over.
             let parts = line.split(separator: 0x20, maxSplits: 2)
@@ -80,10 +80,6 @@ final class Transfer: @unchecked Sendable {
         guard let first = bytes.firstIndex(where: { !isSpace($0) }) else { return bytes[bytes.endIndex...] }
         let last = bytes.lastIndex(where: { !isSpace($0) })!
         return bytes[first...last]
-    }
-
-    static func trimmed(_ bytes: UnsafeRawBufferPointer) -> Slice<UnsafeRawBufferPointer> {
-        trimmed(bytes[...])
     }
 
     /// Body bytes; returns false when the transfer must pause because the reader is behind.
